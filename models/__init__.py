@@ -1,0 +1,1 @@
+"""Pure recommendation models: no Kafka, no torch. numpy, onnxruntime and river only."""

@@ -1,0 +1,93 @@
+"""Versioned model artifacts on disk.
+
+Layout::
+
+    <root>/<name>/<version>/model.onnx   the model
+    <root>/<name>/<version>/spec.json    how it was exported and validated
+    <root>/<name>/CURRENT                the version the worker serves
+
+A version is ``<name>-<first 12 hex of the model file's sha256>``, so the same weights always
+get the same version and every published recommendation can name the exact files it used.
+Publishing writes the version directory first and flips ``CURRENT`` last (atomic rename), which
+is what a hot swap needs.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> root = pathlib.Path(tempfile.mkdtemp())
+>>> staged = root / "staging"; staged.mkdir()
+>>> _ = (staged / "model.onnx").write_bytes(b"weights")
+>>> version = publish(root, "ranker", staged, {"opset": 17})
+>>> version
+'ranker-9a129038d9a0'
+>>> current_dir(root, "ranker").name == version
+True
+>>> read_spec(root, "ranker")["version"] == version
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from models.errors import ModelLoadError
+
+MODEL_FILE = "model.onnx"
+SPEC_FILE = "spec.json"
+CURRENT_FILE = "CURRENT"
+
+
+def file_version(name: str, model_file: Path) -> str:
+    digest = hashlib.sha256(model_file.read_bytes()).hexdigest()[:12]
+    return f"{name}-{digest}"
+
+
+def publish(root: Path, name: str, staged: Path, spec: dict[str, Any]) -> str:
+    """Move a staged artifact directory into place and make it current; returns its version."""
+    model_file = staged / MODEL_FILE
+    if not model_file.is_file():
+        raise ModelLoadError(f"cannot publish {name}: {model_file} does not exist")
+    version = file_version(name, model_file)
+    spec = {**spec, "name": name, "version": version}
+    (staged / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True))
+    target = root / name / version
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(staged), str(target))
+    pointer = root / name / (CURRENT_FILE + ".tmp")
+    pointer.write_text(version + "\n")
+    os.replace(pointer, root / name / CURRENT_FILE)
+    return version
+
+
+def current_version(root: Path, name: str) -> str:
+    pointer = root / name / CURRENT_FILE
+    try:
+        return pointer.read_text().strip()
+    except FileNotFoundError as e:
+        raise ModelLoadError(
+            f"no {name} model under {root}: run `streamrec export` first"
+        ) from e
+
+
+def current_dir(root: Path, name: str, version: str | None = None) -> Path:
+    version = version or current_version(root, name)
+    path = root / name / version
+    if not (path / MODEL_FILE).is_file():
+        raise ModelLoadError(f"{name} version {version} is incomplete: {path / MODEL_FILE} missing")
+    return path
+
+
+def read_spec(root: Path, name: str, version: str | None = None) -> dict[str, Any]:
+    path = current_dir(root, name, version) / SPEC_FILE
+    try:
+        spec: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot read {path}: {e}") from e
+    return spec

@@ -1,0 +1,40 @@
+"""One root exception for the whole project, with specific subclasses.
+
+Foreign errors are wrapped (``raise ModelLoadError(...) from e``) so callers catch ours only.
+"""
+
+
+class StreamrecError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class ConfigError(StreamrecError):
+    """Settings are missing or inconsistent."""
+
+
+class InvalidEventError(StreamrecError):
+    """An input message cannot be processed; ``reason`` goes to the dead-letter topic."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ModelLoadError(StreamrecError):
+    """A model artifact is missing, corrupt or of the wrong shape."""
+
+
+class ExportError(StreamrecError):
+    """Exporting or training a model failed."""
+
+
+class ExportValidationError(ExportError):
+    """An exported model does not match its reference within the spec's tolerance."""
+
+
+class BrokerError(StreamrecError):
+    """The embedded broker could not be started or reached."""
+
+
+class DatasetError(StreamrecError):
+    """An evaluation dataset is missing or malformed."""
