@@ -1,0 +1,471 @@
+"""The recommendation pipeline: pure Python, no Kafka. The event agent calls :meth:`handle`.
+
+For every batch of messages routed to persons it (1) learns: applies each event to the
+person's session, to the global signals (popularity, co-visitation), to the River preference
+model, and feeds the blend the outcome of the list it last showed; then (2) ranks: generates
+candidates for each event's platform, scores all of them across the batch in one ONNX call,
+blends the signals with the platform's adaptive weights, filters and keeps the top K.
+
+Replay evaluation uses the same two halves prequentially: ``recommend`` then ``learn``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import random
+from collections import Counter, OrderedDict
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from models.blend import SIGNALS, PlatformBlends
+from models.catalog import Catalog
+from models.errors import InvalidEventError
+from models.events import (
+    CONSUMED_EVENTS,
+    ITEM_EVENTS,
+    CatalogItem,
+    Event,
+    EventType,
+    Recommendation,
+    ScoredItem,
+    item_key,
+)
+from models.preference import PreferenceModel
+from models.ranker import DENSE_FEATURES
+from models.session import LastRecommendation, SessionState
+from models.signals import CoVisitation, Popularity
+
+
+class Encoder(Protocol):
+    version: str
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class Scorer(Protocol):
+    version: str
+
+    def score(
+        self, person: np.ndarray, item: np.ndarray, context: np.ndarray, dense: np.ndarray
+    ) -> np.ndarray: ...
+
+
+# --- messages on the person-keyed topic -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PersonEvent:
+    """An app event, routed to the person it belongs to."""
+
+    person: str
+    event: Event
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """``person`` was linked to ``to``: move its state there."""
+
+    person: str
+    to: str
+
+
+@dataclass(frozen=True)
+class Merge:
+    """State of a linked alias, to be merged into ``person``."""
+
+    person: str
+    state: SessionState
+
+
+@dataclass(frozen=True)
+class Consent:
+    person: str
+    consent: bool
+
+
+PersonMessage = PersonEvent | Handoff | Merge | Consent
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    top_k: int = 10
+    candidates_per_source: int = 50
+    interest_half_life_s: float = 3 * 24 * 3600.0
+    popularity_half_life_s: float = 7 * 24 * 3600.0
+    fresh_half_life_s: float = 7 * 24 * 3600.0
+    cross_mix: float = 0.5  # weight of other platforms' interest in the person vector
+    cross_platform: bool = True  # off: ignore other platforms even with consent (ablation)
+    feedback_tail: int = 20  # lower-ranked candidates remembered as negatives for the blend
+    feedback_cache: int = 100_000
+    seed: int = 7
+
+
+#: How strongly each event type says "I like this".
+EVENT_WEIGHT = {
+    EventType.VIEW: 0.5,
+    EventType.CLICK: 1.0,
+    EventType.CONSUME: 2.0,
+    EventType.PURCHASE: 2.0,
+    EventType.RATING: 1.5,
+}
+
+
+@dataclass
+class RankRequest:
+    person: str
+    platform: str
+    session: SessionState
+    context: np.ndarray | None = None  # embedding of what the person is doing right now
+    exclude: frozenset[str] = frozenset()
+    ts: float = 0.0  # event time: item freshness is measured from it
+    extra: tuple[str, ...] = ()  # always scored (training a head on known positives)
+
+
+@dataclass
+class Ranking:
+    request: RankRequest
+    keys: list[str]  # all candidates, best first
+    features: np.ndarray  # [len(keys), len(SIGNALS)]
+    scores: np.ndarray
+    contributions: np.ndarray  # features * weights
+    history_platforms: list[str]
+
+    def top(self, k: int) -> list[str]:
+        return self.keys[:k]
+
+
+@dataclass
+class Output:
+    recommendations: list[Recommendation] = field(default_factory=list)
+    forwards: list[PersonMessage] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        encoder: Encoder,
+        ranker: Scorer | None,
+        config: PipelineConfig = PipelineConfig(),
+        catalog: Catalog | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.ranker = ranker
+        self.config = config
+        self.catalog = catalog or Catalog(encoder.dim)
+        self.popularity = Popularity(config.popularity_half_life_s)
+        self.covisitation = CoVisitation()
+        self.preference = PreferenceModel(seed=config.seed)
+        self.blends = PlatformBlends()
+        self._feedback: OrderedDict[tuple[str, str], tuple[list[str], np.ndarray]] = OrderedDict()
+        self._rng = random.Random(config.seed)
+        self.stats = {"events": 0, "duplicates": 0, "recommendations": 0, "blend_updates": 0}
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        versions = {"encoder": self.encoder.version}
+        if self.ranker is not None:
+            versions["ranker"] = self.ranker.version
+        return versions
+
+    # --- catalog ----------------------------------------------------------------------------
+
+    def add_items(self, items: Sequence[CatalogItem]) -> np.ndarray:
+        """Encode a batch of items in one ONNX call and index them; returns the vectors."""
+        vectors = self.encoder.encode([it.text() for it in items])
+        for it, vec in zip(items, vectors, strict=True):
+            self.index_item(it, vec)
+        return vectors
+
+    def index_item(self, item: CatalogItem, vector: np.ndarray) -> None:
+        self.catalog.upsert(
+            item.key, item.platform, vector, available=item.available, added_ts=item.ts or 0.0
+        )
+
+    def check_event(self, event: Event) -> None:
+        """Reject what the pipeline cannot use, before it is routed (→ dead-letter topic)."""
+        if event.item is not None:
+            key = item_key(event.platform, event.item)
+            if key not in self.catalog:
+                raise InvalidEventError(f"unknown item {event.item!r} on platform {event.platform!r}")
+
+    # --- the stream ------------------------------------------------------------------------
+
+    def handle(
+        self, batch: Sequence[PersonMessage], sessions: MutableMapping[str, SessionState],
+        now: float,
+    ) -> Output:
+        out = Output()
+        requests: list[tuple[PersonEvent, RankRequest]] = []
+        searches = [m for m in batch if isinstance(m, PersonEvent) and m.event.type is EventType.SEARCH]
+        query_vectors = self.encoder.encode([m.event.query or "" for m in searches])
+        query_vector = {id(m): v for m, v in zip(searches, query_vectors, strict=True)}
+        later = Counter(m.person for m in batch)
+        for msg in batch:
+            later[msg.person] -= 1
+            if isinstance(msg, Handoff):
+                state = sessions.pop(msg.person, None)
+                if state is not None:
+                    out.forwards.append(Merge(person=msg.to, state=state))
+                continue
+            session = sessions.get(msg.person) or SessionState(person=msg.person)
+            if isinstance(msg, Merge):
+                session.merge(msg.state)
+            elif isinstance(msg, Consent):
+                session.consent = msg.consent
+            else:
+                if not session.remember_event(msg.event.event_id):
+                    self.stats["duplicates"] += 1
+                    continue
+                self.learn(msg.person, msg.event, session)
+                # Rank on the state as of this event, even if the batch holds later ones.
+                snapshot = copy.deepcopy(session) if later[msg.person] else session
+                request = self._request_for(msg, snapshot, query_vector.get(id(msg)))
+                if request is not None:
+                    requests.append((msg, request))
+            sessions[msg.person] = session
+        rankings = self.recommend([r for _, r in requests])
+        for (msg, _), ranking in zip(requests, rankings, strict=True):
+            rec = self._recommendation(msg, ranking, now)
+            session = sessions[msg.person]
+            session.last_rec[rec.platform] = LastRecommendation(
+                rec.rec_id, rec.platform, [s.item for s in rec.items], msg.event.ts
+            )
+            sessions[msg.person] = session
+            out.recommendations.append(rec)
+        self.stats["recommendations"] += len(out.recommendations)
+        return out
+
+    def _request_for(
+        self, msg: PersonEvent, session: SessionState, query: np.ndarray | None
+    ) -> RankRequest | None:
+        e = msg.event
+        if e.type in (EventType.IMPRESSION, EventType.IDENTIFY):
+            return None
+        context = query
+        exclude: set[str] = set(session.consumed)
+        if e.item is not None:
+            key = item_key(e.platform, e.item)
+            context = self.catalog.vector(key)
+            exclude.add(key)
+        return RankRequest(msg.person, e.platform, session, context, frozenset(exclude), e.ts)
+
+    # --- learning --------------------------------------------------------------------------
+
+    def learn(self, person: str, event: Event, session: SessionState) -> None:
+        """Apply one event to the session and to the global models."""
+        self.stats["events"] += 1
+        if event.type not in ITEM_EVENTS or event.item is None:
+            return
+        key = item_key(event.platform, event.item)
+        if key not in self.catalog:
+            raise InvalidEventError(f"unknown item {event.item!r} on platform {event.platform!r}")
+        consumed = event.type in CONSUMED_EVENTS
+        if not event.is_positive:  # a low rating: had it, did not like it
+            if consumed and key not in session.consumed:
+                session.consumed.append(key)
+            return
+        self._learn_blend(person, event.platform, key)
+        weight = EVENT_WEIGHT[event.type]
+        self.preference.learn_positive(person, key, self._platform_keys(event.platform))
+        session.observe(
+            event.platform, key, self.catalog.vector(key), event.ts,
+            consumed=consumed, half_life_s=self.config.interest_half_life_s, weight=weight,
+        )
+        self.popularity.learn_one(key, event.platform, event.ts, weight)
+        self.covisitation.learn_one(self._timeline(session, event.platform, key))
+
+    def _timeline(self, session: SessionState, platform: str, newest: str) -> list[str]:
+        """Recent items across the platforms this person allows, newest last."""
+        if not (session.consent and self.config.cross_platform):
+            return session.recent.get(platform, [])
+        others = [k for p, ks in session.recent.items() if p != platform for k in ks[-3:]]
+        mine = [k for k in session.recent.get(platform, []) if k != newest]
+        return [*others, *mine, newest]
+
+    def _platform_keys(self, platform: str) -> list[str]:
+        rows = self.catalog.rows(platform)
+        return [self.catalog.keys[r] for r in rows[:: max(1, len(rows) // 512)]]
+
+    def _learn_blend(self, person: str, platform: str, positive: str) -> None:
+        """The person engaged with ``positive``: learn from the last ranking they were given."""
+        cached = self._feedback.pop((person, platform), None)
+        if cached is None:
+            return
+        keys, features = cached
+        if positive not in keys:
+            return
+        blend = self.blends[platform]
+        pos = keys.index(positive)
+        blend.learn_one(dict(zip(SIGNALS, features[pos].tolist(), strict=True)), True)
+        negatives = [i for i in range(len(keys)) if i != pos]
+        for i in self._rng.sample(negatives, min(5, len(negatives))):
+            blend.learn_one(dict(zip(SIGNALS, features[i].tolist(), strict=True)), False)
+        self.stats["blend_updates"] += 1
+
+    # --- ranking ---------------------------------------------------------------------------
+
+    def recommend(self, requests: Sequence[RankRequest]) -> list[Ranking]:
+        """Rank candidates for every request; one ranking-head call for the whole batch."""
+        if not requests:
+            return []
+        cfg = self.config
+        prepared = [self._prepare(r) for r in requests]
+        queries = np.stack([p[3] for p in prepared]) if prepared else np.zeros((0, self.catalog.dim))
+        by_platform: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            by_platform.setdefault(r.platform, []).append(i)
+        neighbour_rows: dict[int, np.ndarray] = {}
+        for platform, idx in by_platform.items():
+            rows, _ = self.catalog.neighbours(queries[idx], platform, cfg.candidates_per_source)
+            for i, r in zip(idx, rows, strict=True):
+                neighbour_rows[i] = r
+
+        all_rows: list[np.ndarray] = []
+        all_dense: list[np.ndarray] = []
+        persons: list[np.ndarray] = []
+        contexts: list[np.ndarray] = []
+        spans: list[tuple[int, int]] = []
+        keys_per_request: list[list[str]] = []
+        start = 0
+        available = self.catalog.available
+        for i, (req, (u_same, u_cross, person_vec, _q, covisit, hist)) in enumerate(
+            zip(requests, prepared, strict=True)
+        ):
+            cands: dict[str, None] = {}
+            for r in neighbour_rows[i]:
+                cands[self.catalog.keys[r]] = None
+            for k in covisit:
+                cands[k] = None
+            for k in self.popularity.top(req.platform, cfg.candidates_per_source, 0.0):
+                cands[k] = None
+            for r in self.catalog.newest(req.platform, cfg.candidates_per_source // 5):
+                cands[self.catalog.keys[r]] = None
+            for k in req.extra:
+                cands[k] = None
+            keys = [
+                k for k in cands
+                if k not in req.exclude and k in self.catalog and available[self.catalog.index[k]]
+            ]
+            rows = np.fromiter((self.catalog.index[k] for k in keys), np.int64, len(keys))
+            vecs = self.catalog.vectors[rows]
+            dense = np.zeros((len(keys), len(DENSE_FEATURES)), dtype=np.float32)
+            dense[:, 0] = vecs @ u_same
+            dense[:, 1] = vecs @ u_cross
+            dense[:, 2] = [covisit.get(k, 0.0) for k in keys]
+            dense[:, 3] = [self.popularity.normalised(k, req.platform) for k in keys]
+            age = np.maximum(0.0, req.ts - self.catalog.added_ts[rows])
+            dense[:, 4] = 0.5 ** (age / cfg.fresh_half_life_s)
+            dense[:, 5] = self.preference.predict_many(req.person, keys)
+            all_rows.append(rows)
+            all_dense.append(dense)
+            persons.append(np.broadcast_to(person_vec, vecs.shape))
+            ctx = req.context if req.context is not None else np.zeros(self.catalog.dim, np.float32)
+            contexts.append(np.broadcast_to(ctx.astype(np.float32), vecs.shape))
+            spans.append((start, start + len(keys)))
+            keys_per_request.append(keys)
+            start += len(keys)
+
+        rows_cat = np.concatenate(all_rows) if all_rows else np.zeros(0, np.int64)
+        dense_cat = np.concatenate(all_dense)
+        if self.ranker is not None and len(rows_cat):
+            head = self.ranker.score(
+                np.concatenate(persons), self.catalog.vectors[rows_cat],
+                np.concatenate(contexts), dense_cat,
+            )
+        else:
+            head = np.zeros(len(rows_cat), dtype=np.float32)
+        features = np.concatenate([head[:, None], dense_cat], axis=1)
+
+        rankings = []
+        for req, (s, e), keys, prep in zip(requests, spans, keys_per_request, prepared, strict=True):
+            f = features[s:e]
+            weights = np.array([self.blends[req.platform].weights[k] for k in SIGNALS], np.float32)
+            contrib = f * weights
+            scores = contrib.sum(axis=1)
+            order = np.argsort(-scores, kind="stable")
+            ranked_keys = [keys[j] for j in order]
+            ranking = Ranking(req, ranked_keys, f[order], scores[order], contrib[order], prep[5])
+            self._remember_for_feedback(ranking)
+            rankings.append(ranking)
+        return rankings
+
+    def _prepare(
+        self, req: RankRequest
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, float], list[str]]:
+        """Person vectors, the retrieval query, co-visited candidates, platforms used."""
+        s = req.session
+        dim = self.catalog.dim
+        zero = np.zeros(dim, dtype=np.float32)
+        u_same = _unit(s.interest.get(req.platform, zero))
+        history = [req.platform] if req.platform in s.interest else []
+        use_cross = s.consent and self.config.cross_platform
+        others = [p for p in s.interest if p != req.platform] if use_cross else []
+        u_cross = _unit(sum((s.interest[p] for p in others), zero)) if others else zero
+        history += sorted(others)
+        person = _unit(u_same + self.config.cross_mix * u_cross)
+        weights = self.blends[req.platform].weights
+        context = req.context if req.context is not None else zero
+        query = _unit(
+            max(weights["content"], 0.0) * u_same + max(weights["cross"], 0.0) * u_cross + context
+        )
+        recent = list(s.recent.get(req.platform, []))
+        if use_cross:
+            recent = [k for p in others for k in s.recent.get(p, [])[-3:]] + recent
+        covisit = self.covisitation.candidates(
+            recent, req.platform, self.config.candidates_per_source
+        )
+        return u_same, u_cross, person, query, covisit, history
+
+    def _remember_for_feedback(self, ranking: Ranking) -> None:
+        k = self.config.top_k
+        keep = list(range(min(k, len(ranking.keys))))
+        tail = list(range(k, len(ranking.keys)))
+        keep += self._rng.sample(tail, min(self.config.feedback_tail, len(tail)))
+        key = (ranking.request.person, ranking.request.platform)
+        self._feedback[key] = ([ranking.keys[i] for i in keep], ranking.features[keep])
+        self._feedback.move_to_end(key)
+        while len(self._feedback) > self.config.feedback_cache:
+            self._feedback.popitem(last=False)
+
+    def _recommendation(self, msg: PersonEvent, ranking: Ranking, now: float) -> Recommendation:
+        e = msg.event
+        k = self.config.top_k
+        items = [
+            ScoredItem(
+                item=key.split(":", 1)[1],
+                platform=ranking.request.platform,
+                score=round(float(ranking.scores[i]), 6),
+                contributions={
+                    s: round(float(c), 6) for s, c in zip(SIGNALS, ranking.contributions[i], strict=True)
+                },
+            )
+            for i, key in enumerate(ranking.keys[:k])
+        ]
+        return Recommendation(
+            rec_id=rec_id_for(e.event_id, msg.person),
+            person=msg.person,
+            user=e.user,
+            platform=e.platform,
+            event_id=e.event_id,
+            items=items,
+            history_platforms=ranking.history_platforms,
+            model_versions=self.model_versions,
+            event_ts=e.ts,
+            published_ts=now,
+        )
+
+
+def rec_id_for(event_id: str, person: str) -> str:
+    """Deterministic, so a redelivered event republishes the same rec_id (deduplicable)."""
+    return hashlib.blake2b(f"{person}\x00{event_id}".encode(), digest_size=8).hexdigest()
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    out: np.ndarray = (v / n).astype(np.float32) if n > 1e-12 else np.zeros_like(v, np.float32)
+    return out

@@ -1,0 +1,65 @@
+"""The ONNX ranking head at serving time (onnxruntime only).
+
+The head scores (person, item, context) triples: ``σ(W·(h_person ⊙ h_item ⊙ h_context) + V·dense)``
+where the three representations come from text embeddings, never raw ids, so it scores items
+and platforms it has never seen. ``dense`` holds the other signals, in :data:`DENSE_FEATURES`
+order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from models.artifacts import MODEL_FILE, current_dir, read_spec
+from models.errors import ModelLoadError
+
+DENSE_FEATURES = ("content", "cross", "covisit", "popularity", "fresh", "river")
+
+
+class RankingHead:
+    def __init__(self, model_dir: Path, providers: Sequence[str] | None = None) -> None:
+        spec = read_spec(model_dir.parent.parent, model_dir.parent.name, model_dir.name)
+        self.version: str = spec["version"]
+        self.dense_features: tuple[str, ...] = tuple(spec["dense_features"])
+        if self.dense_features != DENSE_FEATURES:
+            raise ModelLoadError(
+                f"ranker {self.version} expects dense features {self.dense_features}, "
+                f"this code computes {DENSE_FEATURES}: re-export the ranker"
+            )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(
+                str(model_dir / MODEL_FILE),
+                sess_options=options,
+                providers=list(providers or ["CPUExecutionProvider"]),
+            )
+        except Exception as e:  # onnxruntime raises its own untyped errors
+            raise ModelLoadError(f"cannot load ranker {model_dir}: {e}") from e
+
+    @classmethod
+    def from_artifacts(cls, root: Path, version: str | None = None,
+                       providers: Sequence[str] | None = None) -> RankingHead:
+        return cls(current_dir(root, "ranker", version), providers)
+
+    def score(
+        self, person: np.ndarray, item: np.ndarray, context: np.ndarray, dense: np.ndarray
+    ) -> np.ndarray:
+        """All inputs have one row per candidate; returns probabilities, shape [n]."""
+        if len(item) == 0:
+            return np.zeros(0, dtype=np.float32)
+        out = self._session.run(
+            ["score"],
+            {
+                "person": np.ascontiguousarray(person, dtype=np.float32),
+                "item": np.ascontiguousarray(item, dtype=np.float32),
+                "context": np.ascontiguousarray(context, dtype=np.float32),
+                "dense": np.ascontiguousarray(dense, dtype=np.float32),
+            },
+        )
+        scores: np.ndarray = out[0].reshape(-1)
+        return scores

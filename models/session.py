@@ -1,0 +1,163 @@
+"""Per-person session state: what the worker keeps in the RocksDB-backed ``sessions`` table.
+
+Interest vectors are exponentially decayed sums of the embeddings of items a person engaged
+with, one per platform; the state is plain data with a compact byte encoding (vectors as
+base64 float32) so a changelog record stays a few KB.
+
+Examples
+--------
+>>> import numpy as np
+>>> s = SessionState(person="p1")
+>>> s.observe("shop", "shop:boots", np.array([1.0, 0.0], dtype=np.float32), ts=10.0,
+...           consumed=True, half_life_s=3600.0)
+>>> s.recent["shop"], "shop:boots" in s.consumed
+(['shop:boots'], True)
+>>> SessionState.from_bytes(s.to_bytes()) == s
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.errors import InvalidEventError
+
+MAX_RECENT = 20
+MAX_CONSUMED = 500
+
+
+@dataclass
+class LastRecommendation:
+    """The list last shown to this person on a platform: feedback is attributed to it."""
+
+    rec_id: str
+    platform: str
+    items: list[str]
+    ts: float
+
+
+@dataclass
+class SessionState:
+    person: str
+    consent: bool = True  # may other platforms' history be used for this person
+    recent: dict[str, list[str]] = field(default_factory=dict)  # platform → newest last
+    interest: dict[str, np.ndarray] = field(default_factory=dict)  # platform → decayed sum
+    interest_ts: dict[str, float] = field(default_factory=dict)  # platform → last update
+    consumed: list[str] = field(default_factory=list)
+    seen_event_ids: list[str] = field(default_factory=list)  # at-least-once: drop replays
+    last_rec: dict[str, LastRecommendation] = field(default_factory=dict)
+    aliases: list[str] = field(default_factory=list)  # person keys merged into this one
+    events: int = 0
+
+    def observe(
+        self,
+        platform: str,
+        key: str,
+        vector: np.ndarray,
+        ts: float,
+        *,
+        consumed: bool,
+        half_life_s: float,
+        weight: float = 1.0,
+    ) -> None:
+        """Fold one positive interaction into the state."""
+        recent = self.recent.setdefault(platform, [])
+        if key in recent:
+            recent.remove(key)
+        recent.append(key)
+        del recent[:-MAX_RECENT]
+        if consumed and key not in self.consumed:
+            self.consumed.append(key)
+            del self.consumed[:-MAX_CONSUMED]
+        previous = self.interest.get(platform)
+        if previous is None:
+            self.interest[platform] = weight * vector.astype(np.float32)
+        else:
+            dt = max(0.0, ts - self.interest_ts.get(platform, ts))
+            decay = np.float32(0.5 ** (dt / half_life_s))
+            self.interest[platform] = decay * previous + np.float32(weight) * vector
+        self.interest_ts[platform] = max(ts, self.interest_ts.get(platform, ts))
+        self.events += 1
+
+    def remember_event(self, event_id: str, window: int = 200) -> bool:
+        """False if this event was already applied (a redelivery after a crash)."""
+        if event_id in self.seen_event_ids:
+            return False
+        self.seen_event_ids.append(event_id)
+        del self.seen_event_ids[:-window]
+        return True
+
+    def merge(self, other: SessionState) -> None:
+        """Absorb the state of a person key that was linked to this person."""
+        for platform, items in other.recent.items():
+            mine = self.recent.setdefault(platform, [])
+            mine[:0] = [k for k in items if k not in mine]
+            del mine[:-MAX_RECENT]
+        for platform, vec in other.interest.items():
+            if platform in self.interest:
+                self.interest[platform] = self.interest[platform] + vec
+            else:
+                self.interest[platform] = vec.copy()
+            self.interest_ts[platform] = max(
+                self.interest_ts.get(platform, 0.0), other.interest_ts.get(platform, 0.0)
+            )
+        self.consumed = (other.consumed + [k for k in self.consumed if k not in other.consumed])[
+            -MAX_CONSUMED:
+        ]
+        self.aliases = sorted({*self.aliases, other.person, *other.aliases} - {self.person})
+        self.events += other.events
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "person": self.person,
+            "consent": self.consent,
+            "recent": self.recent,
+            "interest": {p: _encode_vec(v) for p, v in self.interest.items()},
+            "interest_ts": self.interest_ts,
+            "consumed": self.consumed,
+            "seen_event_ids": self.seen_event_ids,
+            "last_rec": {p: vars(r) for p, r in self.last_rec.items()},
+            "aliases": self.aliases,
+            "events": self.events,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SessionState:
+        try:
+            return cls(
+                person=d["person"],
+                consent=d["consent"],
+                recent=d["recent"],
+                interest={p: _decode_vec(v) for p, v in d["interest"].items()},
+                interest_ts=d["interest_ts"],
+                consumed=d["consumed"],
+                seen_event_ids=d["seen_event_ids"],
+                last_rec={p: LastRecommendation(**r) for p, r in d["last_rec"].items()},
+                aliases=d["aliases"],
+                events=d["events"],
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidEventError(f"corrupt session state: {e}") from e
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SessionState:
+        return cls.from_dict(json.loads(raw))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SessionState) and self.to_dict() == other.to_dict()
+
+
+def _encode_vec(v: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(v, dtype=np.float32).tobytes()).decode()
+
+
+def _decode_vec(s: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(s), dtype=np.float32).copy()

@@ -1,0 +1,1 @@
+"""Kafka and Faust: topics, tables, agents, the embedded broker, the client library and CLI."""

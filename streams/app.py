@@ -1,0 +1,254 @@
+"""The Faust application. Read top to bottom in the order data flows:
+
+    events.<platform> ──route──▶ person-events ──recommend──▶ recommendations
+           │                          ▲    │
+           └─ bad input ─▶ dead-letter │    └─ handoff/merge (identity links)
+    catalog ──ingest (ONNX encoder)──▶ catalog-embeddings (GlobalTable, every worker)
+
+Agents are thin loops; the logic is in :mod:`models` (``identity.route``, ``Pipeline.handle``).
+All topics carry raw bytes: parsing happens in our code, so a bad message becomes a
+dead-letter record with its original bytes instead of a crashed agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from models.encoder import TextEncoder
+from models.errors import InvalidEventError, StreamrecError
+from models.events import parse_catalog_item, parse_event
+from models.identity import route
+from models.pipeline import Pipeline, PipelineConfig, PersonMessage
+from models.ranker import RankingHead
+from streams.codecs import (
+    SessionStore,
+    decode_catalog_entry,
+    decode_person_message,
+    encode_catalog_entry,
+    encode_person_message,
+)
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RAW: dict[str, Any] = {
+    "key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw",
+}
+
+
+class CatalogTable(faust.GlobalTable):
+    """A GlobalTable that also feeds every write it replicates into the local vector index."""
+
+    on_entry: Any = None
+
+    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+        events = list(batch)
+        super().apply_changelog_batch(events)
+        if self.on_entry is not None:
+            for event in events:
+                if event.message.value is not None:
+                    self.on_entry(event.message.value)
+
+
+def load_pipeline(settings: Settings) -> Pipeline:
+    encoder = TextEncoder.from_artifacts(settings.artifacts_dir)
+    ranker = RankingHead.from_artifacts(settings.artifacts_dir)
+    config = PipelineConfig(
+        top_k=settings.top_k, candidates_per_source=settings.candidates_per_source
+    )
+    return Pipeline(encoder, ranker, config)
+
+
+def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
+    if not settings.bootstrap_servers:
+        raise StreamrecError("STREAMREC_BOOTSTRAP_SERVERS is empty: start a broker (`streamrec up`)")
+    pipeline = pipeline or load_pipeline(settings)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{s}" for s in settings.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(settings),
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_allow_declare=True,
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.broker_session_timeout_s / 3),
+        web_port=settings.web_port,
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+        consumer_auto_offset_reset="earliest",
+    )
+
+    # --- topics ----------------------------------------------------------------------------
+    topic = {"partitions": settings.partitions, **RAW}
+    events = app.topic(*settings.event_topics, **topic)
+    catalog = app.topic(settings.catalog_topic, **topic)
+    person_events = app.topic(settings.person_topic, **topic)
+    recommendations = app.topic(settings.recommendations_topic, **topic)
+    dead_letter = app.topic(settings.dead_letter_topic, **topic)
+
+    # --- tables ----------------------------------------------------------------------------
+    catalog_embeddings = CatalogTable(
+        app, name="catalog-embeddings", key_type=str, value_type=bytes,
+        value_serializer="raw", partitions=settings.partitions,
+    )
+    app.tables.add(catalog_embeddings)
+    identities = app.Table(
+        "identities", key_type=str, value_type=str, partitions=settings.partitions,
+    )
+    # Written from batches that span partitions: the changelog partition must follow the key.
+    sessions_table = app.Table(
+        "sessions", key_type=str, value_type=bytes, value_serializer="raw",
+        partitions=settings.partitions, use_partitioner=True,
+    )
+    sessions = SessionStore(sessions_table)
+
+    def index_entry(raw: bytes) -> None:
+        item, vector = decode_catalog_entry(raw)
+        pipeline.index_item(item, vector)
+
+    catalog_embeddings.on_entry = index_entry
+
+    async def to_dead_letter(event: EventT, reason: str) -> None:
+        msg = event.message
+        log.warning("dead-letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
+        await dead_letter.send(
+            key=msg.key,
+            value=msg.value,
+            headers=[
+                ("reason", reason.encode()),
+                ("source.topic", msg.topic.encode()),
+                ("source.partition", str(msg.partition).encode()),
+                ("source.offset", str(msg.offset).encode()),
+                ("dead_letter.ts", str(time.time()).encode()),
+            ],
+        )
+
+    # --- agents ----------------------------------------------------------------------------
+    @app.agent(catalog, concurrency=1)
+    async def ingest_catalog(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(64, within=0.05):
+            good = []
+            for event in batch:
+                try:
+                    good.append((event, parse_catalog_item(
+                        event.message.value, platforms=settings.platforms,
+                        max_text_chars=settings.max_text_chars,
+                    )))
+                except InvalidEventError as e:
+                    await to_dead_letter(event, e.reason)
+            if not good:
+                continue
+            vectors = pipeline.add_items([item for _, item in good])
+            for (_, item), vector in zip(good, vectors, strict=True):
+                catalog_embeddings[item.key] = encode_catalog_entry(item, vector)
+
+    @app.agent(events)
+    async def route_events(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            try:
+                parsed = parse_event(
+                    event.message.value, platforms=settings.platforms, now=time.time(),
+                    max_text_chars=settings.max_text_chars,
+                    max_future_skew_s=settings.max_future_skew_s,
+                    max_past_age_s=settings.max_past_age_s,
+                )
+                expected = settings.event_topic(parsed.platform)
+                if event.message.topic != expected:
+                    raise InvalidEventError(
+                        f"platform {parsed.platform!r} sent to {event.message.topic!r}, "
+                        f"expected {expected!r}"
+                    )
+                if event.message.key != parsed.user.encode():
+                    raise InvalidEventError(
+                        "message key must be the user id (it partitions the identity table)"
+                    )
+                pipeline.check_event(parsed)
+                routed = route(parsed, identities)
+            except InvalidEventError as e:
+                await to_dead_letter(event, e.reason)
+                continue
+            for msg in routed:
+                await person_events.send(key=msg.person.encode(), value=encode_person_message(msg))
+
+    @app.agent(person_events)
+    async def recommend(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            for msg in await handle_batch(batch):
+                await person_events.send(key=msg.person.encode(), value=encode_person_message(msg))
+
+    async def handle_batch(batch: Sequence[EventT]) -> list[PersonMessage]:
+        messages = []
+        for event in batch:
+            try:
+                messages.append((event, decode_person_message(event.message.value)))
+            except InvalidEventError as e:
+                await to_dead_letter(event, e.reason)
+        try:
+            out = pipeline.handle([m for _, m in messages], sessions, now=time.time())
+        except Exception:  # one bad message must not take the batch down: retry one by one
+            log.exception("batch of %d failed; retrying message by message", len(messages))
+            out = None
+        if out is None:
+            forwards = []
+            for event, msg in messages:
+                try:
+                    single = pipeline.handle([msg], sessions, now=time.time())
+                except Exception as e:  # noqa: BLE001 - reported with the message to dead-letter
+                    await to_dead_letter(event, f"processing failed: {type(e).__name__}: {e}")
+                    continue
+                await publish(single.recommendations)
+                forwards += single.forwards
+            return forwards
+        await publish(out.recommendations)
+        return out.forwards
+
+    async def publish(recs: Sequence[Any]) -> None:
+        for rec in recs:
+            rec.published_ts = time.time()
+            await recommendations.send(key=rec.person.encode(), value=rec.model_dump_json().encode())
+
+    # --- status for operators, the demo and load tests --------------------------------------
+    @app.page("/status")
+    async def status(web: Any, request: Any) -> Any:
+        return web.json({
+            "catalog_items": len(pipeline.catalog),
+            "model_versions": pipeline.model_versions,
+            "stats": pipeline.stats,
+            "blend_weights": pipeline.blends.snapshot(),
+            "platforms": list(settings.platforms),
+        })
+
+    @app.timer(interval=5.0)
+    async def sync_catalog() -> None:
+        """Index entries recovered from the local store (not replayed through the changelog)."""
+        missing = [k for k in catalog_embeddings.keys() if k not in pipeline.catalog]
+        for key in missing:
+            with contextlib.suppress(KeyError):
+                index_entry(catalog_embeddings[key])
+
+    app.pipeline = pipeline  # type: ignore[attr-defined]
+    return app
+
+
+def _credentials(settings: Settings) -> Any:
+    if settings.security_protocol == "PLAINTEXT":
+        return None
+    import ssl
+
+    context = ssl.create_default_context(cafile=settings.ssl_cafile or None)
+    if settings.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password.get_secret_value(),
+            mechanism=settings.sasl_mechanism,
+            ssl_context=context if settings.security_protocol == "SASL_SSL" else None,
+        )
+    return faust.SSLCredentials(context)

