@@ -134,6 +134,8 @@ class Ranking:
     scores: np.ndarray
     contributions: np.ndarray  # features * weights
     history_platforms: list[str]
+    person_vector: np.ndarray  # what the ranking head saw, for training it offline
+    context_vector: np.ndarray
 
     def top(self, k: int) -> list[str]:
         return self.keys[:k]
@@ -389,7 +391,10 @@ class Pipeline:
             scores = contrib.sum(axis=1)
             order = np.argsort(-scores, kind="stable")
             ranked_keys = [keys[j] for j in order]
-            ranking = Ranking(req, ranked_keys, f[order], scores[order], contrib[order], prep[5])
+            ctx = req.context if req.context is not None else np.zeros(self.catalog.dim, np.float32)
+            ranking = Ranking(
+                req, ranked_keys, f[order], scores[order], contrib[order], prep[5], prep[2], ctx
+            )
             self._remember_for_feedback(ranking)
             rankings.append(ranking)
         return rankings

@@ -15,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import faust
+import faust.streams as faust_streams
 from faust.types import EventT
 
 from models.encoder import TextEncoder
@@ -35,6 +37,7 @@ from streams.codecs import (
     encode_person_message,
 )
 from streams.settings import Settings
+from streams.transport import register as register_transport
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +46,15 @@ RAW: dict[str, Any] = {
 }
 
 
-class CatalogTable(faust.GlobalTable):
-    """A GlobalTable that also feeds every write it replicates into the local vector index."""
+def bind_event(event: EventT) -> None:
+    """Make ``event`` the current one, so table writes go to its partition.
 
-    on_entry: Any = None
-
-    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
-        events = list(batch)
-        super().apply_changelog_batch(events)
-        if self.on_entry is not None:
-            for event in events:
-                if event.message.value is not None:
-                    self.on_entry(event.message.value)
+    ``take_events`` fills its buffer in another task, so inside a batch Faust has no current
+    event and a table write either fails or lands in the wrong partition. Setting it per
+    message keeps each person's state (locally and in the changelog) in that person's
+    partition. Faust exposes no public setter; this is the context variable its streams use.
+    """
+    faust_streams._current_event.set(weakref.ref(event))
 
 
 def load_pipeline(settings: Settings) -> Pipeline:
@@ -70,9 +70,10 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
     if not settings.bootstrap_servers:
         raise StreamrecError("STREAMREC_BOOTSTRAP_SERVERS is empty: start a broker (`streamrec up`)")
     pipeline = pipeline or load_pipeline(settings)
+    scheme = register_transport(settings.consumer_fetch_max_wait_ms)
     app = faust.App(
         settings.app_id,
-        broker=[f"kafka://{s}" for s in settings.bootstrap_servers.split(",")],
+        broker=[f"{scheme}://{s}" for s in settings.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),
         store="rocksdb://",
         datadir=str(settings.data_dir),
@@ -95,26 +96,27 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
     dead_letter = app.topic(settings.dead_letter_topic, **topic)
 
     # --- tables ----------------------------------------------------------------------------
-    catalog_embeddings = CatalogTable(
-        app, name="catalog-embeddings", key_type=str, value_type=bytes,
-        value_serializer="raw", partitions=settings.partitions,
-    )
-    app.tables.add(catalog_embeddings)
-    identities = app.Table(
-        "identities", key_type=str, value_type=str, partitions=settings.partitions,
-    )
-    # Written from batches that span partitions: the changelog partition must follow the key.
-    sessions_table = app.Table(
-        "sessions", key_type=str, value_type=bytes, value_serializer="raw",
-        partitions=settings.partitions, use_partitioner=True,
-    )
-    sessions = SessionStore(sessions_table)
-
     def index_entry(raw: bytes) -> None:
         item, vector = decode_catalog_entry(raw)
         pipeline.index_item(item, vector)
 
-    catalog_embeddings.on_entry = index_entry
+    async def on_catalog_changelog(event: EventT) -> None:
+        # Entries written by other workers (and recovered ones) reach the local index here.
+        if event.message.value is not None:
+            index_entry(event.message.value)
+
+    # Faust picks a table's serializer from value_type: bytes → raw (our own codecs).
+    raw_values: dict[str, Any] = {"key_type": str, "value_type": bytes}
+    catalog_embeddings = app.GlobalTable(
+        "catalog-embeddings", **raw_values, partitions=settings.partitions,
+        on_changelog_event=on_catalog_changelog,
+    )
+    identities = app.Table(
+        "identities", key_type=str, value_type=str, partitions=settings.partitions,
+    )
+    sessions_table = app.Table("sessions", **raw_values, partitions=settings.partitions)
+    batch_events: dict[str, EventT] = {}  # person → their message in the batch being handled
+    sessions = SessionStore(sessions_table, lambda person: bind_event(batch_events[person]))
 
     async def to_dead_letter(event: EventT, reason: str) -> None:
         msg = event.message
@@ -147,7 +149,8 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
             if not good:
                 continue
             vectors = pipeline.add_items([item for _, item in good])
-            for (_, item), vector in zip(good, vectors, strict=True):
+            for (event, item), vector in zip(good, vectors, strict=True):
+                bind_event(event)
                 catalog_embeddings[item.key] = encode_catalog_entry(item, vector)
 
     @app.agent(events)
@@ -186,11 +189,14 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
 
     async def handle_batch(batch: Sequence[EventT]) -> list[PersonMessage]:
         messages = []
+        batch_events.clear()
         for event in batch:
             try:
                 messages.append((event, decode_person_message(event.message.value)))
             except InvalidEventError as e:
                 await to_dead_letter(event, e.reason)
+                continue
+            batch_events[messages[-1][1].person] = event
         try:
             out = pipeline.handle([m for _, m in messages], sessions, now=time.time())
         except Exception:  # one bad message must not take the batch down: retry one by one

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import numpy as np
@@ -58,18 +58,30 @@ def decode_catalog_entry(raw: bytes) -> tuple[CatalogItem, np.ndarray]:
 
 
 class SessionStore(MutableMapping[str, SessionState]):
-    """A bytes-valued table seen as a mapping of person → :class:`SessionState`."""
+    """A bytes-valued table seen as a mapping of person → :class:`SessionState`.
 
-    def __init__(self, table: MutableMapping[str, bytes]) -> None:
+    ``before_access(person)`` runs before every table access: the worker uses it to point the
+    table at the partition of the message that belongs to that person.
+    """
+
+    def __init__(
+        self,
+        table: MutableMapping[str, bytes],
+        before_access: Callable[[str], None] = lambda person: None,
+    ) -> None:
         self._table = table
+        self.before_access = before_access
 
     def __getitem__(self, person: str) -> SessionState:
+        self.before_access(person)
         return SessionState.from_bytes(self._table[person])
 
     def __setitem__(self, person: str, state: SessionState) -> None:
+        self.before_access(person)
         self._table[person] = state.to_bytes()
 
     def __delitem__(self, person: str) -> None:
+        self.before_access(person)
         del self._table[person]
 
     def __iter__(self) -> Iterator[str]:

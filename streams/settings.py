@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     web_port: int = 6066
     # The embedded broker answers a group join after session_timeout/2: keep it short.
     broker_session_timeout_s: float = 6.0
+    # How long a fetch may wait for data. Tansu holds fetches for the full wait (Kafka does
+    # not), so this bounds per-hop latency on the embedded broker; raise it on real Kafka.
+    consumer_fetch_max_wait_ms: int = Field(default=20, ge=1, le=5000)
     batch_size: int = Field(default=256, ge=1)
     batch_within_s: float = Field(default=0.005, gt=0)
 

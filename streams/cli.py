@@ -1,0 +1,215 @@
+"""``streamrec``: one entry point for operators, app developers and the demo.
+
+    streamrec export     export the encoder and train/export the ranking head (needs [export])
+    streamrec up         start the embedded Kafka broker and create the topics
+    streamrec worker     run a Faust worker against STREAMREC_BOOTSTRAP_SERVERS
+    streamrec demo       everything: models, broker, worker, sample events, live recommendations
+    streamrec produce    send events (JSON lines) to their platform topics
+    streamrec tail       print recommendations (or the dead-letter topic) as they arrive
+    streamrec schemas    write the JSON Schemas of every record
+    streamrec evaluate   replay a dataset through the pipeline and write a quality report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from models.errors import StreamrecError
+from streams.settings import Settings
+
+log = logging.getLogger("streamrec")
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from export.encoder import export_encoder
+    from export.ranker import export_ranker
+
+    root = settings.artifacts_dir
+    if args.what in ("all", "encoder"):
+        print(f"encoder: {export_encoder(root)}")
+    if args.what in ("all", "ranker"):
+        print(f"ranker: {export_ranker(root)}")
+    return 0
+
+
+def ensure_models(settings: Settings) -> None:
+    """Export whatever model the worker needs and is not there yet."""
+    from models.artifacts import current_version
+    from models.errors import ModelLoadError
+
+    missing = []
+    for name in ("encoder", "ranker"):
+        try:
+            current_version(settings.artifacts_dir, name)
+        except ModelLoadError:
+            missing.append(name)
+    if not missing:
+        return
+    print(f"exporting models: {', '.join(missing)} (one time, about a minute) ...", flush=True)
+    from export.encoder import export_encoder
+    from export.ranker import export_ranker
+
+    if "encoder" in missing:
+        export_encoder(settings.artifacts_dir)
+    if "ranker" in missing:
+        export_ranker(settings.artifacts_dir)
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.broker import EmbeddedBroker, ensure_topics
+
+    with EmbeddedBroker(port=args.port) as broker:
+        ensure_topics(broker.bootstrap, settings.all_topics, settings.partitions)
+        print(f"embedded broker on {broker.bootstrap}; topics: {', '.join(settings.all_topics)}")
+        print(f"export STREAMREC_BOOTSTRAP_SERVERS={broker.bootstrap}   (Ctrl-C stops it)", flush=True)
+        _wait_for_signal()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import faust
+
+    from streams.app import build_app
+    from streams.broker import ensure_topics
+
+    ensure_topics(settings.bootstrap_servers, settings.all_topics, settings.partitions,
+                  settings.kafka_client_kwargs())
+    app = build_app(settings)
+    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.client import EventProducer
+
+    producer = EventProducer(settings)
+    source = sys.stdin if args.file == "-" else open(args.file)  # noqa: SIM115
+    sent = 0
+    with source:
+        for line in source:
+            if line.strip():
+                body = json.loads(line)
+                if args.catalog:
+                    producer.send_item(body)
+                else:
+                    producer.send(body)
+                sent += 1
+    producer.close()
+    print(f"sent {sent} {'items' if args.catalog else 'events'}")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.client import RecommendationSubscriber
+
+    topic = settings.dead_letter_topic if args.dead_letter else settings.recommendations_topic
+    sub = RecommendationSubscriber(settings, topic=topic, from_beginning=not args.latest)
+    try:
+        while True:
+            for record in sub.records(timeout_s=1.0):
+                if args.dead_letter:
+                    headers = {k: v.decode() for k, v in record.headers}
+                    print(f"{headers.get('reason')}: {record.value[:200]!r}")
+                else:
+                    print(record.value.decode())
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        sub.close()
+
+
+def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from models.events import json_schemas
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in json_schemas().items():
+        (out / f"{name}.schema.json").write_text(json.dumps(schema, indent=2))
+        print(out / f"{name}.schema.json")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.demo import run_demo
+
+    ensure_models(settings)
+    return run_demo(settings, pace_s=args.pace, limit=args.limit)
+
+
+def cmd_evaluate(argv: list[str]) -> int:
+    from models.evaluation import main as evaluate
+
+    return evaluate(argv)
+
+
+def _wait_for_signal() -> None:
+    stop = False
+
+    def handler(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        while not stop:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamrec", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("export", help="export/train the ONNX models")
+    e.add_argument("what", nargs="?", choices=["all", "encoder", "ranker"], default="all")
+    u = sub.add_parser("up", help="run the embedded broker")
+    u.add_argument("--port", type=int, default=None)
+    w = sub.add_parser("worker", help="run a Faust worker")
+    w.add_argument("--loglevel", default="warning")
+    d = sub.add_parser("demo", help="the end-to-end demo on the embedded broker")
+    d.add_argument("--pace", type=float, default=0.02, help="seconds between sample events")
+    d.add_argument("--limit", type=int, default=None, help="replay only the first N events")
+    pr = sub.add_parser("produce", help="send JSON-lines events (or catalog items)")
+    pr.add_argument("file", help="a .jsonl file, or - for stdin")
+    pr.add_argument("--catalog", action="store_true", help="the lines are catalog items")
+    t = sub.add_parser("tail", help="print recommendations as they arrive")
+    t.add_argument("--dead-letter", action="store_true")
+    t.add_argument("--latest", action="store_true", help="only new records")
+    s = sub.add_parser("schemas", help="write JSON Schemas")
+    s.add_argument("--out", default="schemas")
+    sub.add_parser("evaluate", help="replay evaluation (see `streamrec evaluate --help`)",
+                   add_help=False)
+    return p
+
+
+COMMANDS = {
+    "export": cmd_export, "up": cmd_up, "worker": cmd_worker, "demo": cmd_demo,
+    "produce": cmd_produce, "tail": cmd_tail, "schemas": cmd_schemas,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv[:1] == ["evaluate"]:
+        return cmd_evaluate(argv[1:])
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings()
+        return COMMANDS[args.command](args, settings)
+    except StreamrecError as e:
+        print(f"streamrec {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

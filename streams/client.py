@@ -1,0 +1,132 @@
+"""The client library for the system's users (kafka-python; no Faust needed).
+
+* :class:`EventProducer` — app side: validates typed events and sends each to its platform's
+  topic, keyed by user (the key decides the partition that holds the user's identity).
+* :class:`RecommendationSubscriber` — service side: iterates recommendations as they arrive.
+
+Examples
+--------
+>>> from streams.settings import Settings
+>>> producer = EventProducer(Settings(platforms="shop"), connect=False)
+>>> producer.validate({"event_id": "e1", "type": "view", "platform": "shop", "user": "u1",
+...                    "item": "a", "ts": 1.0}).item
+'a'
+>>> producer.validate({"event_id": "e1", "type": "view", "platform": "tv", "user": "u1",
+...                    "item": "a", "ts": 1.0})
+Traceback (most recent call last):
+...
+models.errors.InvalidEventError: unknown platform 'tv' (known: ['shop'])
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
+
+from models.errors import BrokerError, InvalidEventError
+from models.events import CatalogItem, Event, Recommendation
+from streams.settings import Settings
+
+
+class EventProducer:
+    def __init__(self, settings: Settings, connect: bool = True, linger_ms: int = 5) -> None:
+        self.settings = settings
+        self._producer: KafkaProducer | None = None
+        if connect:
+            try:
+                self._producer = KafkaProducer(
+                    bootstrap_servers=settings.bootstrap_servers.split(","),
+                    linger_ms=linger_ms,
+                    **settings.kafka_client_kwargs(),
+                )
+            except KafkaError as e:
+                raise BrokerError(f"cannot connect to {settings.bootstrap_servers}: {e}") from e
+
+    def validate(self, event: Event | Mapping[str, Any]) -> Event:
+        if not isinstance(event, Event):
+            try:
+                event = Event.model_validate(event)
+            except ValueError as e:
+                raise InvalidEventError(f"invalid event: {e}") from e
+        if event.platform not in self.settings.platforms:
+            raise InvalidEventError(
+                f"unknown platform {event.platform!r} (known: {list(self.settings.platforms)})"
+            )
+        return event
+
+    def send(self, event: Event | Mapping[str, Any]) -> None:
+        event = self.validate(event)
+        self.send_raw(
+            self.settings.event_topic(event.platform),
+            event.user.encode(),
+            event.model_dump_json(exclude_none=True).encode(),
+        )
+
+    def send_item(self, item: CatalogItem | Mapping[str, Any]) -> None:
+        if not isinstance(item, CatalogItem):
+            item = CatalogItem.model_validate(item)
+        self.send_raw(self.settings.catalog_topic, item.key.encode(), item.model_dump_json().encode())
+
+    def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """No validation: for load tests and for proving bad input is dead-lettered."""
+        if self._producer is None:
+            raise BrokerError("this producer was created with connect=False")
+        self._producer.send(topic, key=key, value=value)
+
+    def flush(self) -> None:
+        if self._producer is not None:
+            self._producer.flush()
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush()
+            self._producer.close()
+
+
+class RecommendationSubscriber:
+    """Iterate recommendations (or any topic's raw records) as they arrive."""
+
+    def __init__(self, settings: Settings, topic: str | None = None,
+                 from_beginning: bool = True, group_id: str | None = None) -> None:
+        self.settings = settings
+        try:
+            self._consumer = KafkaConsumer(
+                topic or settings.recommendations_topic,
+                bootstrap_servers=settings.bootstrap_servers.split(","),
+                auto_offset_reset="earliest" if from_beginning else "latest",
+                group_id=group_id,
+                enable_auto_commit=group_id is not None,
+                fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
+                **settings.kafka_client_kwargs(),
+            )
+        except KafkaError as e:
+            raise BrokerError(f"cannot connect to {settings.bootstrap_servers}: {e}") from e
+
+    def records(self, timeout_s: float = 1.0) -> Iterator[Any]:
+        """Raw consumer records; stops after ``timeout_s`` with nothing new."""
+        while True:
+            batch = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
+            if not batch:
+                return
+            for records in batch.values():
+                yield from records
+
+    def recommendations(self, timeout_s: float = 1.0) -> Iterator[Recommendation]:
+        for record in self.records(timeout_s):
+            yield Recommendation.model_validate(json.loads(record.value))
+
+    def collect(self, until: Any, timeout_s: float = 30.0) -> list[Any]:
+        """Raw records until ``until(records)`` is true or ``timeout_s`` passes."""
+        got: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not until(got):
+            got.extend(self.records(timeout_s=0.5))
+        return got
+
+    def close(self) -> None:
+        self._consumer.close()

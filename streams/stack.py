@@ -1,0 +1,129 @@
+"""A local stack: embedded broker + topics + one worker subprocess. Used by the demo and tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from models.errors import BrokerError, StreamrecError
+from streams.broker import EmbeddedBroker, ensure_topics, free_port
+from streams.settings import Settings
+
+
+class WorkerProcess:
+    """``streamrec worker`` in a subprocess, configured through the environment."""
+
+    def __init__(self, settings: Settings, log_file: Path) -> None:
+        self.settings = settings
+        self.log_file = log_file
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
+        env.update({
+            "STREAMREC_BOOTSTRAP_SERVERS": s.bootstrap_servers,
+            "STREAMREC_APP_ID": s.app_id,
+            "STREAMREC_DATA_DIR": str(s.data_dir),
+            "STREAMREC_ARTIFACTS_DIR": str(Path(s.artifacts_dir).resolve()),
+            "STREAMREC_WEB_PORT": str(s.web_port),
+            "STREAMREC_PLATFORMS": ",".join(s.platforms),
+            "STREAMREC_EVENT_TOPIC_PREFIX": s.event_topic_prefix,
+            "STREAMREC_CATALOG_TOPIC": s.catalog_topic,
+            "STREAMREC_PERSON_TOPIC": s.person_topic,
+            "STREAMREC_RECOMMENDATIONS_TOPIC": s.recommendations_topic,
+            "STREAMREC_DEAD_LETTER_TOPIC": s.dead_letter_topic,
+            "STREAMREC_PARTITIONS": str(s.partitions),
+        })
+        return env
+
+    def start(self, timeout_s: float = 90.0) -> WorkerProcess:
+        out = open(self.log_file, "ab")  # noqa: SIM115 - lives as long as the process
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
+            stdout=out, stderr=subprocess.STDOUT, env=self.env(),
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise StreamrecError(
+                    f"worker exited with code {self._proc.returncode}; see {self.log_file}"
+                )
+            if self.ready():
+                return self
+            time.sleep(0.3)
+        raise StreamrecError(f"worker not ready within {timeout_s:.0f}s; see {self.log_file}")
+
+    def status(self) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.settings.web_port}/status"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            body: dict[str, Any] = json.loads(response.read())
+            return body
+
+    def ready(self) -> bool:
+        try:
+            self.status()
+        except OSError:
+            return False
+        log = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+        return "Ready" in log or "ready" in log
+
+    def wait_for_catalog(self, n: int, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.status()["catalog_items"] >= n:
+                return
+            time.sleep(0.2)
+        raise StreamrecError(f"catalog not indexed within {timeout_s:.0f}s: {self.status()}")
+
+    def stop(self) -> int | None:
+        if self._proc is None:
+            return None
+        self._proc.terminate()
+        try:
+            code = self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            code = self._proc.wait()
+        self._proc = None
+        return code
+
+
+class LocalStack:
+    """Broker, topics and a worker with a fresh data dir (the embedded broker forgets on exit,
+    so a RocksDB dir from an earlier run would point at offsets that no longer exist)."""
+
+    def __init__(self, settings: Settings, workdir: Path | None = None) -> None:
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="streamrec-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.broker = EmbeddedBroker(log_file=self.workdir / "broker.log")
+        self.base_settings = settings
+        self.settings = settings
+        self.worker: WorkerProcess | None = None
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self.broker.start()
+        except BrokerError:
+            raise
+        s = self.base_settings
+        self.settings = s.model_copy(update={
+            "bootstrap_servers": self.broker.bootstrap,
+            "data_dir": self.workdir / "state",
+            "web_port": free_port(),
+        })
+        ensure_topics(self.broker.bootstrap, self.settings.all_topics, self.settings.partitions)
+        self.worker = WorkerProcess(self.settings, self.workdir / "worker.log").start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        self.broker.stop()
