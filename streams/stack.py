@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from models.errors import BrokerError, StreamrecError
+from models.errors import StreamrecError
 from streams.broker import EmbeddedBroker, ensure_topics, free_port
 from streams.settings import Settings
 
@@ -100,19 +100,20 @@ class LocalStack:
     """Broker, topics and a worker with a fresh data dir (the embedded broker forgets on exit,
     so a RocksDB dir from an earlier run would point at offsets that no longer exist)."""
 
-    def __init__(self, settings: Settings, workdir: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, workdir: Path | None = None, broker: EmbeddedBroker | None = None
+    ) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="streamrec-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.broker = EmbeddedBroker(log_file=self.workdir / "broker.log")
+        self._own_broker = broker is None
+        self.broker = broker or EmbeddedBroker(log_file=self.workdir / "broker.log")
         self.base_settings = settings
         self.settings = settings
         self.worker: WorkerProcess | None = None
 
     def __enter__(self) -> LocalStack:
-        try:
+        if self._own_broker:
             self.broker.start()
-        except BrokerError:
-            raise
         s = self.base_settings
         self.settings = s.model_copy(update={
             "bootstrap_servers": self.broker.bootstrap,
@@ -126,4 +127,5 @@ class LocalStack:
     def __exit__(self, *exc: object) -> None:
         if self.worker is not None:
             self.worker.stop()
-        self.broker.stop()
+        if self._own_broker:
+            self.broker.stop()

@@ -1,13 +1,17 @@
-"""Shared pytest fixtures.
-
-Only the encoder export fixture lives here for now; other shared fixtures get merged in later.
-"""
+"""Shared fixtures: exported models (once per session) and the embedded broker."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from export.ranker import RankerExportSpec
+from streams.broker import EmbeddedBroker
+
+# Small enough to train in seconds; the shipped default uses export.ranker.DEFAULT_SPEC.
+TEST_RANKER_SPEC = RankerExportSpec(persons=300, events_per_person=12, epochs=6, patience=2)
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +27,20 @@ def encoder_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("artifacts")
     export_encoder(root, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def serving_artifacts(encoder_artifacts: Path) -> Path:
+    """The encoder plus a ranking head trained on simulated data: what a worker serves."""
+    from export.ranker import export_ranker
+
+    export_ranker(encoder_artifacts, TEST_RANKER_SPEC, progress=False)
+    return encoder_artifacts
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """One real Kafka-protocol broker (Tansu) for the session; tests use unique topics."""
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(log_file=log) as b:
+        yield b

@@ -1,0 +1,710 @@
+"""Replay evaluation: run a dataset through the stream's own scoring code, prequentially.
+
+For every evaluated positive event of a person on a platform, the replay first asks the model
+for a ranking, exactly like the stream would have ranked for that person just before the event,
+records the rank of the item they actually engaged with, and only then lets the model learn
+from the event. Learning first would leak the answer; the unit tests check that it would show.
+
+The request is built the way the stream builds one (:meth:`Pipeline._request_for`):
+
+* ``context`` is the embedding of the person's previous positive item **on the same platform**;
+  when they have none there yet, of their previous positive item on any platform (only if
+  cross-platform history is allowed), else none. Arts ↔ Office showed that other domains'
+  items are a much weaker guide to the next item than the same domain's, so they only stand in
+  for a missing same-platform context; the pipeline weighs the rest through its ``cross``
+  signal.
+* ``exclude`` is what the person has consumed (and that previous item), ``ts`` the event time.
+* ``extra`` stays empty: the target is never injected as a candidate. If the model's candidate
+  generation misses it, it is a miss.
+
+A target the person already consumed (a repeat) is skipped and counted, since every model here
+filters consumed items. Metrics: HR@10, NDCG@10 and MRR (over the returned list: every
+candidate for the blend, the top 200 for a baseline; a target not returned counts 0), and
+catalog coverage (distinct items in the top 10 / items of the platform). Cold start: the
+targets among a person's first five positives on a platform when they already had a positive on
+another platform; the blend is replayed a second time with ``cross_platform=False`` to measure
+what that history is worth there.
+
+Baselines share the :class:`Recommender` interface (``rank`` / ``learn``) and reuse the
+pipeline's own signal classes: most popular (:class:`~models.signals.Popularity`), item
+co-visitation (:class:`~models.signals.CoVisitation`), River BiasedMF
+(:class:`~models.preference.PreferenceModel`) and text similarity (the catalog's embeddings).
+
+Examples
+--------
+>>> import numpy as np
+>>> from models.datasets import Dataset
+>>> from models.events import CatalogItem, Event
+>>> class Words:  # a toy encoder: one dimension per word
+...     version, dim = "toy", 8
+...     def encode(self, texts):
+...         vocab = ["boots", "socks", "tent", "stove", "jazz", "vinyl", "rock", "drums"]
+...         out = np.array([[w in t.split() for w in vocab] for t in texts], np.float32)
+...         return out / np.maximum(1, np.linalg.norm(out, axis=1, keepdims=True))
+>>> items = [CatalogItem(item=t, platform="shop", title=t) for t in ["boots", "socks", "tent"]]
+>>> events = [Event(event_id=f"e{i}", type="purchase", platform="shop", user=u, ts=i, item=t)
+...           for i, (u, t) in enumerate([("a", "boots"), ("a", "socks"), ("b", "boots"),
+...                                        ("b", "socks"), ("c", "boots"), ("c", "socks")])]
+>>> ds = Dataset("toy", items, events, [True] * len(events))
+>>> catalog = build_catalog(ds, Words().encode([it.text() for it in items]))
+>>> run = replay(ds, PopularityBaseline(catalog), catalog, progress=False)
+>>> run.metrics["all"]["n"], run.metrics["all"]["hr@10"]
+(6, 0.6666666666666666)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from models.catalog import Catalog
+from models.datasets import (
+    DEFAULT_PATHS,
+    Dataset,
+    read_amazon,
+    read_generic,
+    read_movielens,
+)
+from models.errors import DatasetError, ModelLoadError, StreamrecError
+from models.events import CONSUMED_EVENTS, ITEM_EVENTS, Event, item_key
+from models.pipeline import EVENT_WEIGHT, Encoder, Pipeline, PipelineConfig, RankRequest, Scorer
+from models.preference import PreferenceModel
+from models.session import MAX_RECENT, SessionState
+from models.signals import CoVisitation, Popularity
+
+K = 10
+DEPTH = 200  # how deep a baseline ranks (for MRR)
+COLD_START_FIRST = 5
+
+
+class Recommender(Protocol):
+    name: str
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
+        """Item keys best first, one list per request (consumed items already filtered)."""
+        ...
+
+    def learn(self, person: str, event: Event, session: SessionState) -> None:
+        """Apply one event; keeps ``session`` up to date like :meth:`Pipeline.learn` does."""
+        ...
+
+
+# --- the models ---------------------------------------------------------------------------
+
+
+class BlendRecommender:
+    """The full pipeline: every signal, the ranking head if any, the adaptive blend."""
+
+    def __init__(self, pipeline: Pipeline, name: str = "blend") -> None:
+        self.pipeline = pipeline
+        self.name = name
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
+        return [r.keys for r in self.pipeline.recommend(requests)]
+
+    def learn(self, person: str, event: Event, session: SessionState) -> None:
+        self.pipeline.learn(person, event, session)
+
+    def weights(self) -> dict[str, dict[str, float]]:
+        return self.pipeline.blends.snapshot()
+
+
+class _Baseline:
+    """Session bookkeeping shared by the baselines: the same updates Pipeline.learn makes."""
+
+    name = "baseline"
+
+    def __init__(self, catalog: Catalog, config: PipelineConfig = PipelineConfig()) -> None:
+        self.catalog = catalog
+        self.config = config
+
+    def learn(self, person: str, event: Event, session: SessionState) -> None:
+        if event.type not in ITEM_EVENTS or event.item is None:
+            return
+        key = item_key(event.platform, event.item)
+        consumed = event.type in CONSUMED_EVENTS
+        if not event.is_positive:
+            if consumed and key not in session.consumed:
+                session.consumed.append(key)
+            return
+        weight = EVENT_WEIGHT[event.type]
+        session.observe(event.platform, key, self.catalog.vector(key), event.ts, consumed=consumed,
+                        half_life_s=self.config.interest_half_life_s, weight=weight)
+        self.learn_positive(person, key, event, weight)
+
+    def learn_positive(self, person: str, key: str, event: Event, weight: float) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _filter(keys: Iterable[str], exclude: frozenset[str]) -> list[str]:
+        out = []
+        for k in keys:
+            if k not in exclude:
+                out.append(k)
+                if len(out) == DEPTH:
+                    break
+        return out
+
+
+class PopularityBaseline(_Baseline):
+    """Most popular items of the platform (decayed counts, as the pipeline's signal)."""
+
+    name = "popularity"
+
+    def __init__(self, catalog: Catalog, config: PipelineConfig = PipelineConfig()) -> None:
+        super().__init__(catalog, config)
+        self.popularity = Popularity(config.popularity_half_life_s)
+
+    def learn_positive(self, person: str, key: str, event: Event, weight: float) -> None:
+        self.popularity.learn_one(key, event.platform, event.ts, weight)
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
+        return [
+            self._filter(self.popularity.top(r.platform, DEPTH + len(r.exclude), r.ts), r.exclude)
+            for r in requests
+        ]
+
+
+class CoVisitationBaseline(_Baseline):
+    """Items co-visited with the person's recent items (any platform, newest last)."""
+
+    name = "covisit"
+
+    def __init__(self, catalog: Catalog, config: PipelineConfig = PipelineConfig()) -> None:
+        super().__init__(catalog, config)
+        self.covisitation = CoVisitation()
+        self.recent: dict[str, list[str]] = defaultdict(list)
+
+    def learn_positive(self, person: str, key: str, event: Event, weight: float) -> None:
+        recent = self.recent[person]
+        if key in recent:
+            recent.remove(key)
+        recent.append(key)
+        del recent[:-MAX_RECENT]
+        self.covisitation.learn_one(recent)
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
+        out = []
+        for r in requests:
+            scores = self.covisitation.candidates(self.recent.get(r.person, []), r.platform,
+                                                  DEPTH + len(r.exclude))
+            out.append(self._filter(sorted(scores, key=scores.__getitem__, reverse=True),
+                                    r.exclude))
+        return out
+
+
+class PreferenceBaseline(_Baseline):
+    """River BiasedMF alone (:class:`~models.preference.PreferenceModel`, as in the pipeline).
+
+    Ranks every item the model has a factor for; to make that affordable it scores from a numpy
+    mirror of River's item biases and factors, whose rows are refreshed for each positive at
+    once and for all items every ``refresh`` events (sampled negatives lag by at most that).
+    """
+
+    name = "river-mf"
+
+    def __init__(self, catalog: Catalog, config: PipelineConfig = PipelineConfig(),
+                 refresh: int = 1000) -> None:
+        super().__init__(catalog, config)
+        self.model = PreferenceModel(seed=config.seed)
+        self.refresh = refresh
+        self._pools: dict[str, list[str]] = {}
+        self._row: dict[str, int] = {}
+        self._keys: list[str] = []
+        self._plat: dict[str, list[int]] = defaultdict(list)
+        self._lat = np.zeros((1024, self.model.n_factors), np.float64)
+        self._bias = np.zeros(1024, np.float64)
+        self._since = 0
+
+    def _pool(self, platform: str) -> list[str]:
+        pool = self._pools.get(platform)
+        if pool is None:  # the same sample of negatives Pipeline._platform_keys draws from
+            rows = self.catalog.rows(platform)
+            pool = [self.catalog.keys[r] for r in rows[:: max(1, len(rows) // 512)]]
+            self._pools[platform] = pool
+        return pool
+
+    def _sync(self, key: str) -> None:
+        mf = self.model._mf
+        row = self._row.get(key)
+        if row is None:
+            row = self._row[key] = len(self._keys)
+            self._keys.append(key)
+            self._plat[key.split(":", 1)[0]].append(row)
+            if row == len(self._bias):
+                self._lat = np.concatenate([self._lat, np.zeros_like(self._lat)])
+                self._bias = np.concatenate([self._bias, np.zeros_like(self._bias)])
+        self._lat[row] = mf.i_latents[key]
+        self._bias[row] = mf.i_biases[key]
+
+    def learn_positive(self, person: str, key: str, event: Event, weight: float) -> None:
+        self.model.learn_positive(person, key, self._pool(event.platform))
+        self._sync(key)
+        self._since += 1
+        if self._since >= self.refresh:
+            self._since = 0
+            for k in list(self.model._mf.i_latents):
+                self._sync(k)
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
+        mf = self.model._mf
+        out = []
+        for r in requests:
+            rows = np.asarray(self._plat.get(r.platform, []), np.int64)
+            if not len(rows):
+                out.append([])
+                continue
+            user = mf.u_latents.get(r.person)
+            scores = self._bias[rows].copy()
+            if user is not None:
+                scores += self._lat[rows] @ np.asarray(user, np.float64)
+            n = min(len(rows), DEPTH + len(r.exclude))
+            top = np.argpartition(-scores, n - 1)[:n]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            out.append(self._filter((self._keys[rows[i]] for i in top), r.exclude))
+        return out
+
+
+class ContentBaseline(_Baseline):
+    """Text-embedding similarity alone: the person's same-platform interest plus the context."""
+
+    name = "content"
+
+    def learn_positive(self, person: str, key: str, event: Event, weight: float) -> None:
+        pass  # the session's interest vectors are the whole model
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
+        zero = np.zeros(self.catalog.dim, np.float32)
+        queries = []
+        for r in requests:
+            interest = r.session.interest.get(r.platform, zero)
+            ctx = r.context if r.context is not None else zero
+            queries.append(_unit(_unit(interest) + ctx))
+        out = []
+        for r, q in zip(requests, queries, strict=True):
+            rows, _ = self.catalog.neighbours(q[None, :], r.platform, DEPTH + len(r.exclude))
+            out.append(self._filter((self.catalog.keys[i] for i in rows[0]), r.exclude))
+        return out
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    out: np.ndarray = (v / n).astype(np.float32) if n > 1e-12 else v.astype(np.float32)
+    return out
+
+
+# --- the replay ---------------------------------------------------------------------------
+
+
+@dataclass
+class Hit:
+    index: int  # position of the event in the stream (-1: held out)
+    platform: str
+    rank: int  # 1-based; 0 = not among the returned items
+    cold: bool = False
+
+
+@dataclass
+class Run:
+    model: str
+    hits: list[Hit]
+    heldout: list[Hit]
+    top10: dict[str, set[str]]
+    catalog_sizes: dict[str, int]
+    events: int
+    seconds: float
+    repeats_skipped: int = 0
+    series: list[dict[str, Any]] = field(default_factory=list)  # along the stream
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    heldout_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else float("inf")
+
+    def summary(self) -> dict[str, Any]:
+        cold = [h for h in self.hits if h.cold]
+        return {
+            "model": self.model,
+            "events": self.events,
+            "seconds": round(self.seconds, 3),
+            "events_per_s": round(self.events_per_s, 1),
+            "repeats_skipped": self.repeats_skipped,
+            "prequential": self.metrics,
+            "leave_last_out": self.heldout_metrics,
+            "cold_start": {"n": len(cold), "hr@10": _hr(cold)},
+            "series": self.series,
+        }
+
+
+def _hr(hits: Sequence[Hit]) -> float:
+    return sum(1 for h in hits if 0 < h.rank <= K) / len(hits) if hits else 0.0
+
+
+def metrics(hits: Sequence[Hit], top10: dict[str, set[str]] | None = None,
+            catalog_sizes: dict[str, int] | None = None) -> dict[str, dict[str, float]]:
+    """HR@10, NDCG@10, MRR per platform and over all (``"all"``), plus catalog coverage.
+
+    >>> m = metrics([Hit(0, "a", 1), Hit(1, "a", 3), Hit(2, "b", 0), Hit(3, "b", 11)])
+    >>> m["all"]["hr@10"], round(m["a"]["ndcg@10"], 3), round(m["all"]["mrr"], 3)
+    (0.5, 0.75, 0.356)
+    """
+    groups: dict[str, list[Hit]] = defaultdict(list)
+    for h in hits:
+        groups[h.platform].append(h)
+        groups["all"].append(h)
+    out: dict[str, dict[str, float]] = {}
+    for name in sorted(groups, key=lambda g: (g == "all", g)):
+        hs = groups[name]
+        n = len(hs)
+        ndcg = sum(1.0 / math.log2(h.rank + 1) for h in hs if 0 < h.rank <= K)
+        mrr = sum(1.0 / h.rank for h in hs if h.rank > 0)
+        row = {"n": float(n), "hr@10": _hr(hs), "ndcg@10": ndcg / n, "mrr": mrr / n}
+        if top10 is not None and catalog_sizes:
+            if name == "all":
+                seen = sum(len(v) for v in top10.values())
+                row["coverage"] = seen / sum(catalog_sizes.values())
+            else:
+                row["coverage"] = len(top10.get(name, ())) / catalog_sizes.get(name, 1)
+        out[name] = row
+    for row in out.values():
+        row["n"] = int(row["n"])
+    return out
+
+
+class _Replayer:
+    """Sessions, the person's previous items and the request builder for one model's replay."""
+
+    def __init__(self, catalog: Catalog, cross_platform: bool) -> None:
+        self.catalog = catalog
+        self.cross_platform = cross_platform
+        self.sessions: dict[str, SessionState] = {}
+        self.last: dict[str, dict[str, str]] = defaultdict(dict)  # person → platform → key
+        self.last_any: dict[str, str] = {}
+        self.positives: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    def session(self, person: str) -> SessionState:
+        s = self.sessions.get(person)
+        if s is None:
+            s = self.sessions[person] = SessionState(person=person)
+        return s
+
+    def request(self, person: str, platform: str, ts: float) -> RankRequest:
+        session = self.session(person)
+        prev = self.last[person].get(platform)
+        if prev is None and self.cross_platform and session.consent:
+            prev = self.last_any.get(person)
+        exclude = set(session.consumed)
+        context = None
+        if prev is not None:
+            exclude.add(prev)
+            context = self.catalog.vector(prev)
+        return RankRequest(person, platform, session, context, frozenset(exclude), ts)
+
+    def is_cold(self, person: str, platform: str) -> bool:
+        counts = self.positives[person]
+        return counts[platform] < COLD_START_FIRST and any(
+            n for p, n in counts.items() if p != platform)
+
+    def observed(self, person: str, event: Event) -> None:
+        if event.is_positive and event.item is not None:
+            key = item_key(event.platform, event.item)
+            self.last[person][event.platform] = key
+            self.last_any[person] = key
+            self.positives[person][event.platform] += 1
+
+
+def replay(
+    dataset: Dataset,
+    model: Recommender,
+    catalog: Catalog,
+    *,
+    cross_platform: bool = True,
+    learn_first: bool = False,
+    progress: bool = True,
+    points: int = 100,
+    weights: Callable[[], dict[str, dict[str, float]]] | None = None,
+) -> Run:
+    """Replay ``dataset`` through ``model`` prequentially: rank, record, then learn.
+
+    ``learn_first=True`` does it the wrong way round (learn, then rank): it exists so the tests
+    can show that the order matters. ``weights`` (e.g. the blend's snapshot) is sampled along
+    the stream with the running metrics, ``points`` times.
+    """
+    state = _Replayer(catalog, cross_platform)
+    hits: list[Hit] = []
+    top10: dict[str, set[str]] = defaultdict(set)
+    repeats = 0
+    n_targets = sum(1 for e, ev in zip(dataset.events, dataset.evaluated, strict=True)
+                    if ev and e.is_positive)
+    every = max(1, n_targets // max(1, points))
+    series: list[dict[str, Any]] = []
+    window: list[Hit] = []
+    bar = _progress(len(dataset.events), f"replay {model.name}", progress)
+    start = time.perf_counter()
+    for i, (event, evaluated) in enumerate(zip(dataset.events, dataset.evaluated, strict=True)):
+        person = event.user
+        session = state.session(person)
+        target = evaluated and event.is_positive and event.item is not None
+        if target and learn_first:
+            model.learn(person, event, session)
+        if target:
+            key = item_key(event.platform, event.item or "")
+            if key in session.consumed and not learn_first:
+                repeats += 1
+            else:
+                request = state.request(person, event.platform, event.ts)
+                ranked = model.rank([request])[0]
+                top10[event.platform].update(ranked[:K])
+                try:
+                    rank = ranked.index(key) + 1
+                except ValueError:
+                    rank = 0
+                hit = Hit(i, event.platform, rank, state.is_cold(person, event.platform))
+                hits.append(hit)
+                window.append(hit)
+                if len(hits) % every == 0:
+                    point: dict[str, Any] = {"event": i, "targets": len(hits),
+                                             "hr@10": _hr(window),
+                                             "hr@10_cumulative": _hr(hits)}
+                    if weights is not None:
+                        point["weights"] = weights()
+                    series.append(point)
+                    window = []
+        if not (target and learn_first):
+            model.learn(person, event, session)
+        state.observed(person, event)
+        if bar is not None and i % 256 == 255:
+            bar.update(256)
+    seconds = time.perf_counter() - start
+    if bar is not None:
+        bar.update(len(dataset.events) % 256)
+        bar.close()
+    # Leave-last-out: all held-out targets ranked on the final state, nothing learned between.
+    heldout: list[Hit] = []
+    if dataset.heldout:
+        requests = [state.request(e.user, e.platform, e.ts) for e in dataset.heldout]
+        for e, req, ranked in zip(dataset.heldout, requests, _batched(model, requests),
+                                  strict=True):
+            key = item_key(e.platform, e.item or "")
+            rank = ranked.index(key) + 1 if key in ranked else 0
+            heldout.append(Hit(-1, e.platform, rank))
+    sizes = dataset.catalog_sizes()
+    run = Run(model.name, hits, heldout, dict(top10), sizes, len(dataset.events), seconds,
+              repeats, series)
+    run.metrics = metrics(hits, run.top10, sizes)
+    run.heldout_metrics = metrics(heldout) if heldout else {}
+    return run
+
+
+def _batched(model: Recommender, requests: list[RankRequest], size: int = 256
+             ) -> Iterable[list[str]]:
+    for s in range(0, len(requests), size):
+        yield from model.rank(requests[s : s + size])
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="ev", mininterval=0.5, smoothing=0.1)
+
+
+# --- the catalog and its embeddings -------------------------------------------------------
+
+
+def embed_items(dataset: Dataset, encoder: Encoder, cache: Path | None, progress: bool = True
+                ) -> np.ndarray:
+    """Embeddings of the dataset's items, cached at ``cache/<version>-<sha of the texts>.npy``."""
+    texts = [it.text() for it in dataset.items]
+    digest = hashlib.sha256("\x1e".join(texts).encode()).hexdigest()[:16]
+    path = cache / f"{encoder.version}-{digest}.npy" if cache is not None else None
+    if path is not None and path.is_file():
+        vectors: np.ndarray = np.load(path)
+        if vectors.shape == (len(texts), encoder.dim):
+            return vectors
+    bar = _progress(len(texts), f"encode {len(texts)} items", progress)
+    chunks = []
+    for s in range(0, len(texts), 1024):
+        chunks.append(encoder.encode(texts[s : s + 1024]))
+        if bar is not None:
+            bar.update(len(chunks[-1]))
+    if bar is not None:
+        bar.close()
+    vectors = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, encoder.dim))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ignore = path.parent.parent / ".gitignore"
+        if path.parent.parent.name == ".cache" and not ignore.exists():
+            ignore.write_text("*\n")
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, vectors)
+        tmp.replace(path)
+    return vectors
+
+
+def build_catalog(dataset: Dataset, vectors: np.ndarray) -> Catalog:
+    catalog = Catalog(vectors.shape[1])
+    for it, vec in zip(dataset.items, vectors, strict=True):
+        catalog.upsert(it.key, it.platform, vec, available=it.available, added_ts=it.ts or 0.0)
+    return catalog
+
+
+# --- the whole evaluation -----------------------------------------------------------------
+
+
+BASELINES: dict[str, type[_Baseline]] = {
+    "popularity": PopularityBaseline,
+    "covisit": CoVisitationBaseline,
+    "river-mf": PreferenceBaseline,
+    "content": ContentBaseline,
+}
+
+
+def evaluate(
+    dataset: Dataset,
+    encoder: Encoder,
+    ranker: Scorer | None = None,
+    *,
+    vectors: np.ndarray | None = None,
+    config: PipelineConfig = PipelineConfig(),
+    models: Sequence[str] = ("popularity", "covisit", "river-mf", "content", "blend",
+                             "blend-no-cross"),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Every model over the same stream; returns the JSON-able results."""
+    if vectors is None:
+        vectors = embed_items(dataset, encoder, None, progress)
+    catalog = build_catalog(dataset, vectors)
+    runs: dict[str, Run] = {}
+    for name in models:
+        if name in ("blend", "blend-no-cross"):
+            cross = name == "blend"
+            pipeline = Pipeline(encoder, ranker, replace(config, cross_platform=cross), catalog)
+            blend = BlendRecommender(pipeline, name)
+            runs[name] = replay(dataset, blend, catalog, cross_platform=cross, progress=progress,
+                                weights=blend.weights)
+            runs[name].series.append({"event": len(dataset.events), "weights": blend.weights()})
+        else:
+            base = BASELINES[name](catalog, config)
+            runs[name] = replay(dataset, base, catalog, progress=progress)
+    return summarise(dataset, runs, encoder, ranker)
+
+
+def summarise(dataset: Dataset, runs: dict[str, Run], encoder: Encoder, ranker: Scorer | None
+              ) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "dataset": dataset.name,
+        "notes": dataset.notes,
+        "platforms": dataset.platforms,
+        "catalog_sizes": dataset.catalog_sizes(),
+        "events": len(dataset.events),
+        "evaluated_events": sum(dataset.evaluated),
+        "heldout": len(dataset.heldout),
+        "encoder": encoder.version,
+        "ranker": ranker.version if ranker is not None else None,
+        "models": {name: run.summary() for name, run in runs.items()},
+    }
+    baselines = [n for n in runs if n in BASELINES]
+    checks: dict[str, Any] = {}
+    if "blend" in runs and baselines:
+        best = max(baselines, key=lambda n: runs[n].metrics.get("all", {}).get("ndcg@10", 0.0))
+        b = runs["blend"].metrics.get("all", {}).get("ndcg@10", 0.0)
+        o = runs[best].metrics.get("all", {}).get("ndcg@10", 0.0)
+        checks["blend_vs_best_baseline"] = {
+            "best_baseline": best, "blend_ndcg@10": b, "baseline_ndcg@10": o,
+            "lift": b / o - 1.0 if o > 0 else None, "target": 0.20,
+        }
+    if "blend" in runs and "blend-no-cross" in runs:
+        cold_on = [h for h in runs["blend"].hits if h.cold]
+        cold_off = [h for h in runs["blend-no-cross"].hits if h.cold]
+        on, off = _hr(cold_on), _hr(cold_off)
+        checks["cold_start"] = {
+            "n": len(cold_on), "hr@10_with_history": on, "hr@10_without": off,
+            "lift": (on / off - 1.0) if off > 0 else None, "target": 0.25,
+        }
+    if "blend" in runs and runs["blend"].heldout_metrics:
+        checks["leave_last_out_ndcg@10"] = {
+            p: m["ndcg@10"] for p, m in runs["blend"].heldout_metrics.items()} | {"target": 0.10}
+    if "blend" in runs:
+        checks["events_per_s"] = {"blend": runs["blend"].events_per_s, "target": 5000}
+    result["checks"] = checks
+    return result
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def load_dataset(kind: str, data: Path | None, split: str) -> Dataset:
+    if kind == "movielens":
+        return read_movielens(data or DEFAULT_PATHS["movielens"])
+    if kind == "amazon":
+        return read_amazon(data or DEFAULT_PATHS["amazon"], split)
+    if data is None:
+        raise DatasetError("--dataset generic needs --data DIR holding events.{csv,jsonl} "
+                           "and items.{csv,jsonl}")
+    events = next((data / f"events.{x}" for x in ("csv", "jsonl") if (data / f"events.{x}")
+                   .is_file()), data / "events.csv")
+    items = next((data / f"items.{x}" for x in ("csv", "jsonl") if (data / f"items.{x}")
+                  .is_file()), data / "items.csv")
+    return read_generic(events, items, name=data.name or "generic")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="streamrec evaluate",
+        description="Prequential replay of a dataset through the pipeline, with baselines.")
+    parser.add_argument("--dataset", choices=("movielens", "amazon", "generic"),
+                        default="movielens")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="dataset folder (default ../shared/data/<dataset>)")
+    parser.add_argument("--split", default="valid_F2.txt", help="amazon: the evaluated split")
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+    parser.add_argument("--limit", type=int, default=None, help="replay only the first N events")
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    parser.add_argument("--cache", type=Path, default=Path(".cache/embeddings"))
+    parser.add_argument("--models", default="popularity,covisit,river-mf,content,blend,"
+                        "blend-no-cross", help="comma-separated subset to run")
+    parser.add_argument("--no-ranker", action="store_true", help="ignore artifacts/ranker")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    from models.encoder import TextEncoder
+    from models.report import write_report
+
+    try:
+        dataset = load_dataset(args.dataset, args.data, args.split).limit(args.limit)
+        try:
+            encoder = TextEncoder.from_artifacts(args.artifacts)
+        except ModelLoadError as e:
+            raise ModelLoadError(f"{e} (export it with `streamrec export`)") from e
+        ranker = None
+        if not args.no_ranker and (args.artifacts / "ranker" / "CURRENT").is_file():
+            from models.ranker import RankingHead
+
+            ranker = RankingHead.from_artifacts(args.artifacts)
+        vectors = embed_items(dataset, encoder, args.cache, not args.no_progress)
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        unknown = set(models) - {*BASELINES, "blend", "blend-no-cross"}
+        if unknown:
+            parser.error(f"unknown models {sorted(unknown)}")
+        result = evaluate(dataset, encoder, ranker, vectors=vectors, models=models,
+                          progress=not args.no_progress)
+        out = write_report(result, args.out / dataset.name)
+    except StreamrecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.get("checks", {}), indent=2))
+    print(f"report: {out}")
+    return 0

@@ -1,0 +1,156 @@
+"""The evaluation report: ``results.json``, ``report.md`` and PNG plots in one folder.
+
+matplotlib is imported only when plotting (the ``eval`` extra); without it the report is
+written without plots and says so.
+
+Examples
+--------
+>>> result = {"dataset": "toy", "notes": [], "platforms": ["shop"], "catalog_sizes": {"shop": 3},
+...           "events": 2, "evaluated_events": 2, "heldout": 0, "encoder": "e", "ranker": None,
+...           "checks": {}, "models": {"popularity": {
+...               "model": "popularity", "events": 2, "seconds": 0.1, "events_per_s": 20.0,
+...               "repeats_skipped": 0, "cold_start": {"n": 0, "hr@10": 0.0}, "series": [],
+...               "leave_last_out": {},
+...               "prequential": {"all": {"n": 2, "hr@10": 0.5, "ndcg@10": 0.5, "mrr": 0.5,
+...                                        "coverage": 0.33}}}}}
+>>> print(markdown(result).splitlines()[0])
+# Replay evaluation: toy
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+METRICS = ("hr@10", "ndcg@10", "mrr", "coverage")
+
+
+def _f(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{100 * v:+.1f}%" if pct else f"{v:.4f}"
+    return str(v)
+
+
+def _table(models: dict[str, Any], section: str, platforms: list[str]) -> list[str]:
+    lines = ["| model | platform | n | HR@10 | NDCG@10 | MRR | coverage |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for name, m in models.items():
+        rows = m.get(section) or {}
+        for p in [*platforms, "all"]:
+            r = rows.get(p)
+            if r is None:
+                continue
+            lines.append(f"| {name} | {p} | {r['n']} | " + " | ".join(
+                _f(r.get(k)) if k in r else "" for k in METRICS) + " |")
+    return lines
+
+
+def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
+    models = result["models"]
+    platforms = result["platforms"]
+    out = [f"# Replay evaluation: {result['dataset']}", ""]
+    out += [f"- {n}" for n in result.get("notes", [])]
+    out += [
+        f"- catalog: {result['catalog_sizes']}; events replayed: {result['events']}, "
+        f"evaluated: {result['evaluated_events']}, held out: {result['heldout']}",
+        f"- encoder `{result['encoder']}`, ranking head `{result['ranker']}`",
+        "",
+        "## Prequential replay (rank, record, then learn)",
+        "",
+        *_table(models, "prequential", platforms),
+        "",
+    ]
+    if any(m.get("leave_last_out") for m in models.values()):
+        out += ["## Leave-last-out per domain (the last item vs the whole domain)", "",
+                *_table(models, "leave_last_out", platforms), ""]
+    out += ["## Speed and cold start", "",
+            "| model | events | seconds | events/s | cold-start n | cold-start HR@10 | repeats "
+            "skipped |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, m in models.items():
+        cs = m["cold_start"]
+        out.append(f"| {name} | {m['events']} | {m['seconds']} | {m['events_per_s']} | "
+                   f"{cs['n']} | {_f(cs['hr@10'])} | {m['repeats_skipped']} |")
+    out += ["", "## Targets", ""]
+    checks = result.get("checks", {})
+    if "blend_vs_best_baseline" in checks:
+        c = checks["blend_vs_best_baseline"]
+        out.append(f"- blend NDCG@10 {_f(c['blend_ndcg@10'])} vs best baseline "
+                   f"({c['best_baseline']}) {_f(c['baseline_ndcg@10'])}: lift "
+                   f"{_f(c['lift'], True)} (target +20%)")
+    if "cold_start" in checks:
+        c = checks["cold_start"]
+        out.append(f"- cold start on a second platform ({c['n']} targets): HR@10 "
+                   f"{_f(c['hr@10_with_history'])} with other platforms' history, "
+                   f"{_f(c['hr@10_without'])} without: lift {_f(c['lift'], True)} (target +25%)")
+    if "leave_last_out_ndcg@10" in checks:
+        c = checks["leave_last_out_ndcg@10"]
+        out.append("- leave-last-out NDCG@10 (blend): " + ", ".join(
+            f"{p} {_f(v)}" for p, v in c.items() if p != "target") + " (target 0.10 per domain)")
+    if "events_per_s" in checks:
+        out.append(f"- replay speed (blend): {checks['events_per_s']['blend']:.0f} events/s "
+                   "(target 5000)")
+    if plots:
+        out += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    elif plots is not None:
+        out += ["", "(no plots: matplotlib is not installed; `pip install .[eval]`)"]
+    return "\n".join(out) + "\n"
+
+
+def plot(result: dict[str, Any], out: Path) -> list[str]:
+    """PNG plots next to the report; returns their file names (none without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    names = []
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, m in result["models"].items():
+        pts = [p for p in m["series"] if "hr@10" in p]
+        if pts:
+            ax.plot([p["event"] for p in pts], [p["hr@10"] for p in pts], label=name, lw=1.2)
+    ax.set_xlabel("event in the stream")
+    ax.set_ylabel("HR@10 (per window of targets)")
+    ax.set_title(f"{result['dataset']}: HR@10 along the stream")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "hr_along_stream.png", dpi=110)
+    plt.close(fig)
+    names.append("hr_along_stream.png")
+    blend = result["models"].get("blend")
+    pts = [p for p in (blend or {}).get("series", []) if "weights" in p]
+    if pts:
+        platforms = sorted({pl for p in pts for pl in p["weights"]})
+        fig, axes = plt.subplots(1, max(1, len(platforms)), figsize=(6 * len(platforms), 4),
+                                 squeeze=False)
+        for ax, pl in zip(axes[0], platforms, strict=False):
+            signals = sorted({s for p in pts for s in p["weights"].get(pl, {})})
+            for s in signals:
+                xs = [p["event"] for p in pts if pl in p["weights"]]
+                ys = [p["weights"][pl][s] for p in pts if pl in p["weights"]]
+                ax.plot(xs, ys, label=s)
+            ax.set_title(f"blend weights: {pl}")
+            ax.set_xlabel("event in the stream")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "blend_weights.png", dpi=110)
+        plt.close(fig)
+        names.append("blend_weights.png")
+    return names
+
+
+def write_report(result: dict[str, Any], out: Path) -> Path:
+    """Write ``results.json``, the plots and ``report.md`` under ``out``; returns the .md."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1, sort_keys=False))
+    plots = plot(result, out)
+    path = out / "report.md"
+    path.write_text(markdown(result, plots))
+    return path
