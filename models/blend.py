@@ -23,11 +23,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-SIGNALS = ("head", "content", "cross", "covisit", "popularity", "fresh", "river")
+SIGNALS = ("head", "content", "cross", "context", "covisit", "popularity", "fresh", "river")
 DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
     ("head", 1.0),
     ("content", 1.0),
     ("cross", 0.5),
+    ("context", 1.0),
     ("covisit", 1.0),
     ("popularity", 0.3),
     ("fresh", 0.05),

@@ -34,6 +34,9 @@ class Catalog:
         self._available = np.zeros(1024, dtype=bool)
         self._added = np.zeros(1024, dtype=np.float64)
         self._rows_by_platform: dict[str, np.ndarray] = {}
+        # platform → (version, available rows, their vectors contiguous, rows newest first):
+        # rebuilt only when the catalog changed, not gathered again for every query.
+        self._search_cache: dict[str, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}
         self.version = 0  # bumps on every change; lets callers cache derived data
 
     def __len__(self) -> int:
@@ -95,12 +98,11 @@ class Catalog:
         self, queries: np.ndarray, platform: str, n: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` available items of ``platform`` by dot product, for each query row."""
-        rows = self.rows(platform)
-        rows = rows[self._available[rows]]
+        rows, matrix, _ = self._searchable(platform)
         if len(rows) == 0 or len(queries) == 0:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
-        sims = queries.astype(np.float32) @ self._vectors[rows].T
+        sims = queries.astype(np.float32) @ matrix.T
         n = min(n, len(rows))
         top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
         top_sims = np.take_along_axis(sims, top, axis=1)
@@ -108,7 +110,18 @@ class Catalog:
         return rows[np.take_along_axis(top, order, axis=1)], np.take_along_axis(top_sims, order, 1)
 
     def newest(self, platform: str, n: int) -> np.ndarray:
+        _, _, by_age = self._searchable(platform)
+        return by_age[:n]
+
+    def _searchable(self, platform: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Available rows of ``platform``, their vectors (a contiguous copy) and the rows
+        newest first; cached until the catalog changes (gathering them is the slow part)."""
+        cached = self._search_cache.get(platform)
+        if cached is not None and cached[0] == self.version:
+            return cached[1], cached[2], cached[3]
         rows = self.rows(platform)
         rows = rows[self._available[rows]]
-        order = np.argsort(-self._added[rows], kind="stable")[:n]
-        return rows[order]
+        matrix = np.ascontiguousarray(self._vectors[rows])
+        by_age = rows[np.argsort(-self._added[rows], kind="stable")]
+        self._search_cache[platform] = (self.version, rows, matrix, by_age)
+        return rows, matrix, by_age

@@ -43,5 +43,5 @@ def route(event: Event, identities: MutableMapping[str, str]) -> list[PersonMess
         identities[alias] = event.person
         messages.append(Handoff(person=current, to=event.person))
     consent = True if event.consent is None else event.consent
-    messages.append(Consent(person=event.person, consent=consent))
+    messages.append(Consent(person=event.person, consent=consent, ts=event.ts))
     return messages

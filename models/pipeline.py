@@ -84,8 +84,12 @@ class Merge:
 
 @dataclass(frozen=True)
 class Consent:
+    """The person's latest choice; identify events reach the person from several topics in
+    no particular order, so the one with the newest event time wins."""
+
     person: str
     consent: bool
+    ts: float = 0.0
 
 
 PersonMessage = PersonEvent | Handoff | Merge | Consent
@@ -218,7 +222,8 @@ class Pipeline:
             if isinstance(msg, Merge):
                 session.merge(msg.state)
             elif isinstance(msg, Consent):
-                session.consent = msg.consent
+                if msg.ts >= session.consent_ts:
+                    session.consent, session.consent_ts = msg.consent, msg.ts
             else:
                 if not session.remember_event(msg.event.event_id):
                     self.stats["duplicates"] += 1
@@ -273,7 +278,9 @@ class Pipeline:
             return
         self._learn_blend(person, event.platform, key)
         weight = EVENT_WEIGHT[event.type]
-        self.preference.learn_positive(person, key, self._platform_keys(event.platform))
+        self.preference.learn_positive(
+            preference_user(person, event.platform), key, self._platform_keys(event.platform)
+        )
         session.observe(
             event.platform, key, self.catalog.vector(key), event.ts,
             consumed=consumed, half_life_s=self.config.interest_half_life_s, weight=weight,
@@ -356,17 +363,18 @@ class Pipeline:
             rows = np.fromiter((self.catalog.index[k] for k in keys), np.int64, len(keys))
             vecs = self.catalog.vectors[rows]
             dense = np.zeros((len(keys), len(DENSE_FEATURES)), dtype=np.float32)
+            ctx = req.context if req.context is not None else np.zeros(self.catalog.dim, np.float32)
             dense[:, 0] = vecs @ u_same
             dense[:, 1] = vecs @ u_cross
-            dense[:, 2] = [covisit.get(k, 0.0) for k in keys]
-            dense[:, 3] = [self.popularity.normalised(k, req.platform) for k in keys]
+            dense[:, 2] = vecs @ ctx
+            dense[:, 3] = [covisit.get(k, 0.0) for k in keys]
+            dense[:, 4] = [self.popularity.normalised(k, req.platform) for k in keys]
             age = np.maximum(0.0, req.ts - self.catalog.added_ts[rows])
-            dense[:, 4] = 0.5 ** (age / cfg.fresh_half_life_s)
-            dense[:, 5] = self.preference.predict_many(req.person, keys)
+            dense[:, 5] = 0.5 ** (age / cfg.fresh_half_life_s)
+            dense[:, 6] = self.preference.predict_many(preference_user(req.person, req.platform), keys)
             all_rows.append(rows)
             all_dense.append(dense)
             persons.append(np.broadcast_to(person_vec, vecs.shape))
-            ctx = req.context if req.context is not None else np.zeros(self.catalog.dim, np.float32)
             contexts.append(np.broadcast_to(ctx.astype(np.float32), vecs.shape))
             spans.append((start, start + len(keys)))
             keys_per_request.append(keys)
@@ -463,6 +471,12 @@ class Pipeline:
             event_ts=e.ts,
             published_ts=now,
         )
+
+
+def preference_user(person: str, platform: str) -> str:
+    """River learns per person *and platform*: its factors never carry one platform's history
+    to another, so consent is enforced by the cross-platform signals alone."""
+    return f"{person}@{platform}"
 
 
 def rec_id_for(event_id: str, person: str) -> str:

@@ -17,7 +17,7 @@ import onnxruntime as ort
 from models.artifacts import MODEL_FILE, current_dir, read_spec
 from models.errors import ModelLoadError
 
-DENSE_FEATURES = ("content", "cross", "covisit", "popularity", "fresh", "river")
+DENSE_FEATURES = ("content", "cross", "context", "covisit", "popularity", "fresh", "river")
 
 
 class RankingHead:

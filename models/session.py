@@ -45,6 +45,7 @@ class LastRecommendation:
 class SessionState:
     person: str
     consent: bool = True  # may other platforms' history be used for this person
+    consent_ts: float = 0.0  # event time of the identify event that set ``consent``
     recent: dict[str, list[str]] = field(default_factory=dict)  # platform → newest last
     interest: dict[str, np.ndarray] = field(default_factory=dict)  # platform → decayed sum
     interest_ts: dict[str, float] = field(default_factory=dict)  # platform → last update
@@ -116,6 +117,7 @@ class SessionState:
         return {
             "person": self.person,
             "consent": self.consent,
+            "consent_ts": self.consent_ts,
             "recent": self.recent,
             "interest": {p: _encode_vec(v) for p, v in self.interest.items()},
             "interest_ts": self.interest_ts,
@@ -132,6 +134,7 @@ class SessionState:
             return cls(
                 person=d["person"],
                 consent=d["consent"],
+                consent_ts=d["consent_ts"],
                 recent=d["recent"],
                 interest={p: _decode_vec(v) for p, v in d["interest"].items()},
                 interest_ts=d["interest_ts"],

@@ -36,8 +36,18 @@ class Popularity:
         self._scaled: dict[str, float] = {}
         self._platform_of: dict[str, str] = {}
         self._origin: float | None = None
-        self._top_cache: dict[str, list[str]] = {}
+        # platform → (size asked for, its exact top list), kept up to date on every learn_one
+        # instead of recomputed over the whole platform on the next top().
+        self._top_cache: dict[str, tuple[int, list[str]]] = {}
         self._max_scaled: dict[str, float] = defaultdict(float)
+        self._position: dict[str, int] = {}  # first-seen order: ties rank the older key first
+        self._keys_of: dict[str, list[str]] = defaultdict(list)  # platform → keys, first seen
+        # To stay exactly what recomputing on every top() after a learn gave (incl. ties made
+        # by a rebase): platforms whose top() was read since their last learn, the length
+        # that recomputation would have had, and those whose list predates a rebase.
+        self._asked: set[str] = set()
+        self._old_len: dict[str, int] = {}
+        self._stale: dict[str, int] = {}
 
     def _scale(self, ts: float) -> float:
         if self._origin is None:
@@ -47,18 +57,64 @@ class Popularity:
     def learn_one(self, key: str, platform: str, ts: float, weight: float = 1.0) -> None:
         value = self._scaled.get(key, 0.0) + weight * self._scale(ts)
         self._scaled[key] = value
+        before = self._platform_of.get(key)
         self._platform_of[key] = platform
+        if before is None:
+            self._position[key] = len(self._position)
+            self._keys_of[platform].append(key)
+        elif before != platform:  # cannot happen with item_key()s; keep it exact anyway
+            self._keys_of[before].remove(key)
+            self._keys_of[platform] = sorted([*self._keys_of[platform], key],
+                                             key=self._position.__getitem__)
+            self._top_cache.pop(before, None)
+            self._top_cache.pop(platform, None)
         if value > self._max_scaled[platform]:
             self._max_scaled[platform] = value
-        self._top_cache.pop(platform, None)
+        self._asked.discard(platform)
+        if weight < 0 or self._stale.pop(platform, None) is not None:
+            # a count went down (the update below assumes increases), or the cached order is
+            # the one from before the last rebase (which may have made new ties): recompute
+            self._top_cache.pop(platform, None)
+        self._promote(platform, key)
         if self._scale(ts) > 1e12:  # keep the floats finite on long streams
             self._rebase(ts)
+            self._top_cache.pop(platform, None)
+
+    def _before(self, a: str, b: str) -> bool:
+        """Does ``a`` rank above ``b`` (higher count, or as high and seen first)?"""
+        va, vb = self._scaled[a], self._scaled[b]
+        return va > vb or (va == vb and self._position[a] < self._position[b])
+
+    def _promote(self, platform: str, key: str) -> None:
+        """``key``'s count went up: keep the cached top list of its platform exact."""
+        cached = self._top_cache.get(platform)
+        if cached is None:
+            return
+        size, top = cached
+        if key in top:
+            top.remove(key)
+        elif len(top) >= size:  # full: the key must beat the last one to get in
+            if not self._before(key, top[-1]):
+                return
+            top.pop()
+        # else: the list holds every key of the platform, so the new one belongs in it
+        i = len(top)
+        while i > 0 and self._before(key, top[i - 1]):
+            i -= 1
+        top.insert(i, key)
 
     def _rebase(self, ts: float) -> None:
         factor = self._scale(ts)
         self._scaled = {k: v / factor for k, v in self._scaled.items()}
         self._max_scaled = defaultdict(float, {p: v / factor for p, v in self._max_scaled.items()})
         self._origin = ts
+        # A top list read since its platform's last learn is kept as it was (order from before
+        # the rebase) until that platform learns again; the others are recomputed.
+        for platform in list(self._top_cache):
+            if platform in self._asked:
+                self._stale[platform] = self._old_len[platform]
+            else:
+                del self._top_cache[platform]
 
     def predict_one(self, key: str, ts: float) -> float:
         """Decayed count at ``ts``."""
@@ -74,11 +130,17 @@ class Popularity:
 
     def top(self, platform: str, n: int, ts: float) -> list[str]:
         cached = self._top_cache.get(platform)
-        if cached is None or len(cached) < n:
-            keys = (k for k, p in self._platform_of.items() if p == platform)
-            cached = heapq.nlargest(max(n, 100), keys, key=self._scaled.__getitem__)
+        stale = self._stale.get(platform)
+        keys = self._keys_of.get(platform, [])
+        if cached is None or cached[0] < n or (stale is not None and stale < n):
+            size = max(n, 100)
+            cached = (size, heapq.nlargest(size, keys, key=self._scaled.__getitem__))
             self._top_cache[platform] = cached
-        return cached[:n]
+            self._stale.pop(platform, None)
+        if platform not in self._asked or self._old_len[platform] < n:
+            self._old_len[platform] = min(max(n, 100), len(keys))
+        self._asked.add(platform)
+        return cached[1][:n]
 
 
 class CoVisitation:

@@ -24,7 +24,7 @@ def encode_person_message(msg: PersonMessage) -> bytes:
     elif isinstance(msg, Merge):
         body = {"kind": "merge", "state": msg.state.to_dict()}
     else:
-        body = {"kind": "consent", "consent": msg.consent}
+        body = {"kind": "consent", "consent": msg.consent, "ts": msg.ts}
     body["person"] = msg.person
     return json.dumps(body, separators=(",", ":")).encode()
 
@@ -40,7 +40,7 @@ def decode_person_message(raw: bytes) -> PersonMessage:
         if kind == "merge":
             return Merge(person=person, state=SessionState.from_dict(body["state"]))
         if kind == "consent":
-            return Consent(person=person, consent=bool(body["consent"]))
+            return Consent(person=person, consent=bool(body["consent"]), ts=float(body["ts"]))
     except (ValueError, KeyError, TypeError) as e:
         raise InvalidEventError(f"undecodable person-topic message: {e}") from e
     raise InvalidEventError(f"unknown person-topic message kind {kind!r}")

@@ -1,0 +1,77 @@
+"""Sessions, signals, blend and the River preference model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.blend import AdaptiveBlend
+from models.catalog import Catalog
+from models.session import MAX_RECENT, SessionState
+from models.signals import CoVisitation, Popularity
+
+
+def test_session_round_trip_and_bounds() -> None:
+    s = SessionState(person="p")
+    for i in range(MAX_RECENT + 5):
+        s.observe("shop", f"shop:{i}", np.ones(4, np.float32), ts=float(i), consumed=True,
+                  half_life_s=10.0)
+    assert len(s.recent["shop"]) == MAX_RECENT and s.recent["shop"][-1] == f"shop:{MAX_RECENT + 4}"
+    back = SessionState.from_bytes(s.to_bytes())
+    assert back == s and back.interest["shop"].dtype == np.float32
+
+
+def test_interest_decays_with_event_time() -> None:
+    s = SessionState(person="p")
+    a, b = np.array([1.0, 0.0], np.float32), np.array([0.0, 1.0], np.float32)
+    s.observe("shop", "shop:a", a, ts=0.0, consumed=False, half_life_s=100.0)
+    s.observe("shop", "shop:b", b, ts=100.0, consumed=False, half_life_s=100.0)
+    assert np.allclose(s.interest["shop"], [0.5, 1.0])
+
+
+def test_merge_combines_histories() -> None:
+    a, b = SessionState(person="P"), SessionState(person="shop:u")
+    b.observe("shop", "shop:x", np.ones(2, np.float32), ts=1.0, consumed=True, half_life_s=1.0)
+    a.merge(b)
+    assert a.recent["shop"] == ["shop:x"] and a.consumed == ["shop:x"] and a.aliases == ["shop:u"]
+
+
+def test_popularity_ranks_per_platform_and_decays() -> None:
+    pop = Popularity(half_life_s=10.0)
+    for key, platform in [("shop:a", "shop"), ("shop:a", "shop"), ("video:b", "video")]:
+        pop.learn_one(key, platform, ts=0.0)
+    pop.learn_one("shop:c", "shop", ts=100.0)  # one recent event beats two old ones
+    assert pop.top("shop", 2, ts=100.0) == ["shop:c", "shop:a"]
+    assert pop.top("video", 5, ts=100.0) == ["video:b"]
+    assert pop.normalised("shop:c", "shop") == 1.0
+
+
+def test_covisitation_links_across_platforms_and_prunes() -> None:
+    cv = CoVisitation(window=2, max_neighbours=2)
+    cv.learn_one(["shop:a", "video:x"])
+    cv.learn_one(["shop:a", "video:x"])
+    cv.learn_one(["shop:a", "video:y"])
+    cv.learn_one(["shop:b", "shop:c", "video:z"])  # shop:b is 2 steps from video:z
+    scores = cv.candidates(["shop:a"], "video", n=5)
+    assert scores == {"video:x": 1.0, "video:y": 0.5}
+    assert cv.candidates(["shop:b"], "video", n=5) == {"video:z": 1.0}
+    assert cv.candidates(["shop:a"], "shop", n=5) == {}
+    for i in range(10):
+        cv.learn_one(["shop:hub", f"video:{i}"])
+    assert len(cv._pairs["shop:hub"]) <= 4
+
+
+def test_blend_contributions_sum_to_score() -> None:
+    b = AdaptiveBlend()
+    x = {"content": 0.5, "popularity": 0.2}
+    contrib = b.contributions(x)
+    assert contrib == {"content": 0.5 * b.weights["content"], "popularity": 0.2 * b.weights["popularity"]}
+
+
+def test_catalog_grows_and_filters_unavailable() -> None:
+    c = Catalog(dim=3)
+    for i in range(2000):  # past the initial capacity
+        c.upsert(f"shop:{i}", "shop", np.array([1.0, i / 2000, 0.0]), available=i % 2 == 0,
+                 added_ts=float(i))
+    rows, _ = c.neighbours(np.array([[0.0, 1.0, 0.0]], np.float32), "shop", n=3)
+    assert [c.keys[r] for r in rows[0]] == ["shop:1998", "shop:1996", "shop:1994"]
+    assert len(c) == 2000 and c.keys[c.newest("shop", 1)[0]] == "shop:1998"
