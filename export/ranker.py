@@ -61,7 +61,7 @@ def build_head(hidden: int, dim: int, n_dense: int) -> Any:
     torch = _torch()
     nn = torch.nn
 
-    class RankingHeadNet(nn.Module):  # type: ignore[misc,name-defined]
+    class RankingHeadNet(nn.Module):  # type: ignore[name-defined]
         """σ(W·(h_p ⊙ h_i ⊙ h_c) + U·(h_p ⊙ h_i) + V·dense + b)."""
 
         def __init__(self) -> None:
@@ -95,9 +95,13 @@ def generate_examples(encoder: TextEncoder, spec: RankerExportSpec) -> dict[str,
     sessions: dict[str, SessionState] = {}
     identities: dict[str, str] = {}
     rng = random.Random(spec.seed)
-    rows: dict[str, list[Any]] = {k: [] for k in ("person", "item", "context", "dense", "y", "t", "p")}
+    rows: dict[str, list[Any]] = {
+        k: [] for k in ("person", "item", "context", "dense", "y", "t", "p")
+    }
     last_item: dict[str, str] = {}
-    for t, raw in enumerate(tqdm(raw_events, desc="replaying simulated events", unit="ev", mininterval=2.0)):
+    for t, raw in enumerate(
+        tqdm(raw_events, desc="replaying simulated events", unit="ev", mininterval=2.0)
+    ):
         event = Event.model_validate(raw)
         for msg in route(event, identities):
             if not isinstance(msg, PersonEvent):
@@ -112,9 +116,13 @@ def generate_examples(encoder: TextEncoder, spec: RankerExportSpec) -> dict[str,
             if session.events:
                 ctx_key = last_item.get(msg.person)
                 request = RankRequest(
-                    msg.person, e.platform, session,
+                    msg.person,
+                    e.platform,
+                    session,
                     pipeline.catalog.vector(ctx_key) if ctx_key else None,
-                    frozenset(session.consumed) - {target}, e.ts, extra=(target,),
+                    frozenset(session.consumed) - {target},
+                    e.ts,
+                    extra=(target,),
                 )
                 ranking = pipeline.recommend([request])[0]
                 pos = ranking.keys.index(target)
@@ -215,9 +223,14 @@ def export_ranker(
     example = tuple(torch.randn(16, n) for n in (dim, dim, dim, n_dense))
     names = ["person", "item", "context", "dense"]
     torch.onnx.export(
-        model, example, str(staged / MODEL_FILE), input_names=names, output_names=["score"],
+        model,
+        example,
+        str(staged / MODEL_FILE),
+        input_names=names,
+        output_names=["score"],
         dynamic_axes={**{n: {0: "candidates"} for n in names}, "score": {0: "candidates"}},
-        opset_version=spec.opset, dynamo=False,
+        opset_version=spec.opset,
+        dynamo=False,
     )
     diffs = _validate(model, staged, spec, dim, n_dense)
     spec_dict = {
@@ -234,13 +247,17 @@ def export_ranker(
     }
     version = publish(artifacts_root, "ranker", staged, spec_dict)
     if progress:
-        print(f"ranker {version}: AUC {metrics['auc']} (content alone "
-              f"{metrics['auc_content_similarity_alone']}), max |onnx-torch| {max(diffs.values()):.2e}")
+        print(
+            f"ranker {version}: AUC {metrics['auc']} (content alone "
+            f"{metrics['auc_content_similarity_alone']}), "
+            f"max |onnx-torch| {max(diffs.values()):.2e}"
+        )
     return version
 
 
-def _validate(model: Any, staged: Path, spec: RankerExportSpec, dim: int, n_dense: int
-              ) -> dict[str, float]:
+def _validate(
+    model: Any, staged: Path, spec: RankerExportSpec, dim: int, n_dense: int
+) -> dict[str, float]:
     torch = _torch()
     import onnxruntime as ort
 
@@ -248,7 +265,9 @@ def _validate(model: Any, staged: Path, spec: RankerExportSpec, dim: int, n_dens
     rng = np.random.default_rng(123)
     diffs = {}
     for batch in spec.validation_batches:
-        inputs = [rng.standard_normal((batch, n)).astype(np.float32) for n in (dim, dim, dim, n_dense)]
+        inputs = [
+            rng.standard_normal((batch, n)).astype(np.float32) for n in (dim, dim, dim, n_dense)
+        ]
         with torch.no_grad():
             ref = model(*(torch.from_numpy(x) for x in inputs)).numpy()
         names = ("person", "item", "context", "dense")

@@ -71,9 +71,7 @@ def current_version(root: Path, name: str) -> str:
     try:
         return pointer.read_text().strip()
     except FileNotFoundError as e:
-        raise ModelLoadError(
-            f"no {name} model under {root}: run `streamrec export` first"
-        ) from e
+        raise ModelLoadError(f"no {name} model under {root}: run `streamrec export` first") from e
 
 
 def current_dir(root: Path, name: str, version: str | None = None) -> Path:

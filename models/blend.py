@@ -75,8 +75,12 @@ class AdaptiveBlend:
 class PlatformBlends:
     """One :class:`AdaptiveBlend` per platform, created on first use from the same prior."""
 
-    def __init__(self, prior: tuple[tuple[str, float], ...] = DEFAULT_PRIOR,
-                 learning_rate: float = 0.05, l2: float = 0.01) -> None:
+    def __init__(
+        self,
+        prior: tuple[tuple[str, float], ...] = DEFAULT_PRIOR,
+        learning_rate: float = 0.05,
+        l2: float = 0.01,
+    ) -> None:
         self.prior = prior
         self.learning_rate = learning_rate
         self.l2 = l2
@@ -85,7 +89,9 @@ class PlatformBlends:
     def __getitem__(self, platform: str) -> AdaptiveBlend:
         blend = self.by_platform.get(platform)
         if blend is None:
-            blend = self.by_platform[platform] = AdaptiveBlend(self.prior, self.learning_rate, self.l2)
+            blend = self.by_platform[platform] = AdaptiveBlend(
+                self.prior, self.learning_rate, self.l2
+            )
         return blend
 
     def snapshot(self) -> dict[str, dict[str, float]]:

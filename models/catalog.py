@@ -87,7 +87,9 @@ class Catalog:
     def rows(self, platform: str) -> np.ndarray:
         rows = self._rows_by_platform.get(platform)
         if rows is None:
-            rows = np.array([i for i, p in enumerate(self.platforms) if p == platform], dtype=np.int64)
+            rows = np.array(
+                [i for i, p in enumerate(self.platforms) if p == platform], dtype=np.int64
+            )
             self._rows_by_platform[platform] = rows
         return rows
 

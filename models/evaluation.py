@@ -86,6 +86,7 @@ from models.signals import CoVisitation, Popularity
 K = 10
 DEPTH = 200  # how deep a baseline ranks (for MRR)
 COLD_START_FIRST = 5
+DEFAULT_CONFIG = PipelineConfig()
 
 
 class Recommender(Protocol):
@@ -125,7 +126,7 @@ class _Baseline:
 
     name = "baseline"
 
-    def __init__(self, catalog: Catalog, config: PipelineConfig = PipelineConfig()) -> None:
+    def __init__(self, catalog: Catalog, config: PipelineConfig = DEFAULT_CONFIG) -> None:
         self.catalog = catalog
         self.config = config
 
@@ -146,6 +147,9 @@ class _Baseline:
     def learn_positive(self, person: str, key: str, event: Event, weight: float) -> None:
         raise NotImplementedError
 
+    def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
+        raise NotImplementedError
+
     @staticmethod
     def _filter(keys: Iterable[str], exclude: frozenset[str]) -> list[str]:
         out = []
@@ -162,7 +166,7 @@ class PopularityBaseline(_Baseline):
 
     name = "popularity"
 
-    def __init__(self, catalog: Catalog, config: PipelineConfig = PipelineConfig()) -> None:
+    def __init__(self, catalog: Catalog, config: PipelineConfig = DEFAULT_CONFIG) -> None:
         super().__init__(catalog, config)
         self.popularity = Popularity(config.popularity_half_life_s)
 
@@ -181,7 +185,7 @@ class CoVisitationBaseline(_Baseline):
 
     name = "covisit"
 
-    def __init__(self, catalog: Catalog, config: PipelineConfig = PipelineConfig()) -> None:
+    def __init__(self, catalog: Catalog, config: PipelineConfig = DEFAULT_CONFIG) -> None:
         super().__init__(catalog, config)
         self.covisitation = CoVisitation()
         self.recent: dict[str, list[str]] = defaultdict(list)
@@ -214,7 +218,7 @@ class PreferenceBaseline(_Baseline):
 
     name = "river-mf"
 
-    def __init__(self, catalog: Catalog, config: PipelineConfig = PipelineConfig(),
+    def __init__(self, catalog: Catalog, config: PipelineConfig = DEFAULT_CONFIG,
                  refresh: int = 1000) -> None:
         super().__init__(catalog, config)
         self.model = PreferenceModel(seed=config.seed)
@@ -255,11 +259,11 @@ class PreferenceBaseline(_Baseline):
         if self._since >= self.refresh:
             self._since = 0
             for k in list(self.model._mf.i_latents):
-                self._sync(k)
+                self._sync(str(k))
 
     def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
         mf = self.model._mf
-        out = []
+        out: list[list[str]] = []
         for r in requests:
             rows = np.asarray(self._plat.get(r.platform, []), np.int64)
             if not len(rows):
@@ -495,8 +499,7 @@ def replay(
     heldout: list[Hit] = []
     if dataset.heldout:
         requests = [state.request(e.user, e.platform, e.ts) for e in dataset.heldout]
-        for e, req, ranked in zip(dataset.heldout, requests, _batched(model, requests),
-                                  strict=True):
+        for e, ranked in zip(dataset.heldout, _batched(model, requests), strict=True):
             key = item_key(e.platform, e.item or "")
             rank = ranked.index(key) + 1 if key in ranked else 0
             heldout.append(Hit(-1, e.platform, rank))
@@ -579,7 +582,7 @@ def evaluate(
     ranker: Scorer | None = None,
     *,
     vectors: np.ndarray | None = None,
-    config: PipelineConfig = PipelineConfig(),
+    config: PipelineConfig = DEFAULT_CONFIG,
     models: Sequence[str] = ("popularity", "covisit", "river-mf", "content", "blend",
                              "blend-no-cross"),
     progress: bool = True,
@@ -680,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ranker", action="store_true", help="ignore artifacts/ranker")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    _single_threaded_blas()
     from models.encoder import TextEncoder
     from models.report import write_report
 
@@ -708,3 +712,13 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result.get("checks", {}), indent=2))
     print(f"report: {out}")
     return 0
+
+
+def _single_threaded_blas() -> None:
+    """One BLAS thread: ranking does one small matrix product per event, and OpenBLAS threads
+    spinning against onnxruntime's on 2 cores made the replay 4x slower."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(1, user_api="blas")

@@ -172,8 +172,9 @@ def parse_event(
     return event
 
 
-def parse_catalog_item(raw: bytes | None, *, platforms: tuple[str, ...], max_text_chars: int = 2000
-                       ) -> CatalogItem:
+def parse_catalog_item(
+    raw: bytes | None, *, platforms: tuple[str, ...], max_text_chars: int = 2000
+) -> CatalogItem:
     _load_json(raw)
     try:
         item = CatalogItem.model_validate_json(raw, strict=True)  # type: ignore[arg-type]

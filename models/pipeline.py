@@ -197,28 +197,45 @@ class Pipeline:
         if event.item is not None:
             key = item_key(event.platform, event.item)
             if key not in self.catalog:
-                raise InvalidEventError(f"unknown item {event.item!r} on platform {event.platform!r}")
+                raise InvalidEventError(
+                    f"unknown item {event.item!r} on platform {event.platform!r}"
+                )
 
     # --- the stream ------------------------------------------------------------------------
 
     def handle(
-        self, batch: Sequence[PersonMessage], sessions: MutableMapping[str, SessionState],
+        self,
+        batch: Sequence[PersonMessage],
+        sessions: MutableMapping[str, SessionState],
         now: float,
     ) -> Output:
         out = Output()
         requests: list[tuple[PersonEvent, RankRequest]] = []
-        searches = [m for m in batch if isinstance(m, PersonEvent) and m.event.type is EventType.SEARCH]
+        searches = [
+            m for m in batch if isinstance(m, PersonEvent) and m.event.type is EventType.SEARCH
+        ]
         query_vectors = self.encoder.encode([m.event.query or "" for m in searches])
         query_vector = {id(m): v for m, v in zip(searches, query_vectors, strict=True)}
         later = Counter(m.person for m in batch)
+        # Each person's state is read once and written once per batch: a changelog record
+        # per write makes this the worker's main cost.
+        touched: dict[str, SessionState] = {}
+
+        def load(person: str) -> SessionState:
+            if person not in touched:
+                touched[person] = sessions.get(person) or SessionState(person=person)
+            return touched[person]
+
         for msg in batch:
             later[msg.person] -= 1
             if isinstance(msg, Handoff):
-                state = sessions.pop(msg.person, None)
+                state = touched.pop(msg.person, None) or sessions.get(msg.person)
+                if msg.person in sessions:
+                    del sessions[msg.person]
                 if state is not None:
                     out.forwards.append(Merge(person=msg.to, state=state))
                 continue
-            session = sessions.get(msg.person) or SessionState(person=msg.person)
+            session = load(msg.person)
             if isinstance(msg, Merge):
                 session.merge(msg.state)
             elif isinstance(msg, Consent):
@@ -234,16 +251,15 @@ class Pipeline:
                 request = self._request_for(msg, snapshot, query_vector.get(id(msg)))
                 if request is not None:
                     requests.append((msg, request))
-            sessions[msg.person] = session
         rankings = self.recommend([r for _, r in requests])
         for (msg, _), ranking in zip(requests, rankings, strict=True):
             rec = self._recommendation(msg, ranking, now)
-            session = sessions[msg.person]
-            session.last_rec[rec.platform] = LastRecommendation(
+            load(msg.person).last_rec[rec.platform] = LastRecommendation(
                 rec.rec_id, rec.platform, [s.item for s in rec.items], msg.event.ts
             )
-            sessions[msg.person] = session
             out.recommendations.append(rec)
+        for person, state in touched.items():
+            sessions[person] = state
         self.stats["recommendations"] += len(out.recommendations)
         return out
 
@@ -282,8 +298,13 @@ class Pipeline:
             preference_user(person, event.platform), key, self._platform_keys(event.platform)
         )
         session.observe(
-            event.platform, key, self.catalog.vector(key), event.ts,
-            consumed=consumed, half_life_s=self.config.interest_half_life_s, weight=weight,
+            event.platform,
+            key,
+            self.catalog.vector(key),
+            event.ts,
+            consumed=consumed,
+            half_life_s=self.config.interest_half_life_s,
+            weight=weight,
         )
         self.popularity.learn_one(key, event.platform, event.ts, weight)
         self.covisitation.learn_one(self._timeline(session, event.platform, key))
@@ -324,7 +345,9 @@ class Pipeline:
             return []
         cfg = self.config
         prepared = [self._prepare(r) for r in requests]
-        queries = np.stack([p[3] for p in prepared]) if prepared else np.zeros((0, self.catalog.dim))
+        queries = (
+            np.stack([p[3] for p in prepared]) if prepared else np.zeros((0, self.catalog.dim))
+        )
         by_platform: dict[str, list[int]] = {}
         for i, r in enumerate(requests):
             by_platform.setdefault(r.platform, []).append(i)
@@ -342,7 +365,7 @@ class Pipeline:
         keys_per_request: list[list[str]] = []
         start = 0
         available = self.catalog.available
-        for i, (req, (u_same, u_cross, person_vec, _q, covisit, hist)) in enumerate(
+        for i, (req, (u_same, u_cross, person_vec, _q, covisit, _)) in enumerate(
             zip(requests, prepared, strict=True)
         ):
             cands: dict[str, None] = {}
@@ -357,7 +380,8 @@ class Pipeline:
             for k in req.extra:
                 cands[k] = None
             keys = [
-                k for k in cands
+                k
+                for k in cands
                 if k not in req.exclude and k in self.catalog and available[self.catalog.index[k]]
             ]
             rows = np.fromiter((self.catalog.index[k] for k in keys), np.int64, len(keys))
@@ -371,7 +395,9 @@ class Pipeline:
             dense[:, 4] = [self.popularity.normalised(k, req.platform) for k in keys]
             age = np.maximum(0.0, req.ts - self.catalog.added_ts[rows])
             dense[:, 5] = 0.5 ** (age / cfg.fresh_half_life_s)
-            dense[:, 6] = self.preference.predict_many(preference_user(req.person, req.platform), keys)
+            dense[:, 6] = self.preference.predict_many(
+                preference_user(req.person, req.platform), keys
+            )
             all_rows.append(rows)
             all_dense.append(dense)
             persons.append(np.broadcast_to(person_vec, vecs.shape))
@@ -384,15 +410,19 @@ class Pipeline:
         dense_cat = np.concatenate(all_dense)
         if self.ranker is not None and len(rows_cat):
             head = self.ranker.score(
-                np.concatenate(persons), self.catalog.vectors[rows_cat],
-                np.concatenate(contexts), dense_cat,
+                np.concatenate(persons),
+                self.catalog.vectors[rows_cat],
+                np.concatenate(contexts),
+                dense_cat,
             )
         else:
             head = np.zeros(len(rows_cat), dtype=np.float32)
         features = np.concatenate([head[:, None], dense_cat], axis=1)
 
         rankings = []
-        for req, (s, e), keys, prep in zip(requests, spans, keys_per_request, prepared, strict=True):
+        for req, (s, e), keys, prep in zip(
+            requests, spans, keys_per_request, prepared, strict=True
+        ):
             f = features[s:e]
             weights = np.array([self.blends[req.platform].weights[k] for k in SIGNALS], np.float32)
             contrib = f * weights
@@ -454,7 +484,8 @@ class Pipeline:
                 platform=ranking.request.platform,
                 score=round(float(ranking.scores[i]), 6),
                 contributions={
-                    s: round(float(c), 6) for s, c in zip(SIGNALS, ranking.contributions[i], strict=True)
+                    s: round(float(c), 6)
+                    for s, c in zip(SIGNALS, ranking.contributions[i], strict=True)
                 },
             )
             for i, key in enumerate(ranking.keys[:k])

@@ -11,7 +11,9 @@ Examples
 >>> for _ in range(200):
 ...     m.learn_one({"person": "p1", "item": "shop:a"}, 1.0)
 ...     m.learn_one({"person": "p1", "item": "shop:b"}, 0.0)
->>> m.predict_one({"person": "p1", "item": "shop:a"}) > m.predict_one({"person": "p1", "item": "shop:b"})
+>>> a = m.predict_one({"person": "p1", "item": "shop:a"})
+>>> b = m.predict_one({"person": "p1", "item": "shop:b"})
+>>> a > b
 True
 """
 
@@ -63,7 +65,9 @@ class PreferenceModel:
     def predict_many(self, person: str, items: Sequence[str]) -> np.ndarray:
         mf = self._mf
         return np.clip(
-            np.fromiter((mf.predict_one(user=person, item=i) for i in items), np.float32, len(items)),
+            np.fromiter(
+                (mf.predict_one(user=person, item=i) for i in items), np.float32, len(items)
+            ),
             0.0,
             1.0,
         )

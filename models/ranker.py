@@ -42,8 +42,9 @@ class RankingHead:
             raise ModelLoadError(f"cannot load ranker {model_dir}: {e}") from e
 
     @classmethod
-    def from_artifacts(cls, root: Path, version: str | None = None,
-                       providers: Sequence[str] | None = None) -> RankingHead:
+    def from_artifacts(
+        cls, root: Path, version: str | None = None, providers: Sequence[str] | None = None
+    ) -> RankingHead:
         return cls(current_dir(root, "ranker", version), providers)
 
     def score(

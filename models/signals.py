@@ -64,8 +64,9 @@ class Popularity:
             self._keys_of[platform].append(key)
         elif before != platform:  # cannot happen with item_key()s; keep it exact anyway
             self._keys_of[before].remove(key)
-            self._keys_of[platform] = sorted([*self._keys_of[platform], key],
-                                             key=self._position.__getitem__)
+            self._keys_of[platform] = sorted(
+                [*self._keys_of[platform], key], key=self._position.__getitem__
+            )
             self._top_cache.pop(before, None)
             self._top_cache.pop(platform, None)
         if value > self._max_scaled[platform]:

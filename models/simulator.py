@@ -22,63 +22,135 @@ from typing import Any
 
 THEMES: dict[str, dict[str, list[str]]] = {
     "trail running": {
-        "nouns": ["trail running shoes", "hydration vest", "running socks", "GPS sports watch",
-                  "headlamp for night runs", "compression tights"],
+        "nouns": [
+            "trail running shoes",
+            "hydration vest",
+            "running socks",
+            "GPS sports watch",
+            "headlamp for night runs",
+            "compression tights",
+        ],
         "words": ["ultramarathon", "mountain trails", "endurance", "race training"],
     },
     "home cooking": {
-        "nouns": ["cast iron skillet", "chef's knife", "sourdough starter kit", "spice rack",
-                  "dutch oven", "pasta maker"],
+        "nouns": [
+            "cast iron skillet",
+            "chef's knife",
+            "sourdough starter kit",
+            "spice rack",
+            "dutch oven",
+            "pasta maker",
+        ],
         "words": ["recipes", "weeknight dinners", "baking bread", "italian cuisine"],
     },
     "jazz": {
-        "nouns": ["vinyl jazz record", "saxophone reeds", "trumpet mouthpiece", "upright bass strings",
-                  "jazz piano songbook", "turntable"],
+        "nouns": [
+            "vinyl jazz record",
+            "saxophone reeds",
+            "trumpet mouthpiece",
+            "upright bass strings",
+            "jazz piano songbook",
+            "turntable",
+        ],
         "words": ["bebop", "swing", "improvisation", "blue note"],
     },
     "gardening": {
-        "nouns": ["pruning shears", "raised garden bed", "tomato seeds", "watering can",
-                  "compost bin", "garden gloves"],
+        "nouns": [
+            "pruning shears",
+            "raised garden bed",
+            "tomato seeds",
+            "watering can",
+            "compost bin",
+            "garden gloves",
+        ],
         "words": ["vegetable garden", "spring planting", "organic soil", "houseplants"],
     },
     "science fiction": {
-        "nouns": ["space opera novel", "robot model kit", "telescope", "starship poster",
-                  "cyberpunk graphic novel", "alien invasion board game"],
+        "nouns": [
+            "space opera novel",
+            "robot model kit",
+            "telescope",
+            "starship poster",
+            "cyberpunk graphic novel",
+            "alien invasion board game",
+        ],
         "words": ["galaxies", "time travel", "artificial intelligence", "dystopian future"],
     },
     "football": {
-        "nouns": ["football boots", "match ball", "goalkeeper gloves", "team jersey",
-                  "shin guards", "training cones"],
+        "nouns": [
+            "football boots",
+            "match ball",
+            "goalkeeper gloves",
+            "team jersey",
+            "shin guards",
+            "training cones",
+        ],
         "words": ["premier league", "world cup", "transfer window", "champions league"],
     },
     "photography": {
-        "nouns": ["mirrorless camera", "prime lens", "tripod", "camera bag", "lens filter",
-                  "photo printer"],
+        "nouns": [
+            "mirrorless camera",
+            "prime lens",
+            "tripod",
+            "camera bag",
+            "lens filter",
+            "photo printer",
+        ],
         "words": ["landscape photography", "portrait lighting", "street photography", "exposure"],
     },
     "yoga": {
-        "nouns": ["yoga mat", "meditation cushion", "yoga blocks", "stretching strap",
-                  "yoga leggings", "singing bowl"],
+        "nouns": [
+            "yoga mat",
+            "meditation cushion",
+            "yoga blocks",
+            "stretching strap",
+            "yoga leggings",
+            "singing bowl",
+        ],
         "words": ["mindfulness", "breathing", "flexibility", "morning routine"],
     },
     "video games": {
-        "nouns": ["game controller", "gaming headset", "mechanical keyboard", "console",
-                  "gaming chair", "retro handheld"],
+        "nouns": [
+            "game controller",
+            "gaming headset",
+            "mechanical keyboard",
+            "console",
+            "gaming chair",
+            "retro handheld",
+        ],
         "words": ["esports", "speedrun", "open world", "indie games"],
     },
     "personal finance": {
-        "nouns": ["budget planner", "investing handbook", "calculator", "tax guide",
-                  "savings journal", "wallet"],
+        "nouns": [
+            "budget planner",
+            "investing handbook",
+            "calculator",
+            "tax guide",
+            "savings journal",
+            "wallet",
+        ],
         "words": ["index funds", "retirement", "saving money", "stock market"],
     },
     "electronic music": {
-        "nouns": ["synthesizer", "drum machine", "studio headphones", "MIDI controller",
-                  "audio interface", "DJ mixer"],
+        "nouns": [
+            "synthesizer",
+            "drum machine",
+            "studio headphones",
+            "MIDI controller",
+            "audio interface",
+            "DJ mixer",
+        ],
         "words": ["techno", "house music", "ambient", "festival"],
     },
     "travel": {
-        "nouns": ["carry-on suitcase", "travel pillow", "passport holder", "packing cubes",
-                  "universal adapter", "city guidebook"],
+        "nouns": [
+            "carry-on suitcase",
+            "travel pillow",
+            "passport holder",
+            "packing cubes",
+            "universal adapter",
+            "city guidebook",
+        ],
         "words": ["backpacking", "city breaks", "cheap flights", "road trip"],
     },
 }
@@ -118,16 +190,18 @@ class World:
                         "theme": theme,
                     }
                     item_id = f"{theme.replace(' ', '-')}-{i}"
-                    self.items.append({
-                        "item": item_id,
-                        "platform": platform,
-                        "title": title_t.format(**fill),
-                        "description": desc_t.format(**fill),
-                        "tags": [theme, fill["word"]],
-                        "attributes": {"theme": theme} if platform == "shop" else {},
-                        "available": True,
-                        "ts": 1_700_000_000.0 + len(self.items),
-                    })
+                    self.items.append(
+                        {
+                            "item": item_id,
+                            "platform": platform,
+                            "title": title_t.format(**fill),
+                            "description": desc_t.format(**fill),
+                            "tags": [theme, fill["word"]],
+                            "attributes": {"theme": theme} if platform == "shop" else {},
+                            "available": True,
+                            "ts": 1_700_000_000.0 + len(self.items),
+                        }
+                    )
                     self.theme_of[(platform, item_id)] = theme
                     self.by_theme.setdefault((platform, theme), []).append(item_id)
 
@@ -150,9 +224,17 @@ class World:
             if linked:
                 for platform in active:
                     n += 1
-                    out.append({"event_id": f"sim-{n}", "type": "identify", "platform": platform,
-                                "user": f"{platform}-user-{person}", "person": person,
-                                "consent": True, "ts": ts})
+                    out.append(
+                        {
+                            "event_id": f"sim-{n}",
+                            "type": "identify",
+                            "platform": platform,
+                            "user": f"{platform}-user-{person}",
+                            "person": person,
+                            "consent": True,
+                            "ts": ts,
+                        }
+                    )
         for _step in range(events_per_person):
             for person, liked, active, _ in people:
                 ts += spacing_s / max(1, persons)
@@ -166,6 +248,14 @@ class World:
                     weights=[0.5, 0.3, 0.2],
                 )[0]
                 n += 1
-                out.append({"event_id": f"sim-{n}", "type": kind, "platform": platform,
-                            "user": f"{platform}-user-{person}", "item": item, "ts": round(ts, 3)})
+                out.append(
+                    {
+                        "event_id": f"sim-{n}",
+                        "type": kind,
+                        "platform": platform,
+                        "user": f"{platform}-user-{person}",
+                        "item": item,
+                        "ts": round(ts, 3),
+                    }
+                )
         return out

@@ -16,8 +16,8 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
 
 import faust
 import faust.streams as faust_streams
@@ -27,7 +27,7 @@ from models.encoder import TextEncoder
 from models.errors import InvalidEventError, StreamrecError
 from models.events import parse_catalog_item, parse_event
 from models.identity import route
-from models.pipeline import Pipeline, PipelineConfig, PersonMessage
+from models.pipeline import PersonMessage, Pipeline, PipelineConfig
 from models.ranker import RankingHead
 from streams.codecs import (
     SessionStore,
@@ -42,7 +42,10 @@ from streams.transport import register as register_transport
 log = logging.getLogger(__name__)
 
 RAW: dict[str, Any] = {
-    "key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw",
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
 }
 
 
@@ -57,6 +60,13 @@ def bind_event(event: EventT) -> None:
     faust_streams._current_event.set(weakref.ref(event))
 
 
+def event_batches(
+    stream: faust.StreamT, max_: int, within: float
+) -> AsyncIterator[Sequence[EventT]]:
+    # take_events is on the concrete Stream, not on the StreamT interface agents receive.
+    return cast(faust.Stream, stream).take_events(max_, within=within)
+
+
 def load_pipeline(settings: Settings) -> Pipeline:
     encoder = TextEncoder.from_artifacts(settings.artifacts_dir)
     ranker = RankingHead.from_artifacts(settings.artifacts_dir)
@@ -68,7 +78,9 @@ def load_pipeline(settings: Settings) -> Pipeline:
 
 def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
     if not settings.bootstrap_servers:
-        raise StreamrecError("STREAMREC_BOOTSTRAP_SERVERS is empty: start a broker (`streamrec up`)")
+        raise StreamrecError(
+            "STREAMREC_BOOTSTRAP_SERVERS is empty: start a broker (`streamrec up`)"
+        )
     pipeline = pipeline or load_pipeline(settings)
     scheme = register_transport(settings.consumer_fetch_max_wait_ms)
     app = faust.App(
@@ -82,7 +94,7 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.broker_session_timeout_s / 3),
         web_port=settings.web_port,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_bind,
         web_host="127.0.0.1",
         consumer_auto_offset_reset="earliest",
     )
@@ -108,11 +120,16 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
     # Faust picks a table's serializer from value_type: bytes → raw (our own codecs).
     raw_values: dict[str, Any] = {"key_type": str, "value_type": bytes}
     catalog_embeddings = app.GlobalTable(
-        "catalog-embeddings", **raw_values, partitions=settings.partitions,
+        "catalog-embeddings",
+        **raw_values,
+        partitions=settings.partitions,
         on_changelog_event=on_catalog_changelog,
     )
     identities = app.Table(
-        "identities", key_type=str, value_type=str, partitions=settings.partitions,
+        "identities",
+        key_type=str,
+        value_type=str,
+        partitions=settings.partitions,
     )
     sessions_table = app.Table("sessions", **raw_values, partitions=settings.partitions)
     batch_events: dict[str, EventT] = {}  # person → their message in the batch being handled
@@ -136,14 +153,20 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
     # --- agents ----------------------------------------------------------------------------
     @app.agent(catalog, concurrency=1)
     async def ingest_catalog(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(64, within=0.05):
+        async for batch in event_batches(stream, 64, within=0.05):
             good = []
             for event in batch:
                 try:
-                    good.append((event, parse_catalog_item(
-                        event.message.value, platforms=settings.platforms,
-                        max_text_chars=settings.max_text_chars,
-                    )))
+                    good.append(
+                        (
+                            event,
+                            parse_catalog_item(
+                                event.message.value,
+                                platforms=settings.platforms,
+                                max_text_chars=settings.max_text_chars,
+                            ),
+                        )
+                    )
                 except InvalidEventError as e:
                     await to_dead_letter(event, e.reason)
             if not good:
@@ -158,7 +181,9 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
         async for event in stream.events():
             try:
                 parsed = parse_event(
-                    event.message.value, platforms=settings.platforms, now=time.time(),
+                    event.message.value,
+                    platforms=settings.platforms,
+                    now=time.time(),
                     max_text_chars=settings.max_text_chars,
                     max_future_skew_s=settings.max_future_skew_s,
                     max_past_age_s=settings.max_past_age_s,
@@ -183,7 +208,9 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
 
     @app.agent(person_events)
     async def recommend(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+        async for batch in event_batches(
+            stream, settings.batch_size, within=settings.batch_within_s
+        ):
             for msg in await handle_batch(batch):
                 await person_events.send(key=msg.person.encode(), value=encode_person_message(msg))
 
@@ -207,7 +234,7 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
             for event, msg in messages:
                 try:
                     single = pipeline.handle([msg], sessions, now=time.time())
-                except Exception as e:  # noqa: BLE001 - reported with the message to dead-letter
+                except Exception as e:
                     await to_dead_letter(event, f"processing failed: {type(e).__name__}: {e}")
                     continue
                 await publish(single.recommendations)
@@ -219,23 +246,27 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
     async def publish(recs: Sequence[Any]) -> None:
         for rec in recs:
             rec.published_ts = time.time()
-            await recommendations.send(key=rec.person.encode(), value=rec.model_dump_json().encode())
+            await recommendations.send(
+                key=rec.person.encode(), value=rec.model_dump_json().encode()
+            )
 
     # --- status for operators, the demo and load tests --------------------------------------
     @app.page("/status")
     async def status(web: Any, request: Any) -> Any:
-        return web.json({
-            "catalog_items": len(pipeline.catalog),
-            "model_versions": pipeline.model_versions,
-            "stats": pipeline.stats,
-            "blend_weights": pipeline.blends.snapshot(),
-            "platforms": list(settings.platforms),
-        })
+        return web.json(
+            {
+                "catalog_items": len(pipeline.catalog),
+                "model_versions": pipeline.model_versions,
+                "stats": pipeline.stats,
+                "blend_weights": pipeline.blends.snapshot(),
+                "platforms": list(settings.platforms),
+            }
+        )
 
     @app.timer(interval=5.0)
     async def sync_catalog() -> None:
         """Index entries recovered from the local store (not replayed through the changelog)."""
-        missing = [k for k in catalog_embeddings.keys() if k not in pipeline.catalog]
+        missing = [k for k in catalog_embeddings if k not in pipeline.catalog]
         for key in missing:
             with contextlib.suppress(KeyError):
                 index_entry(catalog_embeddings[key])

@@ -1,13 +1,13 @@
 """``streamrec``: one entry point for operators, app developers and the demo.
 
-    streamrec export     export the encoder and train/export the ranking head (needs [export])
-    streamrec up         start the embedded Kafka broker and create the topics
-    streamrec worker     run a Faust worker against STREAMREC_BOOTSTRAP_SERVERS
-    streamrec demo       everything: models, broker, worker, sample events, live recommendations
-    streamrec produce    send events (JSON lines) to their platform topics
-    streamrec tail       print recommendations (or the dead-letter topic) as they arrive
-    streamrec schemas    write the JSON Schemas of every record
-    streamrec evaluate   replay a dataset through the pipeline and write a quality report
+streamrec export     export the encoder and train/export the ranking head (needs [export])
+streamrec up         start the embedded Kafka broker and create the topics
+streamrec worker     run a Faust worker against STREAMREC_BOOTSTRAP_SERVERS
+streamrec demo       everything: models, broker, worker, sample events, live recommendations
+streamrec produce    send events (JSON lines) to their platform topics
+streamrec tail       print recommendations (or the dead-letter topic) as they arrive
+streamrec schemas    write the JSON Schemas of every record
+streamrec evaluate   replay a dataset through the pipeline and write a quality report
 """
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     with EmbeddedBroker(port=args.port) as broker:
         ensure_topics(broker.bootstrap, settings.all_topics, settings.partitions)
         print(f"embedded broker on {broker.bootstrap}; topics: {', '.join(settings.all_topics)}")
-        print(f"export STREAMREC_BOOTSTRAP_SERVERS={broker.bootstrap}   (Ctrl-C stops it)", flush=True)
+        print(
+            f"export STREAMREC_BOOTSTRAP_SERVERS={broker.bootstrap}   (Ctrl-C stops it)", flush=True
+        )
         _wait_for_signal()
     return 0
 
@@ -79,8 +81,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import build_app
     from streams.broker import ensure_topics
 
-    ensure_topics(settings.bootstrap_servers, settings.all_topics, settings.partitions,
-                  settings.kafka_client_kwargs())
+    ensure_topics(
+        settings.bootstrap_servers,
+        settings.all_topics,
+        settings.partitions,
+        settings.kafka_client_kwargs(),
+    )
     app = build_app(settings)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()
@@ -166,8 +172,9 @@ def _wait_for_signal() -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="streamrec", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="streamrec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="export/train the ONNX models")
     e.add_argument("what", nargs="?", choices=["all", "encoder", "ranker"], default="all")
@@ -186,20 +193,28 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--latest", action="store_true", help="only new records")
     s = sub.add_parser("schemas", help="write JSON Schemas")
     s.add_argument("--out", default="schemas")
-    sub.add_parser("evaluate", help="replay evaluation (see `streamrec evaluate --help`)",
-                   add_help=False)
+    sub.add_parser(
+        "evaluate", help="replay evaluation (see `streamrec evaluate --help`)", add_help=False
+    )
     return p
 
 
 COMMANDS = {
-    "export": cmd_export, "up": cmd_up, "worker": cmd_worker, "demo": cmd_demo,
-    "produce": cmd_produce, "tail": cmd_tail, "schemas": cmd_schemas,
+    "export": cmd_export,
+    "up": cmd_up,
+    "worker": cmd_worker,
+    "demo": cmd_demo,
+    "produce": cmd_produce,
+    "tail": cmd_tail,
+    "schemas": cmd_schemas,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if argv[:1] == ["evaluate"]:
         return cmd_evaluate(argv[1:])
     args = parser().parse_args(argv)

@@ -70,7 +70,9 @@ class EventProducer:
     def send_item(self, item: CatalogItem | Mapping[str, Any]) -> None:
         if not isinstance(item, CatalogItem):
             item = CatalogItem.model_validate(item)
-        self.send_raw(self.settings.catalog_topic, item.key.encode(), item.model_dump_json().encode())
+        self.send_raw(
+            self.settings.catalog_topic, item.key.encode(), item.model_dump_json().encode()
+        )
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
         """No validation: for load tests and for proving bad input is dead-lettered."""
@@ -91,8 +93,13 @@ class EventProducer:
 class RecommendationSubscriber:
     """Iterate recommendations (or any topic's raw records) as they arrive."""
 
-    def __init__(self, settings: Settings, topic: str | None = None,
-                 from_beginning: bool = True, group_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str | None = None,
+        from_beginning: bool = True,
+        group_id: str | None = None,
+    ) -> None:
         self.settings = settings
         try:
             self._consumer = KafkaConsumer(

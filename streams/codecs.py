@@ -29,7 +29,9 @@ def encode_person_message(msg: PersonMessage) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def decode_person_message(raw: bytes) -> PersonMessage:
+def decode_person_message(raw: bytes | None) -> PersonMessage:
+    if raw is None:
+        raise InvalidEventError("empty person-topic message")
     try:
         body = json.loads(raw)
         person, kind = body["person"], body["kind"]

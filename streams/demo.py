@@ -25,8 +25,11 @@ SAMPLE_DIR = Path(__file__).parent / "sample"
 # Bad input sent in the middle of the demo, to show where it goes.
 BAD_INPUT: list[tuple[str, bytes]] = [
     ("malformed JSON", b'{"event_id": "bad-1", "type": "view",'),
-    ("unknown platform", b'{"event_id": "bad-2", "type": "view", "platform": "tv", "user": "x",'
-                         b' "item": "y", "ts": 0}'),
+    (
+        "unknown platform",
+        b'{"event_id": "bad-2", "type": "view", "platform": "tv", "user": "x",'
+        b' "item": "y", "ts": 0}',
+    ),
 ]
 
 
@@ -34,8 +37,11 @@ def run_demo(settings: Settings, pace_s: float = 0.02, limit: int | None = None)
     catalog = sample("catalog.jsonl")
     events = sample("events.jsonl")[:limit]
     titles = {CatalogItem.model_validate(i).key: i["title"] for i in catalog}
-    print(f"starting the embedded broker and a worker ({len(catalog)} items, {len(events)} events "
-          f"on {sorted({e['platform'] for e in events})}) ...", flush=True)
+    print(
+        f"starting the embedded broker and a worker ({len(catalog)} items, {len(events)} events "
+        f"on {sorted({e['platform'] for e in events})}) ...",
+        flush=True,
+    )
     with LocalStack(settings) as stack:
         s = stack.settings
         assert stack.worker is not None
@@ -44,8 +50,11 @@ def run_demo(settings: Settings, pace_s: float = 0.02, limit: int | None = None)
             producer.send_item(item)
         producer.flush()
         stack.worker.wait_for_catalog(len(catalog))
-        print(f"catalog indexed: {stack.worker.status()['catalog_items']} items embedded by the "
-              f"ONNX encoder. Replaying events; recommendations follow as they arrive:\n", flush=True)
+        print(
+            f"catalog indexed: {stack.worker.status()['catalog_items']} items embedded by the "
+            f"ONNX encoder. Replaying events; recommendations follow as they arrive:\n",
+            flush=True,
+        )
 
         received: list[Any] = []
         done = threading.Event()
@@ -56,10 +65,15 @@ def run_demo(settings: Settings, pace_s: float = 0.02, limit: int | None = None)
                 for rec in sub.recommendations(timeout_s=0.5):
                     received.append(rec)
                     latency_ms = (rec.published_ts - rec.event_ts) * 1000
-                    top = ", ".join(titles.get(f"{rec.platform}:{i.item}", i.item)
-                                    for i in rec.items[:3])
-                    print(f"[{rec.platform:5}] {rec.person:28} via {'+'.join(rec.history_platforms):17}"
-                          f" {latency_ms:6.1f} ms  → {top}", flush=True)
+                    top = ", ".join(
+                        titles.get(f"{rec.platform}:{i.item}", i.item) for i in rec.items[:3]
+                    )
+                    via = "+".join(rec.history_platforms)
+                    print(
+                        f"[{rec.platform:5}] {rec.person:28} via {via:17}"
+                        f" {latency_ms:6.1f} ms  → {top}",
+                        flush=True,
+                    )
             sub.close()
 
         tailer = threading.Thread(target=tail, daemon=True)
@@ -84,13 +98,17 @@ def run_demo(settings: Settings, pace_s: float = 0.02, limit: int | None = None)
         producer.close()
         latencies = sorted((r.published_ts - r.event_ts) * 1000 for r in received)
         status = stack.worker.status()
-        print(f"\n{len(events)} events in {time.time() - start:.1f}s → {len(received)} "
-              f"recommendation lists (expected {expected}); {len(dead)} dead-lettered: "
-              + "; ".join(dict(r.headers)["reason"].decode() for r in dead))
+        print(
+            f"\n{len(events)} events in {time.time() - start:.1f}s → {len(received)} "
+            f"recommendation lists (expected {expected}); {len(dead)} dead-lettered: "
+            + "; ".join(dict(r.headers)["reason"].decode() for r in dead)
+        )
         if latencies:
             p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-            print(f"event → recommendation latency: p50 {statistics.median(latencies):.1f} ms, "
-                  f"p99 {p99:.1f} ms (includes the demo's producer flush)")
+            print(
+                f"event → recommendation latency: p50 {statistics.median(latencies):.1f} ms, "
+                f"p99 {p99:.1f} ms (includes the demo's producer flush)"
+            )
         print(f"model versions: {status['model_versions']}")
         print(f"blend weights now: {json.dumps(status['blend_weights'])}")
         print("stopping the worker and the broker ...", flush=True)

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".data")
     artifacts_dir: Path = Path("artifacts")
     web_port: int = 6066
+    web_bind: str = "127.0.0.1"  # the status page; 0.0.0.0 in a container
     # The embedded broker answers a group join after session_timeout/2: keep it short.
     broker_session_timeout_s: float = 6.0
     # How long a fetch may wait for data. Tansu holds fetches for the full wait (Kafka does

@@ -28,27 +28,31 @@ class WorkerProcess:
     def env(self) -> dict[str, str]:
         s = self.settings
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
-        env.update({
-            "STREAMREC_BOOTSTRAP_SERVERS": s.bootstrap_servers,
-            "STREAMREC_APP_ID": s.app_id,
-            "STREAMREC_DATA_DIR": str(s.data_dir),
-            "STREAMREC_ARTIFACTS_DIR": str(Path(s.artifacts_dir).resolve()),
-            "STREAMREC_WEB_PORT": str(s.web_port),
-            "STREAMREC_PLATFORMS": ",".join(s.platforms),
-            "STREAMREC_EVENT_TOPIC_PREFIX": s.event_topic_prefix,
-            "STREAMREC_CATALOG_TOPIC": s.catalog_topic,
-            "STREAMREC_PERSON_TOPIC": s.person_topic,
-            "STREAMREC_RECOMMENDATIONS_TOPIC": s.recommendations_topic,
-            "STREAMREC_DEAD_LETTER_TOPIC": s.dead_letter_topic,
-            "STREAMREC_PARTITIONS": str(s.partitions),
-        })
+        env.update(
+            {
+                "STREAMREC_BOOTSTRAP_SERVERS": s.bootstrap_servers,
+                "STREAMREC_APP_ID": s.app_id,
+                "STREAMREC_DATA_DIR": str(s.data_dir),
+                "STREAMREC_ARTIFACTS_DIR": str(Path(s.artifacts_dir).resolve()),
+                "STREAMREC_WEB_PORT": str(s.web_port),
+                "STREAMREC_PLATFORMS": ",".join(s.platforms),
+                "STREAMREC_EVENT_TOPIC_PREFIX": s.event_topic_prefix,
+                "STREAMREC_CATALOG_TOPIC": s.catalog_topic,
+                "STREAMREC_PERSON_TOPIC": s.person_topic,
+                "STREAMREC_RECOMMENDATIONS_TOPIC": s.recommendations_topic,
+                "STREAMREC_DEAD_LETTER_TOPIC": s.dead_letter_topic,
+                "STREAMREC_PARTITIONS": str(s.partitions),
+            }
+        )
         return env
 
     def start(self, timeout_s: float = 90.0) -> WorkerProcess:
         out = open(self.log_file, "ab")  # noqa: SIM115 - lives as long as the process
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
-            stdout=out, stderr=subprocess.STDOUT, env=self.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -115,11 +119,13 @@ class LocalStack:
         if self._own_broker:
             self.broker.start()
         s = self.base_settings
-        self.settings = s.model_copy(update={
-            "bootstrap_servers": self.broker.bootstrap,
-            "data_dir": self.workdir / "state",
-            "web_port": free_port(),
-        })
+        self.settings = s.model_copy(
+            update={
+                "bootstrap_servers": self.broker.bootstrap,
+                "data_dir": self.workdir / "state",
+                "web_port": free_port(),
+            }
+        )
         ensure_topics(self.broker.bootstrap, self.settings.all_topics, self.settings.partitions)
         self.worker = WorkerProcess(self.settings, self.workdir / "worker.log").start()
         return self

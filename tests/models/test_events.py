@@ -52,8 +52,16 @@ def test_good_event_and_positivity() -> None:
 
 
 def test_catalog_item_text_and_validation() -> None:
-    raw = json.dumps({"item": "a", "platform": "shop", "title": "Boots", "description": "warm",
-                      "tags": ["hiking"], "attributes": {"brand": "acme", "size": 42}}).encode()
+    raw = json.dumps(
+        {
+            "item": "a",
+            "platform": "shop",
+            "title": "Boots",
+            "description": "warm",
+            "tags": ["hiking"],
+            "attributes": {"brand": "acme", "size": 42},
+        }
+    ).encode()
     item = parse_catalog_item(raw, platforms=PLATFORMS)
     assert item.key == "shop:a" and item.text() == "Boots. warm. hiking. brand acme"
     with pytest.raises(InvalidEventError, match="title"):

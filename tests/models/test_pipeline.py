@@ -15,14 +15,23 @@ from models.session import SessionState
 
 from ..fakes import HashingEncoder
 
-THEMES = {"jazz": "saxophone bebop swing", "garden": "tomato compost soil", "run": "trail marathon shoes"}
+THEMES = {
+    "jazz": "saxophone bebop swing",
+    "garden": "tomato compost soil",
+    "run": "trail marathon shoes",
+}
 
 
 def make_pipeline() -> Pipeline:
     p = Pipeline(HashingEncoder(dim=64), ranker=None)
     items = [
-        CatalogItem(item=f"{theme}-{i}", platform=platform, title=f"{words} {theme} {i}",
-                    tags=[theme], ts=float(i))
+        CatalogItem(
+            item=f"{theme}-{i}",
+            platform=platform,
+            title=f"{words} {theme} {i}",
+            tags=[theme],
+            ts=float(i),
+        )
         for platform in ("shop", "video")
         for theme, words in THEMES.items()
         for i in range(6)
@@ -31,14 +40,23 @@ def make_pipeline() -> Pipeline:
     return p
 
 
-def ev(n: int, platform: str, user: str, item: str | None = None, type_: str = "view",
-       **kw: object) -> Event:
-    return Event(event_id=f"e{n}", type=EventType(type_), platform=platform, user=user,
-                 ts=1000.0 + n, item=item, **kw)
+def ev(
+    n: int, platform: str, user: str, item: str | None = None, type_: str = "view", **kw: object
+) -> Event:
+    return Event(
+        event_id=f"e{n}",
+        type=EventType(type_),
+        platform=platform,
+        user=user,
+        ts=1000.0 + n,
+        item=item,
+        **kw,
+    )
 
 
-def run(p: Pipeline, events: list[Event], sessions: dict[str, SessionState],
-        ids: dict[str, str]) -> list:
+def run(
+    p: Pipeline, events: list[Event], sessions: dict[str, SessionState], ids: dict[str, str]
+) -> list:
     out = []
     for e in events:
         msgs = route(e, ids)
@@ -52,8 +70,9 @@ def run(p: Pipeline, events: list[Event], sessions: dict[str, SessionState],
 def test_recommends_same_platform_available_unconsumed_items() -> None:
     p = make_pipeline()
     sessions: dict[str, SessionState] = {}
-    recs = run(p, [ev(1, "shop", "u", "jazz-0", "purchase"), ev(2, "shop", "u", "jazz-1")],
-               sessions, {})
+    recs = run(
+        p, [ev(1, "shop", "u", "jazz-0", "purchase"), ev(2, "shop", "u", "jazz-1")], sessions, {}
+    )
     last = recs[-1]
     keys = [s.item for s in last.items]
     assert len(keys) == 10 and "jazz-0" not in keys and "jazz-1" not in keys
@@ -63,8 +82,10 @@ def test_recommends_same_platform_available_unconsumed_items() -> None:
 
 def test_unavailable_items_are_never_recommended() -> None:
     p = make_pipeline()
-    p.index_item(CatalogItem(item="jazz-2", platform="shop", title="x", available=False),
-                 p.catalog.vector("shop:jazz-2"))
+    p.index_item(
+        CatalogItem(item="jazz-2", platform="shop", title="x", available=False),
+        p.catalog.vector("shop:jazz-2"),
+    )
     recs = run(p, [ev(1, "shop", "u", "jazz-0")], {}, {})
     assert "jazz-2" not in [s.item for s in recs[0].items]
 
@@ -74,11 +95,14 @@ def test_history_crosses_platforms_only_for_linked_persons_with_consent() -> Non
     p = make_pipeline()
     sessions: dict[str, SessionState] = {}
     ids: dict[str, str] = {}
-    link = [ev(1, "shop", "a", type_="identify", person="P"),
-            ev(2, "video", "a", type_="identify", person="P")]
+    link = [
+        ev(1, "shop", "a", type_="identify", person="P"),
+        ev(2, "video", "a", type_="identify", person="P"),
+    ]
     run(p, link, sessions, ids)
-    shop_history = [ev(10 + i, "shop", u, f"jazz-{i}", "purchase")
-                    for u in ("a", "b") for i in range(3)]
+    shop_history = [
+        ev(10 + i, "shop", u, f"jazz-{i}", "purchase") for u in ("a", "b") for i in range(3)
+    ]
     run(p, shop_history, sessions, ids)
     probe = {"platform": "video", "item": "garden-0"}
 
@@ -131,8 +155,10 @@ def test_redelivered_event_is_applied_once_and_keeps_its_rec_id() -> None:
 def test_batch_ranks_each_event_on_the_state_as_of_that_event() -> None:
     p = make_pipeline()
     sessions: dict[str, SessionState] = {}
-    batch = [PersonEvent("shop:u", ev(1, "shop", "u", "jazz-0")),
-             PersonEvent("shop:u", ev(2, "shop", "u", "run-0", "purchase"))]
+    batch = [
+        PersonEvent("shop:u", ev(1, "shop", "u", "jazz-0")),
+        PersonEvent("shop:u", ev(2, "shop", "u", "run-0", "purchase")),
+    ]
     recs = p.handle(batch, sessions, now=0.0).recommendations
     assert recs[0].history_platforms == ["shop"]
     # run-0 was bought only after the first event; the first list may still show it.

@@ -13,8 +13,14 @@ from models.signals import CoVisitation, Popularity
 def test_session_round_trip_and_bounds() -> None:
     s = SessionState(person="p")
     for i in range(MAX_RECENT + 5):
-        s.observe("shop", f"shop:{i}", np.ones(4, np.float32), ts=float(i), consumed=True,
-                  half_life_s=10.0)
+        s.observe(
+            "shop",
+            f"shop:{i}",
+            np.ones(4, np.float32),
+            ts=float(i),
+            consumed=True,
+            half_life_s=10.0,
+        )
     assert len(s.recent["shop"]) == MAX_RECENT and s.recent["shop"][-1] == f"shop:{MAX_RECENT + 4}"
     back = SessionState.from_bytes(s.to_bytes())
     assert back == s and back.interest["shop"].dtype == np.float32
@@ -64,14 +70,22 @@ def test_blend_contributions_sum_to_score() -> None:
     b = AdaptiveBlend()
     x = {"content": 0.5, "popularity": 0.2}
     contrib = b.contributions(x)
-    assert contrib == {"content": 0.5 * b.weights["content"], "popularity": 0.2 * b.weights["popularity"]}
+    assert contrib == {
+        "content": 0.5 * b.weights["content"],
+        "popularity": 0.2 * b.weights["popularity"],
+    }
 
 
 def test_catalog_grows_and_filters_unavailable() -> None:
     c = Catalog(dim=3)
     for i in range(2000):  # past the initial capacity
-        c.upsert(f"shop:{i}", "shop", np.array([1.0, i / 2000, 0.0]), available=i % 2 == 0,
-                 added_ts=float(i))
+        c.upsert(
+            f"shop:{i}",
+            "shop",
+            np.array([1.0, i / 2000, 0.0]),
+            available=i % 2 == 0,
+            added_ts=float(i),
+        )
     rows, _ = c.neighbours(np.array([[0.0, 1.0, 0.0]], np.float32), "shop", n=3)
     assert [c.keys[r] for r in rows[0]] == ["shop:1998", "shop:1996", "shop:1994"]
     assert len(c) == 2000 and c.keys[c.newest("shop", 1)[0]] == "shop:1998"

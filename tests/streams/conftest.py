@@ -51,8 +51,14 @@ class Harness:
 
     def event(self, platform: str, user: str, type_: str = "view", **fields: Any) -> dict[str, Any]:
         self._n += 1
-        body = {"event_id": f"{user}-{self._n}-{uuid.uuid4().hex[:6]}", "type": type_,
-                "platform": platform, "user": user, "ts": time.time(), **fields}
+        body = {
+            "event_id": f"{user}-{self._n}-{uuid.uuid4().hex[:6]}",
+            "type": type_,
+            "platform": platform,
+            "user": user,
+            "ts": time.time(),
+            **fields,
+        }
         self.producer.send(body)
         self.producer.flush()
         return body
@@ -66,8 +72,9 @@ class Harness:
         assert not missing, f"no recommendation for {sorted(missing)} within {timeout_s}s"
         return {e: self.received[e] for e in event_ids}
 
-    def wait_for_dead(self, predicate: Callable[[list[Any]], bool], timeout_s: float = 30.0
-                      ) -> list[Any]:
+    def wait_for_dead(
+        self, predicate: Callable[[list[Any]], bool], timeout_s: float = 30.0
+    ) -> list[Any]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not predicate(self.dead_records):
             self.dead_records.extend(self.dead.records(timeout_s=0.3))
@@ -99,8 +106,11 @@ def harness(
 def _delete_topics(bootstrap: str, settings: Settings) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        ours = [t for t in admin.list_topics()
-                if t in settings.all_topics or t.startswith(settings.app_id)]
+        ours = [
+            t
+            for t in admin.list_topics()
+            if t in settings.all_topics or t.startswith(settings.app_id)
+        ]
         with contextlib.suppress(Exception):  # cleanup is best effort: the broker is ephemeral
             admin.delete_topics(ours)
     finally:

@@ -19,7 +19,12 @@ def test_person_messages_round_trip() -> None:
     state = SessionState(person="shop:u")
     state.observe("shop", "shop:a", np.ones(3, np.float32), ts=1.0, consumed=True, half_life_s=1.0)
     event = Event(event_id="e", type="search", platform="shop", user="u", ts=1.0, query="boots")
-    for msg in [PersonEvent("p", event), Handoff("shop:u", "p"), Merge("p", state), Consent("p", False, 5.0)]:
+    for msg in [
+        PersonEvent("p", event),
+        Handoff("shop:u", "p"),
+        Merge("p", state),
+        Consent("p", False, 5.0),
+    ]:
         assert decode_person_message(encode_person_message(msg)) == msg
 
 

@@ -16,8 +16,14 @@ SHOP_ITEM = WORLD.by_theme[("shop", "jazz")][0]
 
 
 def good(user: str, n: int) -> dict[str, Any]:
-    return {"event_id": f"{user}-{n}", "type": "view", "platform": "shop", "user": user,
-            "item": SHOP_ITEM, "ts": time.time()}
+    return {
+        "event_id": f"{user}-{n}",
+        "type": "view",
+        "platform": "shop",
+        "user": user,
+        "item": SHOP_ITEM,
+        "ts": time.time(),
+    }
 
 
 def test_each_kind_of_bad_input_is_dead_lettered(harness: Harness) -> None:
@@ -25,17 +31,21 @@ def test_each_kind_of_bad_input_is_dead_lettered(harness: Harness) -> None:
     base = good("mallory", 0)
     cases: dict[str, tuple[bytes, str]] = {
         "malformed JSON": (b'{"event_id": "x", "type": ', "malformed JSON"),
-        "not an object": (b'[1, 2, 3]', "expected a JSON object"),
+        "not an object": (b"[1, 2, 3]", "expected a JSON object"),
         "not UTF-8": (b"\xff\xfe\x00", "malformed JSON"),
-        "missing field": (json.dumps({k: v for k, v in base.items() if k != "item"}).encode(),
-                          "needs 'item'"),
+        "missing field": (
+            json.dumps({k: v for k, v in base.items() if k != "item"}).encode(),
+            "needs 'item'",
+        ),
         "extra field": (json.dumps({**base, "colour": "red"}).encode(), "Extra inputs"),
         "wrong type": (json.dumps({**base, "ts": "yesterday"}).encode(), "ts"),
         "unknown type": (json.dumps({**base, "type": "teleport"}).encode(), "type"),
         "unknown platform": (json.dumps({**base, "platform": "tv"}).encode(), "unknown platform"),
         "unknown item": (json.dumps({**base, "item": "no-such-item"}).encode(), "unknown item"),
-        "oversized text": (json.dumps({**base, "type": "search", "item": None,
-                                       "query": "x" * 50_000}).encode(), "longer than"),
+        "oversized text": (
+            json.dumps({**base, "type": "search", "item": None, "query": "x" * 50_000}).encode(),
+            "longer than",
+        ),
         "far future": (json.dumps({**base, "ts": now + 86_400 * 30}).encode(), "in the future"),
     }
     topic = harness.settings.event_topic("shop")

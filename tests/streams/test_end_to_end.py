@@ -95,8 +95,10 @@ def test_history_on_one_platform_shapes_another_only_when_linked(harness: Harnes
 def test_consent_withdrawn_stops_cross_platform_use(harness: Harness) -> None:
     harness.event("shop", "gina-shop", "identify", person="gina", consent=True)
     harness.event("video", "gina-video", "identify", person="gina", consent=False)
-    last = [harness.event("shop", "gina-shop", "purchase", item=i)["event_id"]
-            for i in items_of("shop", "jazz")[:4]]
+    last = [
+        harness.event("shop", "gina-shop", "purchase", item=i)["event_id"]
+        for i in items_of("shop", "jazz")[:4]
+    ]
     harness.wait_for(last)
     probe = harness.event("video", "gina-video", "view", item=items_of("video", "gardening")[0])
     rec = harness.wait_for([probe["event_id"]])[probe["event_id"]]

@@ -1,0 +1,141 @@
+"""Dataset readers on tiny synthetic files: no /work/shared needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from models.datasets import AMAZON_STEP_S, read_amazon, read_generic, read_movielens
+from models.errors import DatasetError
+from models.events import EventType
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_generic_csv_sorted_by_time_stable(tmp_path: Path) -> None:
+    items = write(tmp_path / "items.csv", "item,platform,text\na,shop,red boots\nb,shop,socks\n"
+                  "x,video,boots review\n")
+    events = write(tmp_path / "events.csv", "time,platform,person,item,type,value\n"
+                   "5,shop,p1,a,purchase,\n1,video,p1,x,,\n5,shop,p2,b,rating,4.5\n")
+    ds = read_generic(events, items)
+    assert [(e.ts, e.item) for e in ds.events] == [(1.0, "x"), (5.0, "a"), (5.0, "b")]
+    assert ds.events[0].type is EventType.CONSUME  # default type
+    assert ds.events[2].value == 4.5
+    assert ds.platforms == ["shop", "video"]
+    assert ds.catalog_sizes() == {"shop": 2, "video": 1}
+    assert all(ds.evaluated)
+    assert ds.items[0].text() == "red boots"
+
+
+def test_generic_jsonl(tmp_path: Path) -> None:
+    items = write(tmp_path / "items.jsonl", json.dumps(
+        {"item": "a", "platform": "shop", "text": "boots"}) + "\n")
+    events = write(tmp_path / "events.jsonl", json.dumps(
+        {"time": 3, "platform": "shop", "person": "p", "item": "a", "type": "click"}) + "\n")
+    ds = read_generic(events, items)
+    assert ds.events[0].type is EventType.CLICK and ds.events[0].user == "p"
+
+
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        ("time,platform,person,item\n1,shop,p1,zzz\n", "not in items"),
+        ("time,platform,person,item\n,shop,p1,a\n", "missing 'time'"),
+        ("time,platform,person,item,type\n1,shop,p1,a,search\n", "names no item"),
+        ("time,platform,person,item,type\n1,shop,p1,a,dance\n", "dance"),
+        ("time,platform,person,item,type,value\n1,shop,p1,a,rating,9\n", "invalid event"),
+    ],
+)
+def test_generic_errors_name_the_line(tmp_path: Path, events: str, message: str) -> None:
+    items = write(tmp_path / "items.csv", "item,platform,text\na,shop,boots\n")
+    path = write(tmp_path / "events.csv", events)
+    with pytest.raises(DatasetError, match=message) as e:
+        read_generic(path, items)
+    assert "events.csv:2" in str(e.value)
+
+
+def test_missing_files_and_dirs_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="does not exist"):
+        read_generic(tmp_path / "nope.csv", tmp_path / "items.csv")
+    with pytest.raises(DatasetError, match=r"MovieLens data not found at .*nowhere.*--data"):
+        read_movielens(tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match="Amazon Arts-Office data not found"):
+        read_amazon(tmp_path / "nowhere")
+
+
+def make_movielens(root: Path) -> Path:
+    root.mkdir()
+    write(root / "movies.csv", 'movieId,title,genres\n1,Toy Story (1995),Animation|Comedy\n'
+          '2,"Heat, The (1995)",Action|Crime\n3,Nothing,(no genres listed)\n')
+    write(root / "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,20\n1,2,3.5,10\n"
+          "2,1,5.0,15\n2,3,2.0,30\n")
+    write(root / "tags.csv", "userId,movieId,tag,timestamp\n1,1,Pixar,5\n2,1,pixar,6\n"
+          "2,2,heist,7\n")
+    return root
+
+
+def test_movielens(tmp_path: Path) -> None:
+    ds = read_movielens(make_movielens(tmp_path / "ml"))
+    assert ds.platforms == ["movies"]
+    assert [(e.user, e.item, e.ts) for e in ds.events] == [
+        ("u1", "2", 10.0), ("u2", "1", 15.0), ("u1", "1", 20.0), ("u2", "3", 30.0)]
+    assert ds.evaluated == [False, True, True, False]  # ratings >= 4
+    assert all(e.type is EventType.RATING for e in ds.events)
+    texts = {it.item: it.text() for it in ds.items}
+    assert texts["1"] == "Toy Story (1995). Animation Comedy pixar"
+    assert texts["2"] == "Heat, The (1995). Action Crime heist"
+    assert texts["3"] == "Nothing"
+
+
+def test_movielens_unknown_movie(tmp_path: Path) -> None:
+    root = make_movielens(tmp_path / "ml")
+    write(root / "ratings.csv", "userId,movieId,rating,timestamp\n1,99,4.0,20\n")
+    with pytest.raises(DatasetError, match="unknown movie 99"):
+        read_movielens(root)
+
+
+def make_amazon(root: Path) -> Path:
+    root.mkdir()
+    header = "idBefore,item_title,idAfter,item_attribute\n"
+    write(root / "item_listA_F.csv", header + "".join(
+        f"{i},arts thing {i},{i},arts crafts\n" for i in range(4)))
+    write(root / "item_listO_AA_F.csv", header + "".join(
+        f"{i},office thing {i},{18639 + i},office products\n" for i in range(4)))
+    # train user 0: history [0, 18639], last items 1 (arts) and 18640 (office)
+    write(root / "train_F2.txt",
+          "0\t2\t0|0|0\t18639|1|1\t18640|2|2\t\n0\t2\t0|0|0\t18639|1|1\t1|2|2\t\n")
+    # evaluated user 9: history [2, 18641, 3], last 18642 (office) and 1 (arts)
+    write(root / "valid_F2.txt",
+          "9\t3\t2|0|0\t18641|1|1\t3|2|2\t18642|3|3\t\n9\t3\t2|0|0\t18641|1|1\t3|2|2\t1|3|3\t\n")
+    return root
+
+
+def test_amazon_round_robin(tmp_path: Path) -> None:
+    ds = read_amazon(make_amazon(tmp_path / "amz"))
+    assert ds.catalog_sizes() == {"arts": 4, "office": 4}
+    stream = [(e.user, e.platform, e.item, e.ts / AMAZON_STEP_S, ev)
+              for e, ev in zip(ds.events, ds.evaluated, strict=True)]
+    assert stream == [
+        ("u0", "arts", "0", 0, False), ("u9", "arts", "2", 0, True),
+        ("u0", "office", "18639", 1, False), ("u9", "office", "18641", 1, True),
+        ("u0", "arts", "1", 2, False), ("u9", "arts", "3", 2, True),  # train: Arts last first
+        ("u0", "office", "18640", 3, False),
+    ]
+    assert sorted((e.user, e.platform, e.item) for e in ds.heldout) == [
+        ("u9", "arts", "1"), ("u9", "office", "18642")]
+    assert all(e.type is EventType.PURCHASE for e in ds.events)
+    assert ds.limit(3).heldout == [] and len(ds.limit(3).events) == 3
+
+
+def test_amazon_malformed(tmp_path: Path) -> None:
+    root = make_amazon(tmp_path / "amz")
+    write(root / "valid_F2.txt", "9\t5\t2|0|0\t18641|1|1\n")
+    with pytest.raises(DatasetError, match="length 5 but 2 items"):
+        read_amazon(root)
+    with pytest.raises(DatasetError, match=r"split 'test\.txt'"):
+        read_amazon(root, split="test.txt")

@@ -1,0 +1,271 @@
+"""Replay evaluation on tiny synthetic streams: known answers, prequential order, no leaks."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.catalog import Catalog
+from models.datasets import Dataset
+from models.evaluation import (
+    ContentBaseline,
+    CoVisitationBaseline,
+    Hit,
+    PopularityBaseline,
+    PreferenceBaseline,
+    _Replayer,
+    build_catalog,
+    embed_items,
+    evaluate,
+    main,
+    metrics,
+    replay,
+)
+from models.events import CatalogItem, Event, EventType
+from models.pipeline import RankRequest
+from models.report import write_report
+from models.session import SessionState
+
+from ..fakes import HashingEncoder
+
+ENCODER = HashingEncoder(dim=32)
+
+
+def items(platform: str, names: Sequence[str]) -> list[CatalogItem]:
+    return [CatalogItem(item=n, platform=platform, title=n.replace("-", " ")) for n in names]
+
+
+def ev(i: int, person: str, item: str, platform: str = "shop",
+       kind: EventType = EventType.PURCHASE) -> Event:
+    return Event(event_id=f"e{i}", type=kind, platform=platform, user=person, ts=float(i),
+                 item=item)
+
+
+def dataset(events: list[Event], catalog_items: list[CatalogItem],
+            evaluated: list[bool] | None = None, heldout: list[Event] | None = None) -> Dataset:
+    return Dataset("toy", catalog_items, events,
+                   evaluated if evaluated is not None else [True] * len(events), heldout or [])
+
+
+def catalog_for(ds: Dataset) -> Catalog:
+    return build_catalog(ds, ENCODER.encode([it.text() for it in ds.items]))
+
+
+def crafted(kind: EventType = EventType.PURCHASE) -> Dataset:
+    """p1..p5 each buy A, then p6..p10 each buy B: popularity's answer is known."""
+    names = ["a", "b", *[f"filler-{i}" for i in range(20)]]
+    events = [ev(i, f"p{i + 1}", "a" if i < 5 else "b", kind=kind) for i in range(10)]
+    return dataset(events, items("shop", names))
+
+
+def test_metrics_known_values() -> None:
+    m = metrics([Hit(0, "x", 1), Hit(1, "x", 2), Hit(2, "y", 0), Hit(3, "y", 10),
+                 Hit(4, "y", 11)], {"x": {"x:1", "x:2"}, "y": {"y:1"}}, {"x": 4, "y": 10})
+    assert m["x"] == {"n": 2, "hr@10": 1.0, "ndcg@10": pytest.approx((1 + 1 / math.log2(3)) / 2),
+                      "mrr": 0.75, "coverage": 0.5}
+    assert m["y"]["hr@10"] == pytest.approx(1 / 3)
+    assert m["y"]["mrr"] == pytest.approx((1 / 10 + 1 / 11) / 3)
+    assert m["all"]["n"] == 5 and m["all"]["coverage"] == pytest.approx(3 / 14)
+
+
+def test_popularity_baseline_has_the_known_hit_rate() -> None:
+    ds = crafted()
+    run = replay(ds, PopularityBaseline(catalog_for(ds)), catalog_for(ds), progress=False)
+    # p1 and p6 are misses (nothing / not B yet popular); p2-p5 rank A 1st; p7-p10 rank B 2nd
+    assert [h.rank for h in run.hits] == [0, 1, 1, 1, 1, 0, 2, 2, 2, 2]
+    assert run.metrics["all"]["hr@10"] == pytest.approx(0.8)
+    assert run.metrics["all"]["ndcg@10"] == pytest.approx((4 + 4 / math.log2(3)) / 10)
+    assert run.metrics["all"]["mrr"] == pytest.approx(0.6)
+    assert run.metrics["shop"]["coverage"] == pytest.approx(2 / 22)
+
+
+def test_learning_before_ranking_would_leak_and_shows() -> None:
+    ds = crafted(EventType.VIEW)  # views are not consumed, so a leaked target is not filtered
+    cat = catalog_for(ds)
+    honest = replay(ds, PopularityBaseline(cat), cat, progress=False)
+    leaky = replay(ds, PopularityBaseline(cat), cat, progress=False, learn_first=True)
+    assert honest.metrics["all"]["hr@10"] == pytest.approx(0.8)
+    assert leaky.metrics["all"]["hr@10"] == 1.0  # the first A and B are found: they leaked
+
+
+class Spy:
+    """Records the order of calls and what each request looked like."""
+
+    name = "spy"
+
+    def __init__(self, answer: Sequence[str] = ()) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.requests: list[RankRequest] = []
+        self.answer = list(answer)
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
+        for r in requests:
+            self.calls.append(("rank", r.person))
+            self.requests.append(r)
+        return [list(self.answer) for _ in requests]
+
+    def learn(self, person: str, event: Event, session: SessionState) -> None:
+        self.calls.append(("learn", event.event_id))
+        if event.item is not None:
+            session.consumed.append(f"{event.platform}:{event.item}")
+
+
+def test_rank_comes_before_learn_and_target_is_never_injected() -> None:
+    ds = crafted()
+    spy = Spy()
+    run = replay(ds, spy, catalog_for(ds), progress=False)
+    assert spy.calls[:4] == [("rank", "p1"), ("learn", "e0"), ("rank", "p2"), ("learn", "e1")]
+    assert all(r.extra == () for r in spy.requests)
+    assert all(h.rank == 0 for h in run.hits)  # not among the candidates: a miss
+    assert run.metrics["all"]["hr@10"] == 0.0
+
+
+def test_only_evaluated_positive_events_are_ranked_and_repeats_skipped() -> None:
+    names = ["a", "b", "c"]
+    events = [ev(0, "p", "a"), ev(1, "p", "b"), ev(2, "p", "a"),  # repeat purchase of a
+              Event(event_id="e3", type=EventType.RATING, platform="shop", user="p", ts=3.0,
+                    item="c", value=1.0)]  # a low rating is no target
+    ds = dataset(events, items("shop", names), evaluated=[False, True, True, True])
+    spy = Spy(["shop:b"])
+    run = replay(ds, spy, catalog_for(ds), progress=False)
+    assert [c for c in spy.calls if c[0] == "rank"] == [("rank", "p")]
+    assert run.repeats_skipped == 1 and [h.rank for h in run.hits] == [1]
+
+
+def test_context_prefers_the_same_platform_and_respects_the_cross_switch() -> None:
+    cat_items = items("shop", ["boots", "socks"]) + items("video", ["review"])
+    ds = dataset([], cat_items)
+    cat = catalog_for(ds)
+    for cross in (True, False):
+        state = _Replayer(cat, cross_platform=cross)
+        state.observed("p", ev(0, "p", "review", "video"))
+        first = state.request("p", "shop", 1.0)
+        if cross:
+            assert first.context is not None
+            assert np.allclose(first.context, cat.vector("video:review"))
+        else:
+            assert first.context is None
+        assert state.is_cold("p", "shop") and not state.is_cold("p", "video")
+        state.observed("p", ev(1, "p", "boots"))
+        state.observed("p", ev(2, "p", "review", "video"))
+        second = state.request("p", "shop", 3.0)
+        assert second.context is not None
+        assert np.allclose(second.context, cat.vector("shop:boots"))
+        assert "shop:boots" in second.exclude and second.extra == ()
+
+
+def test_cold_start_marks_first_five_on_a_second_platform() -> None:
+    shop = [f"s{i}" for i in range(8)]
+    events = [ev(0, "p", "v0", "video")] + [ev(i + 1, "p", s) for i, s in enumerate(shop)]
+    ds = dataset(events, items("video", ["v0"]) + items("shop", shop))
+    spy = Spy()
+    run = replay(ds, spy, catalog_for(ds), progress=False)
+    assert [h.cold for h in run.hits] == [False] + [True] * 5 + [False] * 3
+
+
+def two_platform_world() -> Dataset:
+    """People like one theme; each theme has items on both platforms with shared words."""
+    themes = {"jazz": "saxophone bebop swing", "garden": "tomato compost soil",
+              "run": "trail marathon shoes", "space": "rocket galaxy telescope"}
+    cat: list[CatalogItem] = []
+    for theme, words in themes.items():
+        for platform in ("shop", "video"):
+            cat += [CatalogItem(item=f"{theme}-{i}", platform=platform,
+                                title=f"{words} {theme} number{i}") for i in range(6)]
+    events: list[Event] = []
+    for step in range(8):
+        for person in range(24):
+            theme = list(themes)[person % 4]
+            platform = "video" if step < 4 else "shop"
+            item = f"{theme}-{(step + person) % 6}"
+            events.append(Event(event_id=f"e{len(events)}", type=EventType.CONSUME,
+                                platform=platform, user=f"p{person}", ts=float(len(events)),
+                                item=item))
+    held = [Event(event_id=f"h{p}", type=EventType.PURCHASE, platform="shop", user=f"p{p}",
+                  ts=1e4, item=f"{list(themes)[p % 4]}-{(p + 9) % 6}") for p in range(24)]
+    return dataset(events, cat, heldout=held)
+
+
+def test_evaluate_runs_every_model_and_writes_the_report(tmp_path: Path) -> None:
+    ds = two_platform_world()
+    vectors = ENCODER.encode([it.text() for it in ds.items])
+    result = evaluate(ds, ENCODER, None, vectors=vectors, progress=False)
+    models = result["models"]
+    assert set(models) == {"popularity", "covisit", "river-mf", "content", "blend",
+                           "blend-no-cross"}
+    for m in models.values():
+        assert m["prequential"]["all"]["n"] == len(ds.events)  # no repeats here
+        assert set(m["leave_last_out"]) == {"shop", "all"}
+    # text similarity finds the theme: far better than chance (1 theme in 4)
+    assert models["content"]["prequential"]["all"]["hr@10"] > 0.5
+    assert models["blend"]["cold_start"]["n"] == 24 * 4
+    weights = [p for p in models["blend"]["series"] if "weights" in p]
+    assert weights and set(weights[-1]["weights"]) == {"shop", "video"}
+    checks = result["checks"]
+    assert checks["cold_start"]["n"] == 96
+    assert {"blend_vs_best_baseline", "events_per_s", "leave_last_out_ndcg@10"} <= set(checks)
+    md = write_report(result, tmp_path / "toy")
+    assert md.read_text().startswith("# Replay evaluation: toy")
+    assert json.loads((tmp_path / "toy" / "results.json").read_text())["dataset"] == "toy"
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "toy" / "hr_along_stream.png").stat().st_size > 1000
+    assert (tmp_path / "toy" / "blend_weights.png").stat().st_size > 1000
+
+
+def test_cross_platform_history_helps_cold_start_in_a_world_where_it_should() -> None:
+    ds = two_platform_world()
+    vectors = ENCODER.encode([it.text() for it in ds.items])
+    result = evaluate(ds, ENCODER, None, vectors=vectors, progress=False,
+                      models=("blend", "blend-no-cross"))
+    cold = result["checks"]["cold_start"]
+    assert cold["hr@10_with_history"] > cold["hr@10_without"]
+
+
+@pytest.mark.parametrize("model", [CoVisitationBaseline, PreferenceBaseline, ContentBaseline])
+def test_baselines_rank_only_the_platform_and_never_consumed(model: type) -> None:
+    ds = two_platform_world()
+    cat = catalog_for(ds)
+    base = model(cat)
+    run = replay(ds, base, cat, progress=False)
+    assert run.metrics["all"]["n"] == len(ds.events)
+    state = _Replayer(cat, True)
+    session = SessionState(person="p0")
+    for e in ds.events[:48]:
+        base.learn(e.user, e, session if e.user == "p0" else SessionState(person=e.user))
+    state.sessions["p0"] = session
+    request = state.request("p0", "shop", 1e4)
+    ranked = base.rank([request])[0]
+    assert all(k.startswith("shop:") for k in ranked)
+    assert not set(ranked) & set(session.consumed)
+
+
+def test_embeddings_are_cached_on_disk(tmp_path: Path) -> None:
+    ds = two_platform_world()
+
+    class Counting(HashingEncoder):
+        calls = 0
+
+        def encode(self, texts: Sequence[str]) -> np.ndarray:
+            Counting.calls += 1
+            return super().encode(texts)
+
+    enc = Counting(dim=16)
+    cache = tmp_path / ".cache" / "embeddings"
+    first = embed_items(ds, enc, cache, progress=False)
+    second = embed_items(ds, enc, cache, progress=False)
+    assert Counting.calls == 1 and np.array_equal(first, second)
+    assert len(list(cache.glob("hashing-test-*.npy"))) == 1
+    assert (tmp_path / ".cache" / ".gitignore").read_text() == "*\n"
+
+
+def test_main_says_clearly_when_data_are_missing(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--dataset", "movielens", "--data", str(tmp_path / "absent"), "--out",
+                 str(tmp_path / "reports"), "--no-progress"])
+    assert code == 2
+    assert "MovieLens data not found" in capsys.readouterr().err
