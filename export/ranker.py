@@ -11,6 +11,7 @@ and reported separately to show the head transfers to a platform it has never se
 from __future__ import annotations
 
 import random
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -218,34 +219,38 @@ def export_ranker(
     model, metrics = train(data, spec)
     dim, n_dense = data["person"].shape[1], data["dense"].shape[1]
     artifacts_root.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix="ranker-", dir=artifacts_root))
-    staged.chmod(0o755)
-    example = tuple(torch.randn(16, n) for n in (dim, dim, dim, n_dense))
-    names = ["person", "item", "context", "dense"]
-    torch.onnx.export(
-        model,
-        example,
-        str(staged / MODEL_FILE),
-        input_names=names,
-        output_names=["score"],
-        dynamic_axes={**{n: {0: "candidates"} for n in names}, "score": {0: "candidates"}},
-        opset_version=spec.opset,
-        dynamo=False,
-    )
-    diffs = _validate(model, staged, spec, dim, n_dense)
-    spec_dict = {
-        **asdict(spec),
-        "kind": "ranking-head",
-        "dense_features": list(DENSE_FEATURES),
-        "inputs": {"person": dim, "item": dim, "context": dim, "dense": n_dense},
-        "dynamic_axes": {"candidates": 0},
-        "validation_max_abs_diff": diffs,
-        "metrics": metrics,
-        "encoder_version": encoder.version,
-        "training_data": "models.simulator.World replayed through models.pipeline.Pipeline",
-        "seconds": round(time.time() - started, 1),
-    }
-    version = publish(artifacts_root, "ranker", staged, spec_dict)
+    staged = Path(tempfile.mkdtemp(prefix=".ranker-staging-", dir=artifacts_root))
+    try:
+        staged.chmod(0o755)
+        example = tuple(torch.randn(16, n) for n in (dim, dim, dim, n_dense))
+        names = ["person", "item", "context", "dense"]
+        torch.onnx.export(
+            model,
+            example,
+            str(staged / MODEL_FILE),
+            input_names=names,
+            output_names=["score"],
+            dynamic_axes={**{n: {0: "candidates"} for n in names}, "score": {0: "candidates"}},
+            opset_version=spec.opset,
+            dynamo=False,
+        )
+        diffs = _validate(model, staged, spec, dim, n_dense)
+        spec_dict = {
+            **asdict(spec),
+            "kind": "ranking-head",
+            "dense_features": list(DENSE_FEATURES),
+            "inputs": {"person": dim, "item": dim, "context": dim, "dense": n_dense},
+            "dynamic_axes": {"candidates": 0},
+            "validation_max_abs_diff": diffs,
+            "metrics": metrics,
+            "encoder_version": encoder.version,
+            "training_data": "models.simulator.World replayed through models.pipeline.Pipeline",
+            "seconds": round(time.time() - started, 1),
+        }
+        version = publish(artifacts_root, "ranker", staged, spec_dict)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)  # a failed export leaves nothing behind
+        raise
     if progress:
         print(
             f"ranker {version}: AUC {metrics['auc']} (content alone "

@@ -169,7 +169,14 @@ class Pipeline:
         self.blends = PlatformBlends()
         self._feedback: OrderedDict[tuple[str, str], tuple[list[str], np.ndarray]] = OrderedDict()
         self._rng = random.Random(config.seed)
-        self.stats = {"events": 0, "duplicates": 0, "recommendations": 0, "blend_updates": 0}
+        self._texts: dict[str, str] = {}  # item key → the text its vector was encoded from
+        self.stats = {
+            "events": 0,
+            "duplicates": 0,
+            "recommendations": 0,
+            "blend_updates": 0,
+            "encoded_items": 0,
+        }
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -181,10 +188,27 @@ class Pipeline:
     # --- catalog ----------------------------------------------------------------------------
 
     def add_items(self, items: Sequence[CatalogItem]) -> np.ndarray:
-        """Encode a batch of items in one ONNX call and index them; returns the vectors."""
-        vectors = self.encoder.encode([it.text() for it in items])
-        for it, vec in zip(items, vectors, strict=True):
-            self.index_item(it, vec)
+        """Encode a batch of items in one ONNX call and index them; returns the vectors.
+
+        An item whose text has not changed (an availability update, a redelivery) keeps its
+        vector and is not encoded again.
+        """
+        texts = [it.text() for it in items]
+        new = [
+            i
+            for i, (it, t) in enumerate(zip(items, texts, strict=True))
+            if self._texts.get(it.key) != t
+        ]
+        vectors = np.zeros((len(items), self.catalog.dim), dtype=np.float32)
+        if new:
+            vectors[new] = self.encoder.encode([texts[i] for i in new])
+        fresh = set(new)
+        for i, it in enumerate(items):
+            if i not in fresh:
+                vectors[i] = self.catalog.vector(it.key)
+            self.index_item(it, vectors[i])
+            self._texts[it.key] = texts[i]
+        self.stats["encoded_items"] += len(new)
         return vectors
 
     def index_item(self, item: CatalogItem, vector: np.ndarray) -> None:

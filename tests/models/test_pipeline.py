@@ -193,3 +193,18 @@ def test_blend_learns_from_engagement_with_recommended_items() -> None:
     assert p.stats["blend_updates"] >= 10
     assert p.blends["shop"].weights != before
     assert np.isfinite(list(p.blends["shop"].weights.values())).all()
+
+
+def test_unchanged_items_are_not_encoded_again() -> None:
+    p = make_pipeline()
+    encoded = p.stats["encoded_items"]
+    item = CatalogItem(
+        item="jazz-0", platform="shop", title="saxophone bebop swing jazz 0", tags=["jazz"], ts=0.0
+    )
+    before = p.catalog.vector("shop:jazz-0").copy()
+    p.add_items([item.model_copy(update={"available": False})])
+    assert p.stats["encoded_items"] == encoded
+    assert not p.catalog.available[p.catalog.index["shop:jazz-0"]]
+    assert np.array_equal(p.catalog.vector("shop:jazz-0"), before)
+    p.add_items([item.model_copy(update={"title": "completely new words"})])
+    assert p.stats["encoded_items"] == encoded + 1

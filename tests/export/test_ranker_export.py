@@ -1,0 +1,73 @@
+"""The ranking head: trained on replayed simulated data, exported, validated against torch."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.artifacts import current_dir, read_spec
+from models.errors import ExportValidationError, ModelLoadError
+from models.ranker import DENSE_FEATURES, RankingHead
+
+from ..conftest import TEST_RANKER_SPEC
+
+pytestmark = pytest.mark.export
+
+
+def test_published_head_matches_torch_and_beats_content_alone(serving_artifacts: Path) -> None:
+    spec = read_spec(serving_artifacts, "ranker")
+    assert spec["dense_features"] == list(DENSE_FEATURES)
+    assert spec["validation_max_abs_diff"].keys() == {"batch_1", "batch_7", "batch_333"}
+    assert max(spec["validation_max_abs_diff"].values()) <= spec["atol"] == 1e-5
+    auc = spec["metrics"]["auc"]
+    # It must learn something beyond its strongest single input, also on the held-out platform.
+    assert auc["valid"] > spec["metrics"]["auc_content_similarity_alone"]["valid"]
+    assert auc["holdout"] > 0.7
+
+
+def test_serving_runtime_scores_any_number_of_candidates(serving_artifacts: Path) -> None:
+    head = RankingHead.from_artifacts(serving_artifacts)
+    rng = np.random.default_rng(0)
+    for n in (1, 5, 1000):
+        x = [rng.standard_normal((n, 384)).astype(np.float32) for _ in range(3)]
+        dense = rng.random((n, len(DENSE_FEATURES)), dtype=np.float32)
+        scores = head.score(*x, dense)
+        assert scores.shape == (n,) and ((scores > 0) & (scores < 1)).all()
+    assert head.score(*[np.zeros((0, 384), np.float32)] * 3, np.zeros((0, 7), np.float32)).size == 0
+
+
+def test_head_with_other_features_is_refused(serving_artifacts: Path, tmp_path: Path) -> None:
+    import shutil
+
+    src = current_dir(serving_artifacts, "ranker")
+    dst = tmp_path / "ranker" / src.name
+    shutil.copytree(src, dst)
+    spec = json.loads((dst / "spec.json").read_text())
+    spec["dense_features"] = ["content", "popularity"]
+    (dst / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelLoadError, match="re-export the ranker"):
+        RankingHead(dst)
+
+
+def test_impossible_tolerance_fails_the_export_and_publishes_nothing(
+    serving_artifacts: Path, tmp_path: Path
+) -> None:
+    from export.ranker import export_ranker
+
+    root = tmp_path / "artifacts"
+    shutil_copy_encoder(serving_artifacts, root)
+    strict = dataclasses.replace(TEST_RANKER_SPEC, atol=1e-15, epochs=1, persons=60)
+    with pytest.raises(ExportValidationError, match="differs from torch"):
+        export_ranker(root, strict, progress=False)
+    assert not (root / "ranker" / "CURRENT").exists()
+    assert [p.name for p in root.iterdir()] == ["encoder"], "a failed export left files behind"
+
+
+def shutil_copy_encoder(src_root: Path, dst_root: Path) -> None:
+    import shutil
+
+    shutil.copytree(src_root / "encoder", dst_root / "encoder")
