@@ -82,7 +82,9 @@ def build_head(hidden: int, dim: int, n_dense: int) -> Any:
     return RankingHeadNet()
 
 
-def generate_examples(encoder: TextEncoder, spec: RankerExportSpec) -> dict[str, np.ndarray]:
+def generate_examples(
+    encoder: TextEncoder, spec: RankerExportSpec, progress: bool = True
+) -> dict[str, np.ndarray]:
     """Replay simulated events through the pipeline; one row per (request, candidate)."""
     from tqdm import tqdm
 
@@ -101,7 +103,13 @@ def generate_examples(encoder: TextEncoder, spec: RankerExportSpec) -> dict[str,
     }
     last_item: dict[str, str] = {}
     for t, raw in enumerate(
-        tqdm(raw_events, desc="replaying simulated events", unit="ev", mininterval=2.0)
+        tqdm(
+            raw_events,
+            desc="replaying simulated events",
+            unit="ev",
+            mininterval=2.0,
+            disable=not progress,
+        )
     ):
         event = Event.model_validate(raw)
         for msg in route(event, identities):
@@ -153,9 +161,14 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def train(data: dict[str, np.ndarray], spec: RankerExportSpec) -> tuple[Any, dict[str, Any]]:
+def train(
+    data: dict[str, np.ndarray], spec: RankerExportSpec, progress: bool = False
+) -> tuple[Any, dict[str, Any]]:
     torch = _torch()
     torch.manual_seed(spec.seed)
+    # A small MLP on 512-row batches gains nothing from intra-op threads, and on a busy
+    # 2-core machine spinning OpenMP threads made training many times slower.
+    torch.set_num_threads(1)
     holdout = data["p"] == len(spec.train_platforms)
     t = data["t"]
     cut = np.quantile(t[~holdout], 0.8)  # time-ordered split: validate on the latest 20%
@@ -187,6 +200,8 @@ def train(data: dict[str, np.ndarray], spec: RankerExportSpec) -> tuple[Any, dic
         model.eval()
         auc = _auc(data["y"][split["valid"]], run(split["valid"]))
         history.append(round(auc, 4))
+        if progress:
+            print(f"  epoch {epoch + 1}/{spec.epochs}: validation AUC {auc:.4f}", flush=True)
         if auc > best + 1e-4:
             best, bad = auc, 0
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -215,8 +230,8 @@ def export_ranker(
     torch = _torch()
     started = time.time()
     encoder = TextEncoder.from_artifacts(artifacts_root)
-    data = generate_examples(encoder, spec)
-    model, metrics = train(data, spec)
+    data = generate_examples(encoder, spec, progress)
+    model, metrics = train(data, spec, progress)
     dim, n_dense = data["person"].shape[1], data["dense"].shape[1]
     artifacts_root.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=".ranker-staging-", dir=artifacts_root))
