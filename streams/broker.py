@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -53,6 +55,7 @@ class EmbeddedBroker:
         self.bootstrap = f"127.0.0.1:{self.port}"
         self._log_file = log_file
         self._proc: subprocess.Popen[bytes] | None = None
+        self.incarnation: str | None = None
 
     def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
@@ -70,6 +73,10 @@ class EmbeddedBroker:
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         wait_for_broker(self.bootstrap, timeout_s, proc=self._proc)
+        # This broker forgets everything when it stops: a marker topic names this incarnation,
+        # so a worker can tell that local state from an earlier broker is stale.
+        self.incarnation = uuid.uuid4().hex[:12]
+        ensure_topics(self.bootstrap, [MARKER_PREFIX + self.incarnation], 1)
         log.info("embedded broker up on %s (pid %d)", self.bootstrap, self._proc.pid)
         return self
 
@@ -89,6 +96,45 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+MARKER_PREFIX = "__streamrec-embedded-"
+
+
+def embedded_incarnation(
+    bootstrap: str, client_kwargs: dict[str, object] | None = None
+) -> str | None:
+    """The id of the embedded broker behind ``bootstrap``; None for any other Kafka."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **(client_kwargs or {}))
+    try:
+        markers = [t for t in admin.list_topics() if t.startswith(MARKER_PREFIX)]
+    finally:
+        admin.close()
+    return markers[0][len(MARKER_PREFIX) :] if len(markers) == 1 else None
+
+
+def discard_stale_state(data_dir: Path, incarnation: str | None) -> bool:
+    """Wipe ``data_dir`` if it was built against another embedded broker; True if wiped.
+
+    The tables' RocksDB files remember changelog offsets; against a fresh in-memory broker
+    those offsets do not exist and Faust refuses to recover ("persisted offset > highwater").
+    """
+    if incarnation is None:
+        return False
+    marker = data_dir / "embedded-broker"
+    previous = marker.read_text().strip() if marker.exists() else None
+    wiped = False
+    if previous != incarnation and data_dir.exists() and any(data_dir.iterdir()):
+        log.warning(
+            "the embedded broker was restarted and forgot its topics: discarding the "
+            "local table state in %s (rebuilt from the stream)",
+            data_dir,
+        )
+        shutil.rmtree(data_dir)
+        wiped = True
+    data_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(incarnation + "\n")
+    return wiped
 
 
 def wait_for_broker(

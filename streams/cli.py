@@ -79,14 +79,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
     from streams.app import build_app
-    from streams.broker import ensure_topics
+    from streams.broker import discard_stale_state, embedded_incarnation, ensure_topics
 
-    ensure_topics(
-        settings.bootstrap_servers,
-        settings.all_topics,
-        settings.partitions,
-        settings.kafka_client_kwargs(),
-    )
+    client = settings.kafka_client_kwargs()
+    ensure_topics(settings.bootstrap_servers, settings.all_topics, settings.partitions, client)
+    discard_stale_state(settings.data_dir, embedded_incarnation(settings.bootstrap_servers, client))
     app = build_app(settings)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()
