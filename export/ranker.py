@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +87,6 @@ def generate_examples(
     encoder: TextEncoder, spec: RankerExportSpec, progress: bool = True
 ) -> dict[str, np.ndarray]:
     """Replay simulated events through the pipeline; one row per (request, candidate)."""
-    from tqdm import tqdm
-
     from models.simulator import World
 
     platforms = (*spec.train_platforms, spec.holdout_platform)
@@ -95,59 +94,116 @@ def generate_examples(
     pipeline = Pipeline(encoder, None, PipelineConfig(seed=spec.seed))
     pipeline.add_items([CatalogItem.model_validate(it) for it in world.items])
     raw_events = world.events(spec.persons, spec.events_per_person, start_ts=1.7e9)
-    sessions: dict[str, SessionState] = {}
     identities: dict[str, str] = {}
+    routed = (
+        (msg.person, msg.event)
+        for raw in raw_events
+        for msg in route(Event.model_validate(raw), identities)
+        if isinstance(msg, PersonEvent)
+    )
+    return replay_examples(
+        pipeline, routed, platforms, spec, lambda t: True, progress, total=len(raw_events)
+    )
+
+
+def replay_examples(
+    pipeline: Pipeline,
+    stream: Iterable[tuple[str, Event]],
+    platforms: Sequence[str],
+    spec: RankerExportSpec,
+    sample: Callable[[int], bool],
+    progress: bool = True,
+    total: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Learn every (person, event) in order; for sampled positives, first rank with the true
+    item forced into the candidates and keep it plus ``spec.negatives`` other candidates."""
+    from tqdm import tqdm
+
+    sessions: dict[str, SessionState] = {}
     rng = random.Random(spec.seed)
     rows: dict[str, list[Any]] = {
         k: [] for k in ("person", "item", "context", "dense", "y", "t", "p")
     }
     last_item: dict[str, str] = {}
-    for t, raw in enumerate(
-        tqdm(
-            raw_events,
-            desc="replaying simulated events",
-            unit="ev",
-            mininterval=2.0,
-            disable=not progress,
-        )
-    ):
-        event = Event.model_validate(raw)
-        for msg in route(event, identities):
-            if not isinstance(msg, PersonEvent):
-                if hasattr(msg, "consent"):
-                    sessions.setdefault(msg.person, SessionState(msg.person))
-                continue
-            e = msg.event
-            session = sessions.setdefault(msg.person, SessionState(msg.person))
-            if e.item is None or not e.is_positive:
-                continue
-            target = item_key(e.platform, e.item)
-            if session.events:
-                ctx_key = last_item.get(msg.person)
-                request = RankRequest(
-                    msg.person,
-                    e.platform,
-                    session,
-                    pipeline.catalog.vector(ctx_key) if ctx_key else None,
-                    frozenset(session.consumed) - {target},
-                    e.ts,
-                    extra=(target,),
-                )
-                ranking = pipeline.recommend([request])[0]
-                pos = ranking.keys.index(target)
-                others = [i for i in range(len(ranking.keys)) if i != pos]
-                chosen = [pos, *rng.sample(others, min(spec.negatives, len(others)))]
-                for i in chosen:
-                    rows["person"].append(ranking.person_vector)
-                    rows["item"].append(pipeline.catalog.vector(ranking.keys[i]))
-                    rows["context"].append(ranking.context_vector)
-                    rows["dense"].append(ranking.features[i, 1:])  # column 0 is the head itself
-                    rows["y"].append(1.0 if i == pos else 0.0)
-                    rows["t"].append(t)
-                    rows["p"].append(platforms.index(e.platform))
-            pipeline.learn(msg.person, e, session)
-            last_item[msg.person] = target
+    bar = tqdm(
+        stream,
+        total=total,
+        desc="replaying events",
+        unit="ev",
+        mininterval=2.0,
+        disable=not progress,
+    )
+    for t, (person, e) in enumerate(bar):
+        session = sessions.setdefault(person, SessionState(person))
+        if e.item is None or not e.is_positive:
+            pipeline.learn(person, e, session)
+            continue
+        target = item_key(e.platform, e.item)
+        if session.events and sample(t):
+            ctx_key = last_item.get(person)
+            request = RankRequest(
+                person,
+                e.platform,
+                session,
+                pipeline.catalog.vector(ctx_key) if ctx_key else None,
+                frozenset(session.consumed) - {target},
+                e.ts,
+                extra=(target,),
+            )
+            ranking = pipeline.recommend([request])[0]
+            pos = ranking.keys.index(target)
+            others = [i for i in range(len(ranking.keys)) if i != pos]
+            chosen = [pos, *rng.sample(others, min(spec.negatives, len(others)))]
+            for i in chosen:
+                rows["person"].append(ranking.person_vector)
+                rows["item"].append(pipeline.catalog.vector(ranking.keys[i]))
+                rows["context"].append(ranking.context_vector)
+                rows["dense"].append(ranking.features[i, 1:])  # column 0 is the head itself
+                rows["y"].append(1.0 if i == pos else 0.0)
+                rows["t"].append(t)
+                rows["p"].append(platforms.index(e.platform))
+        pipeline.learn(person, e, session)
+        last_item[person] = target
     return {k: np.asarray(v, dtype=np.float32) for k, v in rows.items()}
+
+
+def dataset_examples(
+    encoder: TextEncoder,
+    kind: str,
+    data: Path | None,
+    split: str,
+    spec: RankerExportSpec,
+    max_requests: int = 40_000,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Examples from a real dataset's *learn-only* events (Amazon: the train users), so a
+    head trained here can be evaluated on the split's users without seeing them."""
+    from models.evaluation import build_catalog, embed_items, load_dataset
+
+    dataset = load_dataset(kind, data, split)
+    if all(dataset.evaluated):
+        raise ExportError(
+            f"{kind}: every event is evaluated, so there is nothing to train on without "
+            "training on the evaluation stream; use a dataset with a train split"
+        )
+    vectors = embed_items(dataset, encoder, Path(".cache/embeddings"), progress)
+    pipeline = Pipeline(
+        encoder, None, PipelineConfig(seed=spec.seed), build_catalog(dataset, vectors)
+    )
+    learn_only = [not flag for flag in dataset.evaluated]
+    candidates = sum(learn_only)
+    every = max(1, candidates // max_requests)
+    platforms = dataset.platforms
+    stream = ((e.user, e) for e in dataset.events)
+    return replay_examples(
+        pipeline,
+        stream,
+        platforms,
+        spec,
+        lambda t: learn_only[t] and t % every == 0,
+        progress,
+        total=len(dataset.events),
+    )
 
 
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -224,13 +280,27 @@ def train(
 
 
 def export_ranker(
-    artifacts_root: Path, spec: RankerExportSpec = DEFAULT_SPEC, progress: bool = True
+    artifacts_root: Path,
+    spec: RankerExportSpec = DEFAULT_SPEC,
+    progress: bool = True,
+    dataset: str | None = None,
+    data_dir: Path | None = None,
+    split: str = "valid_F2.txt",
 ) -> str:
-    """Train, export, validate against torch on unseen batch sizes, publish; returns the version."""
+    """Train, export, validate against torch on unseen batch sizes, publish; returns the version.
+
+    By default the head learns from the simulator (what the project ships); ``dataset``
+    trains it on a real dataset's learn-only events instead, for evaluation on that dataset.
+    """
     torch = _torch()
     started = time.time()
     encoder = TextEncoder.from_artifacts(artifacts_root)
-    data = generate_examples(encoder, spec, progress)
+    if dataset is None:
+        data = generate_examples(encoder, spec, progress)
+        source = "models.simulator.World replayed through models.pipeline.Pipeline"
+    else:
+        data = dataset_examples(encoder, dataset, data_dir, split, spec, progress=progress)
+        source = f"{dataset} learn-only events (users of {split} excluded), replayed"
     model, metrics = train(data, spec, progress)
     dim, n_dense = data["person"].shape[1], data["dense"].shape[1]
     artifacts_root.mkdir(parents=True, exist_ok=True)
@@ -259,7 +329,7 @@ def export_ranker(
             "validation_max_abs_diff": diffs,
             "metrics": metrics,
             "encoder_version": encoder.version,
-            "training_data": "models.simulator.World replayed through models.pipeline.Pipeline",
+            "training_data": source,
             "seconds": round(time.time() - started, 1),
         }
         version = publish(artifacts_root, "ranker", staged, spec_dict)

@@ -66,6 +66,21 @@ class AdaptiveBlend:
         self.bias += lr * error
         self.updates += 1
 
+    def learn_pair(self, preferred: Mapping[str, float], other: Mapping[str, float]) -> None:
+        """The person chose ``preferred`` over ``other`` (RankNet: logistic on the difference).
+
+        Only relative evidence moves the weights, which is what a ranking needs; the bias is
+        untouched because it cannot change an order.
+        """
+        diff = {k: preferred.get(k, 0.0) - other.get(k, 0.0) for k in {*preferred, *other}}
+        z = sum(self.weights.get(k, 0.0) * v for k, v in diff.items())
+        g = 1.0 / (1.0 + math.exp(max(-30.0, min(30.0, z))))  # 1 - σ(z)
+        lr = self.learning_rate
+        for k, v in diff.items():
+            w = self.weights.get(k, 0.0)
+            self.weights[k] = w + lr * (g * v - self.l2 * (w - self.prior.get(k, 0.0)))
+        self.updates += 1
+
     def score_matrix(self, names: tuple[str, ...], features: np.ndarray) -> np.ndarray:
         """Vectorised scores: ``features`` is [n, len(names)] in the order of ``names``."""
         w = np.array([self.weights.get(k, 0.0) for k in names], dtype=np.float32)

@@ -104,8 +104,10 @@ class PipelineConfig:
     fresh_half_life_s: float = 7 * 24 * 3600.0
     cross_mix: float = 0.5  # weight of other platforms' interest in the person vector
     cross_platform: bool = True  # off: ignore other platforms even with consent (ablation)
-    feedback_tail: int = 20  # lower-ranked candidates remembered as negatives for the blend
-    feedback_cache: int = 100_000
+    covisit_candidates: int = 100
+    neighbour_candidates: int = 50
+    feedback_tail: int = 50  # lower-ranked candidates remembered, to learn the blend from
+    feedback_cache: int = 20_000  # (person, platform) rankings kept for that, LRU
     seed: int = 7
 
 
@@ -355,10 +357,13 @@ class Pipeline:
             return
         blend = self.blends[platform]
         pos = keys.index(positive)
-        blend.learn_one(dict(zip(SIGNALS, features[pos].tolist(), strict=True)), True)
-        negatives = [i for i in range(len(keys)) if i != pos]
-        for i in self._rng.sample(negatives, min(5, len(negatives))):
-            blend.learn_one(dict(zip(SIGNALS, features[i].tolist(), strict=True)), False)
+        # Pairs: the engaged item against the ones ranked just above it (the mistakes), plus
+        # a few below it so a correct order is reinforced too.
+        below = list(range(pos + 1, len(keys)))
+        negatives = list(range(max(0, pos - 8), pos)) + self._rng.sample(below, min(3, len(below)))
+        preferred = dict(zip(SIGNALS, features[pos].tolist(), strict=True))
+        for i in negatives:
+            blend.learn_pair(preferred, dict(zip(SIGNALS, features[i].tolist(), strict=True)))
         self.stats["blend_updates"] += 1
 
     # --- ranking ---------------------------------------------------------------------------
@@ -377,7 +382,7 @@ class Pipeline:
             by_platform.setdefault(r.platform, []).append(i)
         neighbour_rows: dict[int, np.ndarray] = {}
         for platform, idx in by_platform.items():
-            rows, _ = self.catalog.neighbours(queries[idx], platform, cfg.candidates_per_source)
+            rows, _ = self.catalog.neighbours(queries[idx], platform, cfg.neighbour_candidates)
             for i, r in zip(idx, rows, strict=True):
                 neighbour_rows[i] = r
 
@@ -483,16 +488,14 @@ class Pipeline:
         recent = list(s.recent.get(req.platform, []))
         if use_cross:
             recent = [k for p in others for k in s.recent.get(p, [])[-3:]] + recent
-        covisit = self.covisitation.candidates(
-            recent, req.platform, self.config.candidates_per_source
-        )
+        covisit = self.covisitation.candidates(recent, req.platform, self.config.covisit_candidates)
         return u_same, u_cross, person, query, covisit, history
 
     def _remember_for_feedback(self, ranking: Ranking) -> None:
         k = self.config.top_k
         keep = list(range(min(k, len(ranking.keys))))
         tail = list(range(k, len(ranking.keys)))
-        keep += self._rng.sample(tail, min(self.config.feedback_tail, len(tail)))
+        keep += sorted(self._rng.sample(tail, min(self.config.feedback_tail, len(tail))))
         key = (ranking.request.person, ranking.request.platform)
         self._feedback[key] = ([ranking.keys[i] for i in keep], ranking.features[keep])
         self._feedback.move_to_end(key)

@@ -31,11 +31,12 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from export.encoder import export_encoder
     from export.ranker import export_ranker
 
-    root = settings.artifacts_dir
+    root = args.artifacts or settings.artifacts_dir
     if args.what in ("all", "encoder"):
         print(f"encoder: {export_encoder(root)}")
     if args.what in ("all", "ranker"):
-        print(f"ranker: {export_ranker(root)}")
+        version = export_ranker(root, dataset=args.dataset, data_dir=args.data, split=args.split)
+        print(f"ranker: {version}")
     return 0
 
 
@@ -175,6 +176,15 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="export/train the ONNX models")
     e.add_argument("what", nargs="?", choices=["all", "encoder", "ranker"], default="all")
+    e.add_argument("--artifacts", type=Path, default=None, help="default: STREAMREC_ARTIFACTS_DIR")
+    e.add_argument(
+        "--dataset",
+        choices=["amazon", "generic"],
+        default=None,
+        help="train the ranker on a real dataset's train split (for evaluation)",
+    )
+    e.add_argument("--data", type=Path, default=None, help="that dataset's folder")
+    e.add_argument("--split", default="valid_F2.txt", help="amazon: the users to leave out")
     u = sub.add_parser("up", help="run the embedded broker")
     u.add_argument("--port", type=int, default=None)
     w = sub.add_parser("worker", help="run a Faust worker")
