@@ -14,8 +14,8 @@ import random
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
