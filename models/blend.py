@@ -1,10 +1,11 @@
 """Blending the signals: a per-platform online logistic model whose weights adapt to feedback.
 
 The score of an item is ``Σ w_s · x_s`` over its signals; each term is reported as that
-signal's contribution. When a person engages with an item, :meth:`AdaptiveBlend.learn_one`
-takes that item's signals as a positive and the other items that were ranked for them as
-negatives, so signals that predict engagement on a platform gain weight there. The weights are
-pulled towards the prior (L2) so a quiet platform keeps sane defaults.
+signal's contribution. When a person engages with an item, the pipeline calls
+:meth:`AdaptiveBlend.learn_pair` with that item against the ones it had ranked above it, so
+signals that predict engagement on a platform gain weight there (``learn_one`` is the
+pointwise River-style variant). The weights are pulled towards the prior (L2) so a quiet
+platform keeps sane defaults.
 
 Examples
 --------
@@ -20,8 +21,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-
-import numpy as np
 
 SIGNALS = ("head", "content", "cross", "context", "covisit", "popularity", "fresh", "river")
 DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
@@ -80,11 +79,6 @@ class AdaptiveBlend:
             w = self.weights.get(k, 0.0)
             self.weights[k] = w + lr * (g * v - self.l2 * (w - self.prior.get(k, 0.0)))
         self.updates += 1
-
-    def score_matrix(self, names: tuple[str, ...], features: np.ndarray) -> np.ndarray:
-        """Vectorised scores: ``features`` is [n, len(names)] in the order of ``names``."""
-        w = np.array([self.weights.get(k, 0.0) for k in names], dtype=np.float32)
-        return features @ w
 
 
 class PlatformBlends:

@@ -89,3 +89,11 @@ def test_catalog_grows_and_filters_unavailable() -> None:
     rows, _ = c.neighbours(np.array([[0.0, 1.0, 0.0]], np.float32), "shop", n=3)
     assert [c.keys[r] for r in rows[0]] == ["shop:1998", "shop:1996", "shop:1994"]
     assert len(c) == 2000 and c.keys[c.newest("shop", 1)[0]] == "shop:1998"
+
+
+def test_pairwise_blend_moves_weight_to_the_signal_that_ordered_correctly() -> None:
+    b = AdaptiveBlend(prior=(("a", 1.0), ("b", 1.0)), learning_rate=0.5)
+    bias = b.bias
+    for _ in range(50):
+        b.learn_pair({"a": 1.0, "b": 0.0}, {"a": 0.0, "b": 1.0})
+    assert b.weights["a"] > 1.0 > b.weights["b"] and b.bias == bias
