@@ -12,6 +12,7 @@ dead-letter record with its original bytes instead of a crashed agent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -23,8 +24,9 @@ import faust
 import faust.streams as faust_streams
 from faust.types import EventT
 
+from models.artifacts import current_version
 from models.encoder import TextEncoder
-from models.errors import InvalidEventError, StreamrecError
+from models.errors import InvalidEventError, ModelLoadError, StreamrecError
 from models.events import parse_catalog_item, parse_event
 from models.identity import route
 from models.pipeline import PersonMessage, Pipeline, PipelineConfig
@@ -262,6 +264,23 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
                 "platforms": list(settings.platforms),
             }
         )
+
+    @app.timer(interval=settings.model_poll_s)
+    async def swap_ranker() -> None:
+        """Serve a newly published ranking head without a restart."""
+        try:
+            version = current_version(settings.artifacts_dir, "ranker")
+            if pipeline.ranker is not None and version == pipeline.ranker.version:
+                return
+            head = await asyncio.to_thread(
+                RankingHead.from_artifacts, settings.artifacts_dir, version
+            )
+        except ModelLoadError as e:  # keep serving the old one; say why
+            log.error("ranker not swapped: %s", e)
+            return
+        old = pipeline.ranker.version if pipeline.ranker else None
+        pipeline.ranker = head  # between batches: the event loop runs one coroutine at a time
+        log.warning("ranker swapped: %s -> %s", old, head.version)
 
     @app.timer(interval=5.0)
     async def sync_catalog() -> None:

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     consumer_fetch_max_wait_ms: int = Field(default=20, ge=1, le=5000)
     batch_size: int = Field(default=256, ge=1)
     batch_within_s: float = Field(default=0.005, gt=0)
+    # How often the worker checks artifacts/ranker/CURRENT for a new version (hot swap).
+    model_poll_s: float = Field(default=2.0, gt=0)
 
     # --- recommendation -------------------------------------------------------------------
     top_k: int = Field(default=10, ge=1, le=200)

@@ -1,0 +1,62 @@
+"""A newly published ranking head is served without restarting the worker."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from models.artifacts import MODEL_FILE, current_dir, publish
+from streams.broker import EmbeddedBroker
+from streams.stack import LocalStack
+
+from .conftest import WORLD, Harness, unique_settings
+
+pytestmark = pytest.mark.integration
+
+
+def republish_as_new_version(root: Path) -> str:
+    """Same weights, different bytes (a doc string): a new content-hashed version."""
+    onnx = pytest.importorskip("onnx")
+    src = current_dir(root, "ranker")
+    staged = root / "staging"
+    shutil.copytree(src, staged)
+    model = onnx.load(str(staged / MODEL_FILE))
+    model.doc_string = f"republished {time.time()}"
+    onnx.save(model, str(staged / MODEL_FILE))
+    spec = json.loads((staged / "spec.json").read_text())
+    return publish(root, "ranker", staged, spec)
+
+
+def test_new_ranker_version_is_served_without_restart(
+    broker: EmbeddedBroker, serving_artifacts: Path, tmp_path: Path
+) -> None:
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(serving_artifacts, artifacts)
+    settings = unique_settings(artifacts).model_copy(update={"model_poll_s": 0.5})
+    with LocalStack(settings, workdir=tmp_path / "stack", broker=broker) as stack:
+        h = Harness(stack)
+        items = [i for i in WORLD.items if i["platform"] == "shop"]
+        for item in items:
+            h.producer.send_item(item)
+        h.producer.flush()
+        assert stack.worker is not None
+        stack.worker.wait_for_catalog(len(items))
+        shop_item = items[0]["item"]
+        before = h.event("shop", "hana", "view", item=shop_item)
+        old = h.wait_for([before["event_id"]])[before["event_id"]].model_versions["ranker"]
+
+        new = republish_as_new_version(artifacts)
+        assert new != old
+        deadline = time.monotonic() + 20
+        served = old
+        while served != new and time.monotonic() < deadline:
+            e = h.event("shop", "hana", "view", item=shop_item)
+            served = h.wait_for([e["event_id"]])[e["event_id"]].model_versions["ranker"]
+            time.sleep(0.2)
+        assert served == new
+        assert stack.worker.status()["model_versions"]["ranker"] == new
+        h.close()
