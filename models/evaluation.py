@@ -25,6 +25,25 @@ targets among a person's first five positives on a platform when they already ha
 another platform; the blend is replayed a second time with ``cross_platform=False`` to measure
 what that history is worth there.
 
+Batching (``batch_size``, ``--batch-size``: default 256 for the blend in :func:`evaluate` and on
+the command line; baselines are always replayed with 1, :func:`replay`'s default): consecutive
+events are collected into a batch, all of its targets are ranked in **one** ``rank`` call (one
+ONNX call for the blend), their ranks are recorded, and only then are the batch's events
+learned, in stream order. What that changes, and what it does not:
+
+* each person's *own* state is exact: a request is built from the person's session, previous
+  items and consumed set as of just before their event, with their earlier events in the same
+  batch applied (to a copy of the session, by :func:`update_session`, which makes the same
+  session updates as ``Pipeline.learn``); the blend still learns each event from the very list
+  ranked for it (:meth:`BlendRecommender.before_learn`);
+* the *global* models (popularity, co-visitation, River BiasedMF, including the person's own
+  River factors, the baselines' co-visitation histories, and the blend weights) lag: a target
+  is ranked on them as they were at the start of its batch, so they miss at most
+  ``batch_size - 1`` earlier events. Nothing later than the target is ever learned before it is
+  ranked. ``batch_size=1`` is the exact per-event replay (the unit tests check it reproduces it).
+* the random draws of the blend's feedback sampling and of River's initialiser come in another
+  order, so numbers differ slightly even where the lag does not matter.
+
 Baselines share the :class:`Recommender` interface (``rank`` / ``learn``) and reuse the
 pipeline's own signal classes: most popular (:class:`~models.signals.Popularity`), item
 co-visitation (:class:`~models.signals.CoVisitation`), River BiasedMF
@@ -85,6 +104,7 @@ from models.signals import CoVisitation, Popularity
 
 K = 10
 DEPTH = 200  # how deep a baseline ranks (for MRR)
+DEFAULT_BATCH = 256  # events per ranking call in evaluate() / the command line
 COLD_START_FIRST = 5
 DEFAULT_CONFIG = PipelineConfig()
 
@@ -110,9 +130,34 @@ class BlendRecommender:
     def __init__(self, pipeline: Pipeline, name: str = "blend") -> None:
         self.pipeline = pipeline
         self.name = name
+        self.config = pipeline.config
+        # The blend learns from the list it showed for an event (Pipeline._feedback, one per
+        # person and platform). A batch may rank the same person several times before it
+        # learns any of those events, so each ranking's entry is taken out as it is made and
+        # put back just before its own event is learned (see :meth:`before_learn`).
+        self._captured: list[tuple[list[str], np.ndarray]] = []
+        remember = pipeline._remember_for_feedback
+
+        def capture(ranking: Any) -> None:
+            remember(ranking)
+            key = (ranking.request.person, ranking.request.platform)
+            self._captured.append(pipeline._feedback.pop(key))
+
+        setattr(pipeline, "_remember_for_feedback", capture)  # noqa: B010 (instance hook)
+        self._slots: list[tuple[tuple[str, str], tuple[list[str], np.ndarray]]] = []
 
     def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
-        return [r.keys for r in self.pipeline.recommend(requests)]
+        self._captured = []
+        rankings = self.pipeline.recommend(requests)
+        self._slots = [((r.person, r.platform), f)
+                       for r, f in zip(requests, self._captured, strict=True)]
+        return [r.keys for r in rankings]
+
+    def before_learn(self, slot: int | None) -> None:
+        """The next event learned was ranked as request ``slot`` of the last :meth:`rank`."""
+        if slot is not None:
+            key, entry = self._slots[slot]
+            self.pipeline._feedback[key] = entry
 
     def learn(self, person: str, event: Event, session: SessionState) -> None:
         self.pipeline.learn(person, event, session)
@@ -131,18 +176,9 @@ class _Baseline:
         self.config = config
 
     def learn(self, person: str, event: Event, session: SessionState) -> None:
-        if event.type not in ITEM_EVENTS or event.item is None:
-            return
-        key = item_key(event.platform, event.item)
-        consumed = event.type in CONSUMED_EVENTS
-        if not event.is_positive:
-            if consumed and key not in session.consumed:
-                session.consumed.append(key)
-            return
-        weight = EVENT_WEIGHT[event.type]
-        session.observe(event.platform, key, self.catalog.vector(key), event.ts, consumed=consumed,
-                        half_life_s=self.config.interest_half_life_s, weight=weight)
-        self.learn_positive(person, key, event, weight)
+        key = update_session(session, event, self.catalog, self.config)
+        if key is not None:
+            self.learn_positive(person, key, event, EVENT_WEIGHT[event.type])
 
     def learn_positive(self, person: str, key: str, event: Event, weight: float) -> None:
         raise NotImplementedError
@@ -302,6 +338,32 @@ class ContentBaseline(_Baseline):
         return out
 
 
+def update_session(session: SessionState, event: Event, catalog: Catalog,
+                   config: PipelineConfig) -> str | None:
+    """What :meth:`Pipeline.learn` does to the person's session; the positive's key, if any."""
+    if event.type not in ITEM_EVENTS or event.item is None:
+        return None
+    key = item_key(event.platform, event.item)
+    consumed = event.type in CONSUMED_EVENTS
+    if not event.is_positive:
+        if consumed and key not in session.consumed:
+            session.consumed.append(key)
+        return None
+    session.observe(event.platform, key, catalog.vector(key), event.ts, consumed=consumed,
+                    half_life_s=config.interest_half_life_s, weight=EVENT_WEIGHT[event.type])
+    return key
+
+
+def _advanced(view: SessionState, event: Event, catalog: Catalog,
+              config: PipelineConfig) -> SessionState:
+    """A copy of ``view`` with ``event`` applied; ``view`` itself is left as it was."""
+    s = replace(view, recent={p: list(ks) for p, ks in view.recent.items()},
+                interest=dict(view.interest), interest_ts=dict(view.interest_ts),
+                consumed=list(view.consumed))
+    update_session(s, event, catalog, config)
+    return s
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))
     out: np.ndarray = (v / n).astype(np.float32) if n > 1e-12 else v.astype(np.float32)
@@ -404,8 +466,12 @@ class _Replayer:
             s = self.sessions[person] = SessionState(person=person)
         return s
 
-    def request(self, person: str, platform: str, ts: float) -> RankRequest:
-        session = self.session(person)
+    def request(self, person: str, platform: str, ts: float,
+                session: SessionState | None = None) -> RankRequest:
+        """The request as of now; ``session``: the person's session as of now, if it is not
+        (yet) the stored one (a batch that has not learned their earlier events)."""
+        if session is None:
+            session = self.session(person)
         prev = self.last[person].get(platform)
         if prev is None and self.cross_platform and session.consent:
             prev = self.last_any.get(person)
@@ -439,13 +505,23 @@ def replay(
     progress: bool = True,
     points: int = 100,
     weights: Callable[[], dict[str, dict[str, float]]] | None = None,
+    batch_size: int = 1,
 ) -> Run:
     """Replay ``dataset`` through ``model`` prequentially: rank, record, then learn.
 
-    ``learn_first=True`` does it the wrong way round (learn, then rank): it exists so the tests
-    can show that the order matters. ``weights`` (e.g. the blend's snapshot) is sampled along
-    the stream with the running metrics, ``points`` times.
+    ``batch_size`` consecutive events are ranked in one ``model.rank`` call, then learned in
+    stream order (see the module docstring for what that changes); 1 ranks every event on the
+    model as of just before it. ``learn_first=True`` does it the wrong way round (learn, then
+    rank; only with ``batch_size=1``): it exists so the tests can show that the order matters.
+    ``weights`` (e.g. the blend's snapshot) is sampled along the stream with the running
+    metrics, ``points`` times.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    if learn_first and batch_size != 1:
+        raise ValueError("learn_first needs batch_size=1")
+    config: PipelineConfig = getattr(model, "config", DEFAULT_CONFIG)
+    before_learn: Callable[[int | None], None] | None = getattr(model, "before_learn", None)
     state = _Replayer(catalog, cross_platform)
     hits: list[Hit] = []
     top10: dict[str, set[str]] = defaultdict(set)
@@ -455,42 +531,74 @@ def replay(
     every = max(1, n_targets // max(1, points))
     series: list[dict[str, Any]] = []
     window: list[Hit] = []
+    # The batch: its events (index, event, stored session, slot of its request or None), the
+    # requests and what to record for each, and per person the session their last event in
+    # the batch was ranked on plus that event (their next one sees both).
+    batch: list[tuple[int, Event, SessionState, int | None]] = []
+    requests: list[RankRequest] = []
+    targets: list[tuple[int, str, str, bool]] = []
+    in_batch: dict[str, tuple[SessionState, Event]] = {}
+
+    def flush() -> None:
+        nonlocal window
+        ranked_lists = model.rank(requests) if requests else []
+        for (i, key, platform, cold), ranked in zip(targets, ranked_lists, strict=True):
+            top10[platform].update(ranked[:K])
+            try:
+                rank = ranked.index(key) + 1
+            except ValueError:
+                rank = 0
+            hit = Hit(i, platform, rank, cold)
+            hits.append(hit)
+            window.append(hit)
+            if len(hits) % every == 0:
+                point: dict[str, Any] = {"event": i, "targets": len(hits),
+                                         "hr@10": _hr(window), "hr@10_cumulative": _hr(hits)}
+                if weights is not None:
+                    point["weights"] = weights()
+                series.append(point)
+                window = []
+        for _, event, session, slot in batch:
+            if before_learn is not None:
+                before_learn(slot)
+            model.learn(event.user, event, session)
+        batch.clear()
+        requests.clear()
+        targets.clear()
+        in_batch.clear()
+
     bar = _progress(len(dataset.events), f"replay {model.name}", progress)
     start = time.perf_counter()
     for i, (event, evaluated) in enumerate(zip(dataset.events, dataset.evaluated, strict=True)):
+        if len(batch) >= batch_size:
+            flush()
         person = event.user
         session = state.session(person)
+        earlier = in_batch.get(person)
+        # the person's session as of this event: their earlier events in the batch applied
+        view = session if earlier is None else _advanced(*earlier, catalog, config)
         target = evaluated and event.is_positive and event.item is not None
+        slot = None
         if target and learn_first:
             model.learn(person, event, session)
         if target:
             key = item_key(event.platform, event.item or "")
-            if key in session.consumed and not learn_first:
+            if key in view.consumed and not learn_first:
                 repeats += 1
             else:
-                request = state.request(person, event.platform, event.ts)
-                ranked = model.rank([request])[0]
-                top10[event.platform].update(ranked[:K])
-                try:
-                    rank = ranked.index(key) + 1
-                except ValueError:
-                    rank = 0
-                hit = Hit(i, event.platform, rank, state.is_cold(person, event.platform))
-                hits.append(hit)
-                window.append(hit)
-                if len(hits) % every == 0:
-                    point: dict[str, Any] = {"event": i, "targets": len(hits),
-                                             "hr@10": _hr(window),
-                                             "hr@10_cumulative": _hr(hits)}
-                    if weights is not None:
-                        point["weights"] = weights()
-                    series.append(point)
-                    window = []
+                slot = len(requests)
+                requests.append(state.request(person, event.platform, event.ts, view))
+                targets.append((i, key, event.platform, state.is_cold(person, event.platform)))
         if not (target and learn_first):
-            model.learn(person, event, session)
+            batch.append((i, event, session, slot))
+        elif slot is not None:  # learned already: rank it on its own, learn nothing more
+            flush()
+        if batch_size > 1:
+            in_batch[person] = (view, event)
         state.observed(person, event)
         if bar is not None and i % 256 == 255:
             bar.update(256)
+    flush()
     seconds = time.perf_counter() - start
     if bar is not None:
         bar.update(len(dataset.events) % 256)
@@ -586,6 +694,7 @@ def evaluate(
     models: Sequence[str] = ("popularity", "covisit", "river-mf", "content", "blend",
                              "blend-no-cross"),
     progress: bool = True,
+    batch_size: int = DEFAULT_BATCH,
 ) -> dict[str, Any]:
     """Every model over the same stream; returns the JSON-able results."""
     if vectors is None:
@@ -598,19 +707,23 @@ def evaluate(
             pipeline = Pipeline(encoder, ranker, replace(config, cross_platform=cross), catalog)
             blend = BlendRecommender(pipeline, name)
             runs[name] = replay(dataset, blend, catalog, cross_platform=cross, progress=progress,
-                                weights=blend.weights)
+                                weights=blend.weights, batch_size=batch_size)
             runs[name].series.append({"event": len(dataset.events), "weights": blend.weights()})
         else:
             base = BASELINES[name](catalog, config)
+            # Baselines stay exact (batch 1): they are fast without batching, and batching
+            # would make the co-visitation baseline's own per-person history lag (on MovieLens's
+            # bursts that cut its NDCG@10 from 0.065 to 0.007).
             runs[name] = replay(dataset, base, catalog, progress=progress)
-    return summarise(dataset, runs, encoder, ranker)
+    return summarise(dataset, runs, encoder, ranker, batch_size)
 
 
-def summarise(dataset: Dataset, runs: dict[str, Run], encoder: Encoder, ranker: Scorer | None
-              ) -> dict[str, Any]:
+def summarise(dataset: Dataset, runs: dict[str, Run], encoder: Encoder, ranker: Scorer | None,
+              batch_size: int = 1) -> dict[str, Any]:
     result: dict[str, Any] = {
         "dataset": dataset.name,
-        "notes": dataset.notes,
+        "batch_size": batch_size,
+        "notes": [*dataset.notes, _batch_note(batch_size)],
         "platforms": dataset.platforms,
         "catalog_sizes": dataset.catalog_sizes(),
         "events": len(dataset.events),
@@ -645,6 +758,15 @@ def summarise(dataset: Dataset, runs: dict[str, Run], encoder: Encoder, ranker: 
         checks["events_per_s"] = {"blend": runs["blend"].events_per_s, "target": 5000}
     result["checks"] = checks
     return result
+
+
+def _batch_note(batch_size: int) -> str:
+    if batch_size == 1:
+        return "replay: batch size 1 (every event ranked on the models as of just before it)"
+    return (f"replay: blend batch size {batch_size} (baselines 1): each batch's targets "
+            f"ranked in one call, then "
+            f"learned in order; the person's own state is exact, global signals (popularity, "
+            f"co-visitation, River, blend weights) lag by at most {batch_size - 1} events")
 
 
 # --- the command line ---------------------------------------------------------------------
@@ -682,6 +804,9 @@ def main(argv: list[str] | None = None) -> int:
                         "blend-no-cross", help="comma-separated subset to run")
     parser.add_argument("--no-ranker", action="store_true", help="ignore artifacts/ranker")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+                        help="events ranked per model call; global signals lag by at most this "
+                        "many events (1: exact per-event replay)")
     args = parser.parse_args(argv)
     _single_threaded_blas()
     from models.encoder import TextEncoder
@@ -703,8 +828,10 @@ def main(argv: list[str] | None = None) -> int:
         unknown = set(models) - {*BASELINES, "blend", "blend-no-cross"}
         if unknown:
             parser.error(f"unknown models {sorted(unknown)}")
+        if args.batch_size < 1:
+            parser.error("--batch-size must be >= 1")
         result = evaluate(dataset, encoder, ranker, vectors=vectors, models=models,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, batch_size=args.batch_size)
         out = write_report(result, args.out / dataset.name)
     except StreamrecError as e:
         print(f"error: {e}", file=sys.stderr)

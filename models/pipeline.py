@@ -390,6 +390,7 @@ class Pipeline:
         all_dense: list[np.ndarray] = []
         persons: list[np.ndarray] = []
         contexts: list[np.ndarray] = []
+        counts: list[int] = []
         spans: list[tuple[int, int]] = []
         keys_per_request: list[list[str]] = []
         start = 0
@@ -421,7 +422,7 @@ class Pipeline:
             dense[:, 1] = vecs @ u_cross
             dense[:, 2] = vecs @ ctx
             dense[:, 3] = [covisit.get(k, 0.0) for k in keys]
-            dense[:, 4] = [self.popularity.normalised(k, req.platform) for k in keys]
+            dense[:, 4] = self.popularity.normalised_many(keys, req.platform)
             age = np.maximum(0.0, req.ts - self.catalog.added_ts[rows])
             dense[:, 5] = 0.5 ** (age / cfg.fresh_half_life_s)
             dense[:, 6] = self.preference.predict_many(
@@ -429,8 +430,9 @@ class Pipeline:
             )
             all_rows.append(rows)
             all_dense.append(dense)
-            persons.append(np.broadcast_to(person_vec, vecs.shape))
-            contexts.append(np.broadcast_to(ctx.astype(np.float32), vecs.shape))
+            persons.append(person_vec)
+            contexts.append(ctx.astype(np.float32))
+            counts.append(len(keys))
             spans.append((start, start + len(keys)))
             keys_per_request.append(keys)
             start += len(keys)
@@ -439,9 +441,11 @@ class Pipeline:
         dense_cat = np.concatenate(all_dense)
         if self.ranker is not None and len(rows_cat):
             head = self.ranker.score(
-                np.concatenate(persons),
+                # One row per candidate, row-major: broadcast views would be copied by
+                # onnxruntime's input conversion in a slow, transposing order.
+                np.repeat(np.stack(persons), counts, axis=0),
                 self.catalog.vectors[rows_cat],
-                np.concatenate(contexts),
+                np.repeat(np.stack(contexts), counts, axis=0),
                 dense_cat,
             )
         else:

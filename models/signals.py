@@ -23,6 +23,10 @@ import heapq
 import math
 from collections import defaultdict
 
+import numpy as np
+
+_LOG1P_1000 = math.log1p(1000.0)
+
 
 class Popularity:
     """Exponentially decayed interaction counts per item, ranked per platform.
@@ -127,7 +131,17 @@ class Popularity:
         value = self._scaled.get(key, 0.0)
         if top <= 0.0 or value <= 0.0:
             return 0.0
-        return math.log1p(value / top * 1000.0) / math.log1p(1000.0)
+        return math.log1p(value / top * 1000.0) / _LOG1P_1000
+
+    def normalised_many(self, keys: list[str], platform: str) -> np.ndarray:
+        """:meth:`normalised` for many keys at once (float32)."""
+        top = self._max_scaled.get(platform, 0.0)
+        scaled = self._scaled
+        values = np.fromiter((scaled.get(k, 0.0) for k in keys), np.float64, len(keys))
+        if top <= 0.0:
+            return np.zeros(len(keys), np.float32)
+        out = np.log1p(np.maximum(values, 0.0) / top * 1000.0) / _LOG1P_1000
+        return out.astype(np.float32)
 
     def top(self, platform: str, n: int, ts: float) -> list[str]:
         cached = self._top_cache.get(platform)

@@ -97,3 +97,13 @@ def test_pairwise_blend_moves_weight_to_the_signal_that_ordered_correctly() -> N
     for _ in range(50):
         b.learn_pair({"a": 1.0, "b": 0.0}, {"a": 0.0, "b": 1.0})
     assert b.weights["a"] > 1.0 > b.weights["b"] and b.bias == bias
+
+
+def test_popularity_normalised_many_matches_one_by_one() -> None:
+    pop = Popularity(half_life_s=10.0)
+    for i, key in enumerate(["shop:a", "shop:a", "shop:b", "video:c"]):
+        pop.learn_one(key, key.split(":")[0], ts=float(i))
+    keys = ["shop:a", "shop:b", "shop:unknown"]
+    many = pop.normalised_many(keys, "shop")
+    assert np.allclose(many, [pop.normalised(k, "shop") for k in keys], atol=1e-6)
+    assert many[2] == 0.0 and many[0] == 1.0
