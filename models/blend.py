@@ -20,7 +20,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 SIGNALS = ("head", "content", "cross", "context", "covisit", "popularity", "fresh", "river")
 DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
@@ -82,25 +82,16 @@ class AdaptiveBlend:
 
 
 class PlatformBlends:
-    """One :class:`AdaptiveBlend` per platform, created on first use from the same prior."""
+    """One :class:`AdaptiveBlend` per platform, each made by ``make`` on first use."""
 
-    def __init__(
-        self,
-        prior: tuple[tuple[str, float], ...] = DEFAULT_PRIOR,
-        learning_rate: float = 0.05,
-        l2: float = 0.01,
-    ) -> None:
-        self.prior = prior
-        self.learning_rate = learning_rate
-        self.l2 = l2
+    def __init__(self, make: Callable[[], AdaptiveBlend] = AdaptiveBlend) -> None:
+        self._make = make
         self.by_platform: dict[str, AdaptiveBlend] = {}
 
     def __getitem__(self, platform: str) -> AdaptiveBlend:
         blend = self.by_platform.get(platform)
         if blend is None:
-            blend = self.by_platform[platform] = AdaptiveBlend(
-                self.prior, self.learning_rate, self.l2
-            )
+            blend = self.by_platform[platform] = self._make()
         return blend
 
     def snapshot(self) -> dict[str, dict[str, float]]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -158,13 +158,7 @@ def parse_event(
     oversized = _oversized_text(data, max_text_chars)
     if oversized:
         raise InvalidEventError(f"field {oversized!r} is longer than {max_text_chars} characters")
-    try:
-        # Strict JSON validation: "ts": "123" is a wrong type, not a number to coerce.
-        event = Event.model_validate_json(raw, strict=True)  # type: ignore[arg-type]
-    except ValidationError as e:
-        raise InvalidEventError(f"invalid event: {_summarise(e)}") from e
-    if event.platform not in platforms:
-        raise InvalidEventError(f"unknown platform {event.platform!r} (known: {list(platforms)})")
+    event = _validate(Event, raw, "event", platforms)
     if event.ts > now + max_future_skew_s:
         raise InvalidEventError(f"timestamp {event.ts} is {event.ts - now:.0f}s in the future")
     if event.ts < now - max_past_age_s:
@@ -176,15 +170,26 @@ def parse_catalog_item(
     raw: bytes | None, *, platforms: tuple[str, ...], max_text_chars: int = 2000
 ) -> CatalogItem:
     _load_json(raw)
-    try:
-        item = CatalogItem.model_validate_json(raw, strict=True)  # type: ignore[arg-type]
-    except ValidationError as e:
-        raise InvalidEventError(f"invalid catalog item: {_summarise(e)}") from e
-    if item.platform not in platforms:
-        raise InvalidEventError(f"unknown platform {item.platform!r} (known: {list(platforms)})")
+    item = _validate(CatalogItem, raw, "catalog item", platforms)
     if len(item.text()) > 4 * max_text_chars:
         raise InvalidEventError(f"item text is longer than {4 * max_text_chars} characters")
     return item
+
+
+_Record = TypeVar("_Record", Event, CatalogItem)
+
+
+def _validate(
+    model: type[_Record], raw: bytes | None, what: str, platforms: tuple[str, ...]
+) -> _Record:
+    try:
+        # Strict JSON validation: "ts": "123" is a wrong type, not a number to coerce.
+        record = model.model_validate_json(raw, strict=True)  # type: ignore[arg-type]
+    except ValidationError as e:
+        raise InvalidEventError(f"invalid {what}: {_summarise(e)}") from e
+    if record.platform not in platforms:
+        raise InvalidEventError(f"unknown platform {record.platform!r} (known: {list(platforms)})")
+    return record
 
 
 def _load_json(raw: bytes | None) -> dict[str, Any]:
