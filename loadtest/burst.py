@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                 last = time.time()
         total_s = last - t0
         status = stack.worker.status()
+        sub.close()
+        producer.close()
     latencies.sort()
     p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
     result = {
