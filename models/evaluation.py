@@ -33,9 +33,9 @@ learned, in stream order. What that changes, and what it does not:
 
 * each person's *own* state is exact: a request is built from the person's session, previous
   items and consumed set as of just before their event, with their earlier events in the same
-  batch applied (to a copy of the session, by :func:`update_session`, which makes the same
-  session updates as ``Pipeline.learn``); the blend still learns each event from the very list
-  ranked for it (:meth:`BlendRecommender.before_learn`);
+  batch applied (to a copy of the session, by :func:`models.pipeline.apply_to_session`, the
+  session update ``Pipeline.learn`` itself uses); the blend still learns each event from the
+  very list ranked for it (:meth:`BlendRecommender.before_learn`);
 * the *global* models (popularity, co-visitation, River BiasedMF, including the person's own
   River factors, the baselines' co-visitation histories, and the blend weights) lag: a target
   is ranked on them as they were at the start of its batch, so they miss at most
@@ -96,8 +96,16 @@ from models.datasets import (
     read_movielens,
 )
 from models.errors import DatasetError, ModelLoadError, StreamrecError
-from models.events import CONSUMED_EVENTS, ITEM_EVENTS, Event, item_key
-from models.pipeline import EVENT_WEIGHT, Encoder, Pipeline, PipelineConfig, RankRequest, Scorer
+from models.events import Event, item_key
+from models.pipeline import (
+    EVENT_WEIGHT,
+    Encoder,
+    Pipeline,
+    PipelineConfig,
+    RankRequest,
+    Scorer,
+    apply_to_session,
+)
 from models.preference import PreferenceModel
 from models.session import MAX_RECENT, SessionState
 from models.signals import CoVisitation, Popularity
@@ -179,7 +187,7 @@ class _Baseline:
         self.config = config
 
     def learn(self, person: str, event: Event, session: SessionState) -> None:
-        key = update_session(session, event, self.catalog, self.config)
+        key = apply_to_session(session, event, self.catalog, self.config)
         if key is not None:
             self.learn_positive(person, key, event, EVENT_WEIGHT[event.type])
 
@@ -341,29 +349,13 @@ class ContentBaseline(_Baseline):
         return out
 
 
-def update_session(session: SessionState, event: Event, catalog: Catalog,
-                   config: PipelineConfig) -> str | None:
-    """What :meth:`Pipeline.learn` does to the person's session; the positive's key, if any."""
-    if event.type not in ITEM_EVENTS or event.item is None:
-        return None
-    key = item_key(event.platform, event.item)
-    consumed = event.type in CONSUMED_EVENTS
-    if not event.is_positive:
-        if consumed and key not in session.consumed:
-            session.consumed.append(key)
-        return None
-    session.observe(event.platform, key, catalog.vector(key), event.ts, consumed=consumed,
-                    half_life_s=config.interest_half_life_s, weight=EVENT_WEIGHT[event.type])
-    return key
-
-
 def _advanced(view: SessionState, event: Event, catalog: Catalog,
               config: PipelineConfig) -> SessionState:
     """A copy of ``view`` with ``event`` applied; ``view`` itself is left as it was."""
     s = replace(view, recent={p: list(ks) for p, ks in view.recent.items()},
                 interest=dict(view.interest), interest_ts=dict(view.interest_ts),
                 consumed=list(view.consumed))
-    update_session(s, event, catalog, config)
+    apply_to_session(s, event, catalog, config)
     return s
 
 

@@ -308,29 +308,16 @@ class Pipeline:
     def learn(self, person: str, event: Event, session: SessionState) -> None:
         """Apply one event to the session and to the global models."""
         self.stats["events"] += 1
-        if event.type not in ITEM_EVENTS or event.item is None:
-            return
-        key = item_key(event.platform, event.item)
-        if key not in self.catalog:
+        is_item_event = event.type in ITEM_EVENTS and event.item is not None
+        if is_item_event and item_key(event.platform, event.item or "") not in self.catalog:
             raise InvalidEventError(f"unknown item {event.item!r} on platform {event.platform!r}")
-        consumed = event.type in CONSUMED_EVENTS
-        if not event.is_positive:  # a low rating: had it, did not like it
-            if consumed and key not in session.consumed:
-                session.consumed.append(key)
+        key = apply_to_session(session, event, self.catalog, self.config)
+        if key is None:
             return
         self._learn_blend(person, event.platform, key)
         weight = EVENT_WEIGHT[event.type]
         self.preference.learn_positive(
             preference_user(person, event.platform), key, self._platform_keys(event.platform)
-        )
-        session.observe(
-            event.platform,
-            key,
-            self.catalog.vector(key),
-            event.ts,
-            consumed=consumed,
-            half_life_s=self.config.interest_half_life_s,
-            weight=weight,
         )
         self.popularity.learn_one(key, event.platform, event.ts, weight)
         self.covisitation.learn_one(self._timeline(session, event.platform, key))
@@ -533,6 +520,34 @@ class Pipeline:
             event_ts=e.ts,
             published_ts=now,
         )
+
+
+def apply_to_session(
+    session: SessionState, event: Event, catalog: Catalog, config: PipelineConfig
+) -> str | None:
+    """What one event does to the person's own state; the engaged item's key, if positive.
+
+    The part of :meth:`Pipeline.learn` that touches no global model, so a replay can apply
+    it to a copy of a session.
+    """
+    if event.type not in ITEM_EVENTS or event.item is None:
+        return None
+    key = item_key(event.platform, event.item)
+    consumed = event.type in CONSUMED_EVENTS
+    if not event.is_positive:  # a low rating: had it, did not like it
+        if consumed and key not in session.consumed:
+            session.consumed.append(key)
+        return None
+    session.observe(
+        event.platform,
+        key,
+        catalog.vector(key),
+        event.ts,
+        consumed=consumed,
+        half_life_s=config.interest_half_life_s,
+        weight=EVENT_WEIGHT[event.type],
+    )
+    return key
 
 
 def preference_user(person: str, platform: str) -> str:
