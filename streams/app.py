@@ -290,7 +290,6 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
             with contextlib.suppress(KeyError):
                 index_entry(catalog_embeddings[key])
 
-    app.pipeline = pipeline  # type: ignore[attr-defined]
     return app
 
 
