@@ -22,7 +22,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
-SIGNALS = ("head", "content", "cross", "context", "covisit", "popularity", "fresh", "river")
+#: What the blend weighs, in the order of a ranking's feature columns: the ranking head, the
+#: head's dense inputs (:data:`models.ranker.DENSE_FEATURES`), then blend-only signals.
+SIGNALS = (
+    "head",
+    "content",
+    "cross",
+    "context",
+    "covisit",
+    "popularity",
+    "fresh",
+    "river",
+    "cross_covisit",
+)
 DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
     ("head", 1.0),
     ("content", 1.0),
@@ -32,6 +44,7 @@ DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
     ("popularity", 0.3),
     ("fresh", 0.05),
     ("river", 0.3),
+    ("cross_covisit", 0.5),
 )
 
 

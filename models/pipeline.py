@@ -102,7 +102,6 @@ class PipelineConfig:
     interest_half_life_s: float = 3 * 24 * 3600.0
     popularity_half_life_s: float = 7 * 24 * 3600.0
     fresh_half_life_s: float = 7 * 24 * 3600.0
-    cross_mix: float = 0.5  # weight of other platforms' interest in the person vector
     cross_platform: bool = True  # off: ignore other platforms even with consent (ablation)
     covisit_candidates: int = 100
     neighbour_candidates: int = 50
@@ -145,6 +144,17 @@ class Ranking:
 
     def top(self, k: int) -> list[str]:
         return self.keys[:k]
+
+
+@dataclass
+class _Prepared:
+    u_same: np.ndarray  # the person's interest on the request's platform (unit)
+    u_cross: np.ndarray  # on the other platforms they allow, summed (unit)
+    person: np.ndarray  # what the ranking head sees
+    query: np.ndarray  # the text-neighbour retrieval query
+    covisit: dict[str, float]  # co-visited with their recent items on this platform
+    cross_covisit: dict[str, float]  # co-visited with their recent items elsewhere
+    history: list[str]  # platforms whose history was used
 
 
 @dataclass
@@ -361,9 +371,7 @@ class Pipeline:
             return []
         cfg = self.config
         prepared = [self._prepare(r) for r in requests]
-        queries = (
-            np.stack([p[3] for p in prepared]) if prepared else np.zeros((0, self.catalog.dim))
-        )
+        queries = np.stack([p.query for p in prepared])
         by_platform: dict[str, list[int]] = {}
         for i, r in enumerate(requests):
             by_platform.setdefault(r.platform, []).append(i)
@@ -375,6 +383,7 @@ class Pipeline:
 
         all_rows: list[np.ndarray] = []
         all_dense: list[np.ndarray] = []
+        all_cross_covisit: list[np.ndarray] = []
         persons: list[np.ndarray] = []
         contexts: list[np.ndarray] = []
         counts: list[int] = []
@@ -382,13 +391,14 @@ class Pipeline:
         keys_per_request: list[list[str]] = []
         start = 0
         available = self.catalog.available
-        for i, (req, (u_same, u_cross, person_vec, _q, covisit, _)) in enumerate(
-            zip(requests, prepared, strict=True)
-        ):
+        for i, (req, prep) in enumerate(zip(requests, prepared, strict=True)):
+            covisit, cross_covisit = prep.covisit, prep.cross_covisit
             cands: dict[str, None] = {}
             for r in neighbour_rows[i]:
                 cands[self.catalog.keys[r]] = None
             for k in covisit:
+                cands[k] = None
+            for k in cross_covisit:
                 cands[k] = None
             for k in self.popularity.top(req.platform, cfg.candidates_per_source, 0.0):
                 cands[k] = None
@@ -405,8 +415,8 @@ class Pipeline:
             vecs = self.catalog.vectors[rows]
             dense = np.zeros((len(keys), len(DENSE_FEATURES)), dtype=np.float32)
             ctx = req.context if req.context is not None else np.zeros(self.catalog.dim, np.float32)
-            dense[:, 0] = vecs @ u_same
-            dense[:, 1] = vecs @ u_cross
+            dense[:, 0] = vecs @ prep.u_same
+            dense[:, 1] = vecs @ prep.u_cross
             dense[:, 2] = vecs @ ctx
             dense[:, 3] = [covisit.get(k, 0.0) for k in keys]
             dense[:, 4] = self.popularity.normalised_many(keys, req.platform)
@@ -417,7 +427,10 @@ class Pipeline:
             )
             all_rows.append(rows)
             all_dense.append(dense)
-            persons.append(person_vec)
+            all_cross_covisit.append(
+                np.fromiter((cross_covisit.get(k, 0.0) for k in keys), np.float32, len(keys))
+            )
+            persons.append(prep.person)
             contexts.append(ctx.astype(np.float32))
             counts.append(len(keys))
             spans.append((start, start + len(keys)))
@@ -437,7 +450,10 @@ class Pipeline:
             )
         else:
             head = np.zeros(len(rows_cat), dtype=np.float32)
-        features = np.concatenate([head[:, None], dense_cat], axis=1)
+        # Column order is SIGNALS: the head, its dense inputs, then the blend-only signals.
+        features = np.concatenate(
+            [head[:, None], dense_cat, np.concatenate(all_cross_covisit)[:, None]], axis=1
+        )
 
         rankings = []
         for req, (s, e), keys, prep in zip(
@@ -451,36 +467,55 @@ class Pipeline:
             ranked_keys = [keys[j] for j in order]
             ctx = req.context if req.context is not None else np.zeros(self.catalog.dim, np.float32)
             ranking = Ranking(
-                req, ranked_keys, f[order], scores[order], contrib[order], prep[5], prep[2], ctx
+                req,
+                ranked_keys,
+                f[order],
+                scores[order],
+                contrib[order],
+                prep.history,
+                prep.person,
+                ctx,
             )
             self._remember_for_feedback(ranking)
             rankings.append(ranking)
         return rankings
 
-    def _prepare(
-        self, req: RankRequest
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, float], list[str]]:
-        """Person vectors, the retrieval query, co-visited candidates, platforms used."""
+    def _prepare(self, req: RankRequest) -> _Prepared:
+        """Person vectors, the retrieval query, co-visited candidates, platforms used.
+
+        Other platforms' history is kept out of everything that describes the person on this
+        platform once they have history here (Arts <-> Office: a profile mixing both domains
+        ranked worse than the target domain's alone); it reaches the ranking through its own
+        signals, ``cross`` and ``cross_covisit``, whose weights the blend learns, and stands in
+        for the profile only while the person has none on this platform.
+        """
         s = req.session
         dim = self.catalog.dim
         zero = np.zeros(dim, dtype=np.float32)
-        u_same = _unit(s.interest.get(req.platform, zero))
-        history = [req.platform] if req.platform in s.interest else []
+        has_own = req.platform in s.interest
+        u_same = _unit(s.interest[req.platform]) if has_own else zero
+        history = [req.platform] if has_own else []
         use_cross = s.consent and self.config.cross_platform
         others = [p for p in s.interest if p != req.platform] if use_cross else []
         u_cross = _unit(sum((s.interest[p] for p in others), zero)) if others else zero
         history += sorted(others)
-        person = _unit(u_same + self.config.cross_mix * u_cross)
         weights = self.blends[req.platform].weights
         context = req.context if req.context is not None else zero
-        query = _unit(
-            max(weights["content"], 0.0) * u_same + max(weights["cross"], 0.0) * u_cross + context
+        if has_own:
+            person = u_same
+            query = _unit(max(weights["content"], 0.0) * u_same + context)
+        else:
+            person = u_cross
+            query = _unit(max(weights["cross"], 0.0) * u_cross + context)
+        n = self.config.covisit_candidates
+        covisit = self.covisitation.candidates(s.recent.get(req.platform, []), req.platform, n)
+        recent_elsewhere = [k for p in others for k in s.recent.get(p, [])[-3:]]
+        cross_covisit = (
+            self.covisitation.candidates(recent_elsewhere, req.platform, n)
+            if recent_elsewhere
+            else {}
         )
-        recent = list(s.recent.get(req.platform, []))
-        if use_cross:
-            recent = [k for p in others for k in s.recent.get(p, [])[-3:]] + recent
-        covisit = self.covisitation.candidates(recent, req.platform, self.config.covisit_candidates)
-        return u_same, u_cross, person, query, covisit, history
+        return _Prepared(u_same, u_cross, person, query, covisit, cross_covisit, history)
 
     def _remember_for_feedback(self, ranking: Ranking) -> None:
         k = self.config.top_k
