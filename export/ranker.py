@@ -158,7 +158,7 @@ def replay_examples(
                 rows["person"].append(ranking.person_vector)
                 rows["item"].append(pipeline.catalog.vector(ranking.keys[i]))
                 rows["context"].append(ranking.context_vector)
-                rows["dense"].append(ranking.features[i, 1:])  # column 0 is the head itself
+                rows["dense"].append(ranking.head_inputs(i))
                 rows["y"].append(1.0 if i == pos else 0.0)
                 rows["t"].append(t)
                 rows["p"].append(platforms.index(e.platform))
@@ -303,6 +303,8 @@ def export_ranker(
         source = f"{dataset} learn-only events (users of {split} excluded), replayed"
     model, metrics = train(data, spec, progress)
     dim, n_dense = data["person"].shape[1], data["dense"].shape[1]
+    if n_dense != len(DENSE_FEATURES):
+        raise ExportError(f"training data has {n_dense} dense features, not {DENSE_FEATURES}")
     artifacts_root.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=".ranker-staging-", dir=artifacts_root))
     try:

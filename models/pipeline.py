@@ -105,6 +105,9 @@ class PipelineConfig:
     cross_platform: bool = True  # off: ignore other platforms even with consent (ablation)
     covisit_candidates: int = 100
     neighbour_candidates: int = 50
+    # The other platforms' profile counts as this many items' worth of history here: it
+    # shapes a thin history and fades as the person's own grows (shrinkage).
+    cross_prior: float = 1.0
     feedback_tail: int = 50  # lower-ranked candidates remembered, to learn the blend from
     feedback_cache: int = 20_000  # (person, platform) rankings kept for that, LRU
     seed: int = 7
@@ -144,6 +147,11 @@ class Ranking:
 
     def top(self, k: int) -> list[str]:
         return self.keys[:k]
+
+    def head_inputs(self, i: int) -> np.ndarray:
+        """The dense features the ranking head saw for candidate ``i`` (column 0 of
+        ``features`` is the head's own score; the blend-only signals come after them)."""
+        return self.features[i, 1 : 1 + len(DENSE_FEATURES)]
 
 
 @dataclass
@@ -483,11 +491,12 @@ class Pipeline:
     def _prepare(self, req: RankRequest) -> _Prepared:
         """Person vectors, the retrieval query, co-visited candidates, platforms used.
 
-        Other platforms' history is kept out of everything that describes the person on this
-        platform once they have history here (Arts <-> Office: a profile mixing both domains
-        ranked worse than the target domain's alone); it reaches the ranking through its own
-        signals, ``cross`` and ``cross_covisit``, whose weights the blend learns, and stands in
-        for the profile only while the person has none on this platform.
+        Other platforms' history is weighted, not mixed in: on Arts <-> Office a profile mixing
+        both domains ranked worse than the target domain's alone. It enters the profile the
+        head and the retrieval query see as ``cross_prior`` items' worth (decisive for a new
+        person here, fading as their own history grows), and the ranking through signals of
+        its own, ``cross`` and ``cross_covisit``, whose weights the blend learns per platform;
+        ``content`` and ``covisit`` describe this platform's history only.
         """
         s = req.session
         dim = self.catalog.dim
@@ -501,12 +510,10 @@ class Pipeline:
         history += sorted(others)
         weights = self.blends[req.platform].weights
         context = req.context if req.context is not None else zero
-        if has_own:
-            person = u_same
-            query = _unit(max(weights["content"], 0.0) * u_same + context)
-        else:
-            person = u_cross
-            query = _unit(max(weights["cross"], 0.0) * u_cross + context)
+        # Shrinkage: the profile here is the raw interest sum (its length grows with the
+        # history) plus the other platforms' profile counted as ``cross_prior`` items.
+        person = _unit(s.interest.get(req.platform, zero) + self.config.cross_prior * u_cross)
+        query = _unit(max(weights["content"], 0.0) * person + context)
         n = self.config.covisit_candidates
         covisit = self.covisitation.candidates(s.recent.get(req.platform, []), req.platform, n)
         recent_elsewhere = [k for p in others for k in s.recent.get(p, [])[-3:]]

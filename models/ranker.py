@@ -40,6 +40,12 @@ class RankingHead:
             )
         except Exception as e:  # onnxruntime raises its own untyped errors
             raise ModelLoadError(f"cannot load ranker {model_dir}: {e}") from e
+        inputs = {i.name: i.shape for i in self._session.get_inputs()}
+        if inputs.get("dense", [None, None])[-1] != len(DENSE_FEATURES):
+            raise ModelLoadError(
+                f"ranker {self.version}: its 'dense' input is {inputs.get('dense')}, "
+                f"this code passes {len(DENSE_FEATURES)} features: re-export the ranker"
+            )
 
     @classmethod
     def from_artifacts(

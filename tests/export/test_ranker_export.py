@@ -53,6 +53,33 @@ def test_head_with_other_features_is_refused(serving_artifacts: Path, tmp_path: 
         RankingHead(dst)
 
 
+def test_head_with_another_dense_width_is_refused(
+    serving_artifacts: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    import torch
+
+    from export.ranker import build_head
+
+    src = current_dir(serving_artifacts, "ranker")
+    dst = tmp_path / "ranker" / src.name
+    shutil.copytree(src, dst)
+    wide = len(DENSE_FEATURES) + 1
+    example = tuple(torch.randn(4, n) for n in (384, 384, 384, wide))
+    torch.onnx.export(
+        build_head(8, 384, wide),
+        example,
+        str(dst / "model.onnx"),
+        input_names=["person", "item", "context", "dense"],
+        output_names=["score"],
+        dynamic_axes={"dense": {0: "candidates"}},
+        dynamo=False,
+    )
+    with pytest.raises(ModelLoadError, match=f"passes {len(DENSE_FEATURES)} features"):
+        RankingHead(dst)
+
+
 def test_impossible_tolerance_fails_the_export_and_publishes_nothing(
     serving_artifacts: Path, tmp_path: Path
 ) -> None:
