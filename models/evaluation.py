@@ -374,6 +374,7 @@ class Hit:
     platform: str
     rank: int  # 1-based; 0 = not among the returned items
     cold: bool = False
+    earlier_here: int = 0  # the person's positives on this platform before this one
 
 
 @dataclass
@@ -396,6 +397,8 @@ class Run:
 
     def summary(self) -> dict[str, Any]:
         cold = [h for h in self.hits if h.cold]
+        first = [h for h in cold if h.earlier_here == 0]
+        later = [h for h in cold if h.earlier_here > 0]
         return {
             "model": self.model,
             "events": self.events,
@@ -404,13 +407,56 @@ class Run:
             "repeats_skipped": self.repeats_skipped,
             "prequential": self.metrics,
             "leave_last_out": self.heldout_metrics,
-            "cold_start": {"n": len(cold), "hr@10": _hr(cold)},
+            # share of targets anywhere in the returned list: for the blend, candidate recall
+            "returned": _returned(self.hits),
+            "cold_start": {"n": len(cold), "hr@10": _hr(cold),
+                           "first_here": {"n": len(first), "hr@10": _hr(first)},
+                           "later_here": {"n": len(later), "hr@10": _hr(later)}},
             "series": self.series,
         }
 
 
 def _hr(hits: Sequence[Hit]) -> float:
     return sum(1 for h in hits if 0 < h.rank <= K) / len(hits) if hits else 0.0
+
+
+def _returned(hits: Sequence[Hit]) -> float:
+    return sum(1 for h in hits if h.rank > 0) / len(hits) if hits else 0.0
+
+
+def _gains(hits: Sequence[Hit], metric: str) -> dict[int, float]:
+    if metric == "ndcg@10":
+        return {h.index: 1.0 / math.log2(h.rank + 1) if 0 < h.rank <= K else 0.0 for h in hits}
+    return {h.index: 1.0 if 0 < h.rank <= K else 0.0 for h in hits}
+
+
+def paired_lift(a: Sequence[Hit], b: Sequence[Hit], metric: str = "ndcg@10",
+                resamples: int = 1000, seed: int = 0) -> dict[str, float | None]:
+    """Lift of ``a`` over ``b`` (mean metric ratio - 1) on the targets both ranked, with a 95%
+    paired bootstrap interval: targets are resampled together, so the interval reflects how
+    much the lift depends on which targets happened to be in the stream.
+
+    >>> a = [Hit(i, "x", 1 if i % 2 else 0) for i in range(200)]
+    >>> b = [Hit(i, "x", 1 if i % 4 == 1 else 0) for i in range(200)]
+    >>> r = paired_lift(a, b, "hr@10")
+    >>> r["lift"], r["low"] < 1.0 < r["high"]
+    (1.0, True)
+    """
+    ga, gb = _gains(a, metric), _gains(b, metric)
+    common = sorted(ga.keys() & gb.keys())
+    x = np.array([ga[i] for i in common])
+    y = np.array([gb[i] for i in common])
+    if not len(common) or y.sum() <= 0:
+        return {"n": len(common), "lift": None, "low": None, "high": None}
+    rng = np.random.default_rng(seed)
+    lifts = []
+    for start in range(0, resamples, 100):  # chunks: [100, n] index matrices, not [1000, n]
+        idx = rng.integers(0, len(common), (min(100, resamples - start), len(common)))
+        sx, sy = x[idx].sum(axis=1), y[idx].sum(axis=1)
+        lifts.append(np.where(sy > 0, sx / np.maximum(sy, 1e-12) - 1.0, np.nan))
+    low, high = np.nanpercentile(np.concatenate(lifts), [2.5, 97.5])
+    return {"n": len(common), "lift": float(x.sum() / y.sum() - 1.0),
+            "low": float(low), "high": float(high)}
 
 
 def metrics(hits: Sequence[Hit], top10: dict[str, set[str]] | None = None,
@@ -531,19 +577,19 @@ def replay(
     # the batch was ranked on plus that event (their next one sees both).
     batch: list[tuple[int, Event, SessionState, int | None]] = []
     requests: list[RankRequest] = []
-    targets: list[tuple[int, str, str, bool]] = []
+    targets: list[tuple[int, str, str, bool, int]] = []
     in_batch: dict[str, tuple[SessionState, Event]] = {}
 
     def flush() -> None:
         nonlocal window
         ranked_lists = model.rank(requests) if requests else []
-        for (i, key, platform, cold), ranked in zip(targets, ranked_lists, strict=True):
+        for (i, key, platform, cold, earlier), ranked in zip(targets, ranked_lists, strict=True):
             top10[platform].update(ranked[:K])
             try:
                 rank = ranked.index(key) + 1
             except ValueError:
                 rank = 0
-            hit = Hit(i, platform, rank, cold)
+            hit = Hit(i, platform, rank, cold, earlier)
             hits.append(hit)
             window.append(hit)
             if len(hits) % every == 0:
@@ -583,7 +629,8 @@ def replay(
             else:
                 slot = len(requests)
                 requests.append(state.request(person, event.platform, event.ts, view))
-                targets.append((i, key, event.platform, state.is_cold(person, event.platform)))
+                targets.append((i, key, event.platform, state.is_cold(person, event.platform),
+                                state.positives[person][event.platform]))
         if not (target and learn_first):
             batch.append((i, event, session, slot))
         elif slot is not None:  # learned already: rank it on its own, learn nothing more
@@ -734,17 +781,30 @@ def summarise(dataset: Dataset, runs: dict[str, Run], encoder: Encoder, ranker: 
         best = max(baselines, key=lambda n: runs[n].metrics.get("all", {}).get("ndcg@10", 0.0))
         b = runs["blend"].metrics.get("all", {}).get("ndcg@10", 0.0)
         o = runs[best].metrics.get("all", {}).get("ndcg@10", 0.0)
+        ci = paired_lift(runs["blend"].hits, runs[best].hits, "ndcg@10")
         checks["blend_vs_best_baseline"] = {
             "best_baseline": best, "blend_ndcg@10": b, "baseline_ndcg@10": o,
-            "lift": b / o - 1.0 if o > 0 else None, "target": 0.20,
+            "lift": b / o - 1.0 if o > 0 else None, "lift_95ci": [ci["low"], ci["high"]],
+            "target": 0.20,
         }
     if "blend" in runs and "blend-no-cross" in runs:
         cold_on = [h for h in runs["blend"].hits if h.cold]
         cold_off = [h for h in runs["blend-no-cross"].hits if h.cold]
         on, off = _hr(cold_on), _hr(cold_off)
+        ci = paired_lift(cold_on, cold_off, "hr@10")
+        split: dict[str, dict[str, Any]] = {}
+        for part, keep in (("first_here", lambda h: h.earlier_here == 0),
+                           ("later_here", lambda h: h.earlier_here > 0)):
+            with_h = [h for h in cold_on if keep(h)]
+            without = [h for h in cold_off if keep(h)]
+            hr_with, hr_without = _hr(with_h), _hr(without)
+            split[part] = {"n": len(with_h), "hr@10_with_history": hr_with,
+                           "hr@10_without": hr_without,
+                           "lift": hr_with / hr_without - 1.0 if hr_without > 0 else None}
         checks["cold_start"] = {
             "n": len(cold_on), "hr@10_with_history": on, "hr@10_without": off,
-            "lift": (on / off - 1.0) if off > 0 else None, "target": 0.25,
+            "lift": (on / off - 1.0) if off > 0 else None, "lift_95ci": [ci["low"], ci["high"]],
+            "target": 0.25, **split,
         }
     if "blend" in runs and runs["blend"].heldout_metrics:
         checks["leave_last_out_ndcg@10"] = {

@@ -34,6 +34,13 @@ def _f(v: Any, pct: bool = False) -> str:
     return str(v)
 
 
+def _ci(check: dict[str, Any]) -> str:
+    low, high = (check.get("lift_95ci") or [None, None])[:2]
+    if low is None or high is None:
+        return ""
+    return f" (95% paired bootstrap interval {100 * low:+.1f}% to {100 * high:+.1f}%)"
+
+
 def _table(models: dict[str, Any], section: str, platforms: list[str]) -> list[str]:
     lines = ["| model | platform | n | HR@10 | NDCG@10 | MRR | coverage |",
              "|---|---|---:|---:|---:|---:|---:|"]
@@ -66,25 +73,39 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
     if any(m.get("leave_last_out") for m in models.values()):
         out += ["## Leave-last-out per domain (the last item vs the whole domain)", "",
                 *_table(models, "leave_last_out", platforms), ""]
-    out += ["## Speed and cold start", "",
-            "| model | events | seconds | events/s | cold-start n | cold-start HR@10 | repeats "
-            "skipped |", "|---|---:|---:|---:|---:|---:|---:|"]
+    out += ["## Speed, recall and cold start", "",
+            "returned: share of targets anywhere in the model's list (for the blend: in its "
+            "candidates at all). Cold start: a person's first 5 positives on a platform after "
+            "positives elsewhere; 1st: the very first there, 2nd-5th: the rest.", "",
+            "| model | events | seconds | events/s | returned | cold-start n | cold-start HR@10 "
+            "| 1st | 2nd-5th | repeats skipped |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, m in models.items():
         cs = m["cold_start"]
+        first, later = cs.get("first_here", {}), cs.get("later_here", {})
         out.append(f"| {name} | {m['events']} | {m['seconds']} | {m['events_per_s']} | "
-                   f"{cs['n']} | {_f(cs['hr@10'])} | {m['repeats_skipped']} |")
+                   f"{_f(m.get('returned'))} | {cs['n']} | {_f(cs['hr@10'])} | "
+                   f"{_f(first.get('hr@10'))} | {_f(later.get('hr@10'))} | "
+                   f"{m['repeats_skipped']} |")
     out += ["", "## Targets", ""]
     checks = result.get("checks", {})
     if "blend_vs_best_baseline" in checks:
         c = checks["blend_vs_best_baseline"]
         out.append(f"- blend NDCG@10 {_f(c['blend_ndcg@10'])} vs best baseline "
                    f"({c['best_baseline']}) {_f(c['baseline_ndcg@10'])}: lift "
-                   f"{_f(c['lift'], True)} (target +20%)")
+                   f"{_f(c['lift'], True)}{_ci(c)} (target +20%)")
     if "cold_start" in checks:
         c = checks["cold_start"]
         out.append(f"- cold start on a second platform ({c['n']} targets): HR@10 "
                    f"{_f(c['hr@10_with_history'])} with other platforms' history, "
-                   f"{_f(c['hr@10_without'])} without: lift {_f(c['lift'], True)} (target +25%)")
+                   f"{_f(c['hr@10_without'])} without: lift {_f(c['lift'], True)}{_ci(c)} "
+                   "(target +25%)")
+        for part, label in (("first_here", "their first positive there"),
+                            ("later_here", "their 2nd-5th")):
+            if part in c:
+                p = c[part]
+                out.append(f"  - {label} ({p['n']}): {_f(p['hr@10_with_history'])} vs "
+                           f"{_f(p['hr@10_without'])}, lift {_f(p['lift'], True)}")
     if "leave_last_out_ndcg@10" in checks:
         c = checks["leave_last_out_ndcg@10"]
         out.append("- leave-last-out NDCG@10 (blend): " + ", ".join(

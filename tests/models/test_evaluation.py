@@ -166,6 +166,9 @@ def test_cold_start_marks_first_five_on_a_second_platform() -> None:
     spy = Spy()
     run = replay(ds, spy, catalog_for(ds), progress=False)
     assert [h.cold for h in run.hits] == [False] + [True] * 5 + [False] * 3
+    assert [h.earlier_here for h in run.hits[1:]] == list(range(8))
+    cold = run.summary()["cold_start"]
+    assert (cold["first_here"]["n"], cold["later_here"]["n"]) == (1, 4)
 
 
 def two_platform_world() -> Dataset:
@@ -209,6 +212,9 @@ def test_evaluate_runs_every_model_and_writes_the_report(tmp_path: Path) -> None
     checks = result["checks"]
     assert checks["cold_start"]["n"] == 96
     assert {"blend_vs_best_baseline", "events_per_s", "leave_last_out_ndcg@10"} <= set(checks)
+    low, high = checks["blend_vs_best_baseline"]["lift_95ci"]
+    assert low <= checks["blend_vs_best_baseline"]["lift"] <= high
+    assert 0.0 < models["blend"]["returned"] <= 1.0
     md = write_report(result, tmp_path / "toy")
     assert md.read_text().startswith("# Replay evaluation: toy")
     assert json.loads((tmp_path / "toy" / "results.json").read_text())["dataset"] == "toy"
@@ -224,6 +230,11 @@ def test_cross_platform_history_helps_cold_start_in_a_world_where_it_should() ->
                       models=("blend", "blend-no-cross"))
     cold = result["checks"]["cold_start"]
     assert cold["hr@10_with_history"] > cold["hr@10_without"]
+    # the first positive on the new platform is where other platforms' history matters most
+    first = cold["first_here"]
+    assert first["n"] == 24 and first["hr@10_with_history"] > first["hr@10_without"]
+    low, high = cold["lift_95ci"]
+    assert low <= cold["lift"] <= high
 
 
 @pytest.mark.parametrize("model", [CoVisitationBaseline, PreferenceBaseline, ContentBaseline])
