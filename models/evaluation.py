@@ -160,8 +160,9 @@ class BlendRecommender:
     def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
         self._captured = []
         rankings = self.pipeline.recommend(requests)
-        self._slots = [((r.person, r.platform), f)
-                       for r, f in zip(requests, self._captured, strict=True)]
+        self._slots = [
+            ((r.person, r.platform), f) for r, f in zip(requests, self._captured, strict=True)
+        ]
         return [r.keys for r in rankings]
 
     def before_learn(self, slot: int | None) -> None:
@@ -248,10 +249,12 @@ class CoVisitationBaseline(_Baseline):
     def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
         out = []
         for r in requests:
-            scores = self.covisitation.candidates(self.recent.get(r.person, []), r.platform,
-                                                  DEPTH + len(r.exclude))
-            out.append(self._filter(sorted(scores, key=scores.__getitem__, reverse=True),
-                                    r.exclude))
+            scores = self.covisitation.candidates(
+                self.recent.get(r.person, []), r.platform, DEPTH + len(r.exclude)
+            )
+            out.append(
+                self._filter(sorted(scores, key=scores.__getitem__, reverse=True), r.exclude)
+            )
         return out
 
 
@@ -265,8 +268,9 @@ class PreferenceBaseline(_Baseline):
 
     name = "river-mf"
 
-    def __init__(self, catalog: Catalog, config: PipelineConfig = DEFAULT_CONFIG,
-                 refresh: int = 1000) -> None:
+    def __init__(
+        self, catalog: Catalog, config: PipelineConfig = DEFAULT_CONFIG, refresh: int = 1000
+    ) -> None:
         super().__init__(catalog, config)
         self.model = PreferenceModel(seed=config.seed)
         self.refresh = refresh
@@ -349,12 +353,17 @@ class ContentBaseline(_Baseline):
         return out
 
 
-def _advanced(view: SessionState, event: Event, catalog: Catalog,
-              config: PipelineConfig) -> SessionState:
+def _advanced(
+    view: SessionState, event: Event, catalog: Catalog, config: PipelineConfig
+) -> SessionState:
     """A copy of ``view`` with ``event`` applied; ``view`` itself is left as it was."""
-    s = replace(view, recent={p: list(ks) for p, ks in view.recent.items()},
-                interest=dict(view.interest), interest_ts=dict(view.interest_ts),
-                consumed=list(view.consumed))
+    s = replace(
+        view,
+        recent={p: list(ks) for p, ks in view.recent.items()},
+        interest=dict(view.interest),
+        interest_ts=dict(view.interest_ts),
+        consumed=list(view.consumed),
+    )
     apply_to_session(s, event, catalog, config)
     return s
 
@@ -409,9 +418,12 @@ class Run:
             "leave_last_out": self.heldout_metrics,
             # share of targets anywhere in the returned list: for the blend, candidate recall
             "returned": _returned(self.hits),
-            "cold_start": {"n": len(cold), "hr@10": _hr(cold),
-                           "first_here": {"n": len(first), "hr@10": _hr(first)},
-                           "later_here": {"n": len(later), "hr@10": _hr(later)}},
+            "cold_start": {
+                "n": len(cold),
+                "hr@10": _hr(cold),
+                "first_here": {"n": len(first), "hr@10": _hr(first)},
+                "later_here": {"n": len(later), "hr@10": _hr(later)},
+            },
             "series": self.series,
         }
 
@@ -430,8 +442,13 @@ def _gains(hits: Sequence[Hit], metric: str) -> dict[int, float]:
     return {h.index: 1.0 if 0 < h.rank <= K else 0.0 for h in hits}
 
 
-def paired_lift(a: Sequence[Hit], b: Sequence[Hit], metric: str = "ndcg@10",
-                resamples: int = 1000, seed: int = 0) -> dict[str, float | None]:
+def paired_lift(
+    a: Sequence[Hit],
+    b: Sequence[Hit],
+    metric: str = "ndcg@10",
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, float | None]:
     """Lift of ``a`` over ``b`` (mean metric ratio - 1) on the targets both ranked, with a 95%
     paired bootstrap interval: targets are resampled together, so the interval reflects how
     much the lift depends on which targets happened to be in the stream.
@@ -455,12 +472,19 @@ def paired_lift(a: Sequence[Hit], b: Sequence[Hit], metric: str = "ndcg@10",
         sx, sy = x[idx].sum(axis=1), y[idx].sum(axis=1)
         lifts.append(np.where(sy > 0, sx / np.maximum(sy, 1e-12) - 1.0, np.nan))
     low, high = np.nanpercentile(np.concatenate(lifts), [2.5, 97.5])
-    return {"n": len(common), "lift": float(x.sum() / y.sum() - 1.0),
-            "low": float(low), "high": float(high)}
+    return {
+        "n": len(common),
+        "lift": float(x.sum() / y.sum() - 1.0),
+        "low": float(low),
+        "high": float(high),
+    }
 
 
-def metrics(hits: Sequence[Hit], top10: dict[str, set[str]] | None = None,
-            catalog_sizes: dict[str, int] | None = None) -> dict[str, dict[str, float]]:
+def metrics(
+    hits: Sequence[Hit],
+    top10: dict[str, set[str]] | None = None,
+    catalog_sizes: dict[str, int] | None = None,
+) -> dict[str, dict[str, float]]:
     """HR@10, NDCG@10, MRR per platform and over all (``"all"``), plus catalog coverage.
 
     >>> m = metrics([Hit(0, "a", 1), Hit(1, "a", 3), Hit(2, "b", 0), Hit(3, "b", 11)])
@@ -507,8 +531,9 @@ class _Replayer:
             s = self.sessions[person] = SessionState(person=person)
         return s
 
-    def request(self, person: str, platform: str, ts: float,
-                session: SessionState | None = None) -> RankRequest:
+    def request(
+        self, person: str, platform: str, ts: float, session: SessionState | None = None
+    ) -> RankRequest:
         """The request as of now; ``session``: the person's session as of now, if it is not
         (yet) the stored one (a batch that has not learned their earlier events)."""
         if session is None:
@@ -526,7 +551,8 @@ class _Replayer:
     def is_cold(self, person: str, platform: str) -> bool:
         counts = self.positives[person]
         return counts[platform] < COLD_START_FIRST and any(
-            n for p, n in counts.items() if p != platform)
+            n for p, n in counts.items() if p != platform
+        )
 
     def observed(self, person: str, event: Event) -> None:
         if event.is_positive and event.item is not None:
@@ -567,8 +593,9 @@ def replay(
     hits: list[Hit] = []
     top10: dict[str, set[str]] = defaultdict(set)
     repeats = 0
-    n_targets = sum(1 for e, ev in zip(dataset.events, dataset.evaluated, strict=True)
-                    if ev and e.is_positive)
+    n_targets = sum(
+        1 for e, ev in zip(dataset.events, dataset.evaluated, strict=True) if ev and e.is_positive
+    )
     every = max(1, n_targets // max(1, points))
     series: list[dict[str, Any]] = []
     window: list[Hit] = []
@@ -593,8 +620,12 @@ def replay(
             hits.append(hit)
             window.append(hit)
             if len(hits) % every == 0:
-                point: dict[str, Any] = {"event": i, "targets": len(hits),
-                                         "hr@10": _hr(window), "hr@10_cumulative": _hr(hits)}
+                point: dict[str, Any] = {
+                    "event": i,
+                    "targets": len(hits),
+                    "hr@10": _hr(window),
+                    "hr@10_cumulative": _hr(hits),
+                }
                 if weights is not None:
                     point["weights"] = weights()
                 series.append(point)
@@ -629,8 +660,15 @@ def replay(
             else:
                 slot = len(requests)
                 requests.append(state.request(person, event.platform, event.ts, view))
-                targets.append((i, key, event.platform, state.is_cold(person, event.platform),
-                                state.positives[person][event.platform]))
+                targets.append(
+                    (
+                        i,
+                        key,
+                        event.platform,
+                        state.is_cold(person, event.platform),
+                        state.positives[person][event.platform],
+                    )
+                )
         if not (target and learn_first):
             batch.append((i, event, session, slot))
         elif slot is not None:  # learned already: rank it on its own, learn nothing more
@@ -654,15 +692,17 @@ def replay(
             rank = ranked.index(key) + 1 if key in ranked else 0
             heldout.append(Hit(-1, e.platform, rank))
     sizes = dataset.catalog_sizes()
-    run = Run(model.name, hits, heldout, dict(top10), sizes, len(dataset.events), seconds,
-              repeats, series)
+    run = Run(
+        model.name, hits, heldout, dict(top10), sizes, len(dataset.events), seconds, repeats, series
+    )
     run.metrics = metrics(hits, run.top10, sizes)
     run.heldout_metrics = metrics(heldout) if heldout else {}
     return run
 
 
-def _batched(model: Recommender, requests: list[RankRequest], size: int = 256
-             ) -> Iterable[list[str]]:
+def _batched(
+    model: Recommender, requests: list[RankRequest], size: int = 256
+) -> Iterable[list[str]]:
     for s in range(0, len(requests), size):
         yield from model.rank(requests[s : s + size])
 
@@ -678,8 +718,9 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 # --- the catalog and its embeddings -------------------------------------------------------
 
 
-def embed_items(dataset: Dataset, encoder: Encoder, cache: Path | None, progress: bool = True
-                ) -> np.ndarray:
+def embed_items(
+    dataset: Dataset, encoder: Encoder, cache: Path | None, progress: bool = True
+) -> np.ndarray:
     """Embeddings of the dataset's items, cached at ``cache/<version>-<sha of the texts>.npy``."""
     texts = [it.text() for it in dataset.items]
     digest = hashlib.sha256("\x1e".join(texts).encode()).hexdigest()[:16]
@@ -733,8 +774,14 @@ def evaluate(
     *,
     vectors: np.ndarray | None = None,
     config: PipelineConfig = DEFAULT_CONFIG,
-    models: Sequence[str] = ("popularity", "covisit", "river-mf", "content", "blend",
-                             "blend-no-cross"),
+    models: Sequence[str] = (
+        "popularity",
+        "covisit",
+        "river-mf",
+        "content",
+        "blend",
+        "blend-no-cross",
+    ),
     progress: bool = True,
     batch_size: int = DEFAULT_BATCH,
 ) -> dict[str, Any]:
@@ -748,8 +795,15 @@ def evaluate(
             cross = name == "blend"
             pipeline = Pipeline(encoder, ranker, replace(config, cross_platform=cross), catalog)
             blend = BlendRecommender(pipeline, name)
-            runs[name] = replay(dataset, blend, catalog, cross_platform=cross, progress=progress,
-                                weights=blend.weights, batch_size=batch_size)
+            runs[name] = replay(
+                dataset,
+                blend,
+                catalog,
+                cross_platform=cross,
+                progress=progress,
+                weights=blend.weights,
+                batch_size=batch_size,
+            )
             runs[name].series.append({"event": len(dataset.events), "weights": blend.weights()})
         else:
             base = BASELINES[name](catalog, config)
@@ -760,8 +814,13 @@ def evaluate(
     return summarise(dataset, runs, encoder, ranker, batch_size)
 
 
-def summarise(dataset: Dataset, runs: dict[str, Run], encoder: Encoder, ranker: Scorer | None,
-              batch_size: int = 1) -> dict[str, Any]:
+def summarise(
+    dataset: Dataset,
+    runs: dict[str, Run],
+    encoder: Encoder,
+    ranker: Scorer | None,
+    batch_size: int = 1,
+) -> dict[str, Any]:
     result: dict[str, Any] = {
         "dataset": dataset.name,
         "batch_size": batch_size,
@@ -783,8 +842,11 @@ def summarise(dataset: Dataset, runs: dict[str, Run], encoder: Encoder, ranker: 
         o = runs[best].metrics.get("all", {}).get("ndcg@10", 0.0)
         ci = paired_lift(runs["blend"].hits, runs[best].hits, "ndcg@10")
         checks["blend_vs_best_baseline"] = {
-            "best_baseline": best, "blend_ndcg@10": b, "baseline_ndcg@10": o,
-            "lift": b / o - 1.0 if o > 0 else None, "lift_95ci": [ci["low"], ci["high"]],
+            "best_baseline": best,
+            "blend_ndcg@10": b,
+            "baseline_ndcg@10": o,
+            "lift": b / o - 1.0 if o > 0 else None,
+            "lift_95ci": [ci["low"], ci["high"]],
             "target": 0.20,
         }
     if "blend" in runs and "blend-no-cross" in runs:
@@ -793,22 +855,32 @@ def summarise(dataset: Dataset, runs: dict[str, Run], encoder: Encoder, ranker: 
         on, off = _hr(cold_on), _hr(cold_off)
         ci = paired_lift(cold_on, cold_off, "hr@10")
         split: dict[str, dict[str, Any]] = {}
-        for part, keep in (("first_here", lambda h: h.earlier_here == 0),
-                           ("later_here", lambda h: h.earlier_here > 0)):
+        for part, keep in (
+            ("first_here", lambda h: h.earlier_here == 0),
+            ("later_here", lambda h: h.earlier_here > 0),
+        ):
             with_h = [h for h in cold_on if keep(h)]
             without = [h for h in cold_off if keep(h)]
             hr_with, hr_without = _hr(with_h), _hr(without)
-            split[part] = {"n": len(with_h), "hr@10_with_history": hr_with,
-                           "hr@10_without": hr_without,
-                           "lift": hr_with / hr_without - 1.0 if hr_without > 0 else None}
+            split[part] = {
+                "n": len(with_h),
+                "hr@10_with_history": hr_with,
+                "hr@10_without": hr_without,
+                "lift": hr_with / hr_without - 1.0 if hr_without > 0 else None,
+            }
         checks["cold_start"] = {
-            "n": len(cold_on), "hr@10_with_history": on, "hr@10_without": off,
-            "lift": (on / off - 1.0) if off > 0 else None, "lift_95ci": [ci["low"], ci["high"]],
-            "target": 0.25, **split,
+            "n": len(cold_on),
+            "hr@10_with_history": on,
+            "hr@10_without": off,
+            "lift": (on / off - 1.0) if off > 0 else None,
+            "lift_95ci": [ci["low"], ci["high"]],
+            "target": 0.25,
+            **split,
         }
     if "blend" in runs and runs["blend"].heldout_metrics:
         checks["leave_last_out_ndcg@10"] = {
-            p: m["ndcg@10"] for p, m in runs["blend"].heldout_metrics.items()} | {"target": 0.10}
+            p: m["ndcg@10"] for p, m in runs["blend"].heldout_metrics.items()
+        } | {"target": 0.10}
     if "blend" in runs:
         checks["events_per_s"] = {"blend": runs["blend"].events_per_s, "target": 5000}
     result["checks"] = checks
@@ -818,10 +890,12 @@ def summarise(dataset: Dataset, runs: dict[str, Run], encoder: Encoder, ranker: 
 def _batch_note(batch_size: int) -> str:
     if batch_size == 1:
         return "replay: batch size 1 (every event ranked on the models as of just before it)"
-    return (f"replay: blend batch size {batch_size} (baselines 1): each batch's targets "
-            f"ranked in one call, then "
-            f"learned in order; the person's own state is exact, global signals (popularity, "
-            f"co-visitation, River, blend weights) lag by at most {batch_size - 1} events")
+    return (
+        f"replay: blend batch size {batch_size} (baselines 1): each batch's targets "
+        f"ranked in one call, then "
+        f"learned in order; the person's own state is exact, global signals (popularity, "
+        f"co-visitation, River, blend weights) lag by at most {batch_size - 1} events"
+    )
 
 
 # --- the command line ---------------------------------------------------------------------
@@ -833,35 +907,50 @@ def load_dataset(kind: str, data: Path | None, split: str) -> Dataset:
     if kind == "amazon":
         return read_amazon(data or DEFAULT_PATHS["amazon"], split)
     if data is None:
-        raise DatasetError("--dataset generic needs --data DIR holding events.{csv,jsonl} "
-                           "and items.{csv,jsonl}")
-    events = next((data / f"events.{x}" for x in ("csv", "jsonl") if (data / f"events.{x}")
-                   .is_file()), data / "events.csv")
-    items = next((data / f"items.{x}" for x in ("csv", "jsonl") if (data / f"items.{x}")
-                  .is_file()), data / "items.csv")
+        raise DatasetError(
+            "--dataset generic needs --data DIR holding events.{csv,jsonl} and items.{csv,jsonl}"
+        )
+    events = next(
+        (data / f"events.{x}" for x in ("csv", "jsonl") if (data / f"events.{x}").is_file()),
+        data / "events.csv",
+    )
+    items = next(
+        (data / f"items.{x}" for x in ("csv", "jsonl") if (data / f"items.{x}").is_file()),
+        data / "items.csv",
+    )
     return read_generic(events, items, name=data.name or "generic")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="streamrec evaluate",
-        description="Prequential replay of a dataset through the pipeline, with baselines.")
-    parser.add_argument("--dataset", choices=("movielens", "amazon", "generic"),
-                        default="movielens")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="dataset folder (default ../shared/data/<dataset>)")
+        description="Prequential replay of a dataset through the pipeline, with baselines.",
+    )
+    parser.add_argument(
+        "--dataset", choices=("movielens", "amazon", "generic"), default="movielens"
+    )
+    parser.add_argument(
+        "--data", type=Path, default=None, help="dataset folder (default ../shared/data/<dataset>)"
+    )
     parser.add_argument("--split", default="valid_F2.txt", help="amazon: the evaluated split")
     parser.add_argument("--out", type=Path, default=Path("reports"))
     parser.add_argument("--limit", type=int, default=None, help="replay only the first N events")
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--cache", type=Path, default=Path(".cache/embeddings"))
-    parser.add_argument("--models", default="popularity,covisit,river-mf,content,blend,"
-                        "blend-no-cross", help="comma-separated subset to run")
+    parser.add_argument(
+        "--models",
+        default="popularity,covisit,river-mf,content,blend,blend-no-cross",
+        help="comma-separated subset to run",
+    )
     parser.add_argument("--no-ranker", action="store_true", help="ignore artifacts/ranker")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
-                        help="events ranked per model call; global signals lag by at most this "
-                        "many events (1: exact per-event replay)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH,
+        help="events ranked per model call; global signals lag by at most this "
+        "many events (1: exact per-event replay)",
+    )
     args = parser.parse_args(argv)
     _single_threaded_blas()
     from models.encoder import TextEncoder
@@ -885,8 +974,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown models {sorted(unknown)}")
         if args.batch_size < 1:
             parser.error("--batch-size must be >= 1")
-        result = evaluate(dataset, encoder, ranker, vectors=vectors, models=models,
-                          progress=not args.no_progress, batch_size=args.batch_size)
+        result = evaluate(
+            dataset,
+            encoder,
+            ranker,
+            vectors=vectors,
+            models=models,
+            progress=not args.no_progress,
+            batch_size=args.batch_size,
+        )
         out = write_report(result, args.out / dataset.name)
     except StreamrecError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -42,16 +42,21 @@ def _ci(check: dict[str, Any]) -> str:
 
 
 def _table(models: dict[str, Any], section: str, platforms: list[str]) -> list[str]:
-    lines = ["| model | platform | n | HR@10 | NDCG@10 | MRR | coverage |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | platform | n | HR@10 | NDCG@10 | MRR | coverage |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for name, m in models.items():
         rows = m.get(section) or {}
         for p in [*platforms, "all"]:
             r = rows.get(p)
             if r is None:
                 continue
-            lines.append(f"| {name} | {p} | {r['n']} | " + " | ".join(
-                _f(r.get(k)) if k in r else "" for k in METRICS) + " |")
+            lines.append(
+                f"| {name} | {p} | {r['n']} | "
+                + " | ".join(_f(r.get(k)) if k in r else "" for k in METRICS)
+                + " |"
+            )
     return lines
 
 
@@ -71,48 +76,70 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
         "",
     ]
     if any(m.get("leave_last_out") for m in models.values()):
-        out += ["## Leave-last-out per domain (the last item vs the whole domain)", "",
-                *_table(models, "leave_last_out", platforms), ""]
-    out += ["## Speed, recall and cold start", "",
-            "returned: share of targets anywhere in the model's list (for the blend: in its "
-            "candidates at all). Cold start: a person's first 5 positives on a platform after "
-            "positives elsewhere; 1st: the very first there, 2nd-5th: the rest.", "",
-            "| model | events | seconds | events/s | returned | cold-start n | cold-start HR@10 "
-            "| 1st | 2nd-5th | repeats skipped |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        out += [
+            "## Leave-last-out per domain (the last item vs the whole domain)",
+            "",
+            *_table(models, "leave_last_out", platforms),
+            "",
+        ]
+    out += [
+        "## Speed, recall and cold start",
+        "",
+        "returned: share of targets anywhere in the model's list (for the blend: in its "
+        "candidates at all). Cold start: a person's first 5 positives on a platform after "
+        "positives elsewhere; 1st: the very first there, 2nd-5th: the rest.",
+        "",
+        "| model | events | seconds | events/s | returned | cold-start n | cold-start HR@10 "
+        "| 1st | 2nd-5th | repeats skipped |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, m in models.items():
         cs = m["cold_start"]
         first, later = cs.get("first_here", {}), cs.get("later_here", {})
-        out.append(f"| {name} | {m['events']} | {m['seconds']} | {m['events_per_s']} | "
-                   f"{_f(m.get('returned'))} | {cs['n']} | {_f(cs['hr@10'])} | "
-                   f"{_f(first.get('hr@10'))} | {_f(later.get('hr@10'))} | "
-                   f"{m['repeats_skipped']} |")
+        out.append(
+            f"| {name} | {m['events']} | {m['seconds']} | {m['events_per_s']} | "
+            f"{_f(m.get('returned'))} | {cs['n']} | {_f(cs['hr@10'])} | "
+            f"{_f(first.get('hr@10'))} | {_f(later.get('hr@10'))} | "
+            f"{m['repeats_skipped']} |"
+        )
     out += ["", "## Targets", ""]
     checks = result.get("checks", {})
     if "blend_vs_best_baseline" in checks:
         c = checks["blend_vs_best_baseline"]
-        out.append(f"- blend NDCG@10 {_f(c['blend_ndcg@10'])} vs best baseline "
-                   f"({c['best_baseline']}) {_f(c['baseline_ndcg@10'])}: lift "
-                   f"{_f(c['lift'], True)}{_ci(c)} (target +20%)")
+        out.append(
+            f"- blend NDCG@10 {_f(c['blend_ndcg@10'])} vs best baseline "
+            f"({c['best_baseline']}) {_f(c['baseline_ndcg@10'])}: lift "
+            f"{_f(c['lift'], True)}{_ci(c)} (target +20%)"
+        )
     if "cold_start" in checks:
         c = checks["cold_start"]
-        out.append(f"- cold start on a second platform ({c['n']} targets): HR@10 "
-                   f"{_f(c['hr@10_with_history'])} with other platforms' history, "
-                   f"{_f(c['hr@10_without'])} without: lift {_f(c['lift'], True)}{_ci(c)} "
-                   "(target +25%)")
-        for part, label in (("first_here", "their first positive there"),
-                            ("later_here", "their 2nd-5th")):
+        out.append(
+            f"- cold start on a second platform ({c['n']} targets): HR@10 "
+            f"{_f(c['hr@10_with_history'])} with other platforms' history, "
+            f"{_f(c['hr@10_without'])} without: lift {_f(c['lift'], True)}{_ci(c)} "
+            "(target +25%)"
+        )
+        for part, label in (
+            ("first_here", "their first positive there"),
+            ("later_here", "their 2nd-5th"),
+        ):
             if part in c:
                 p = c[part]
-                out.append(f"  - {label} ({p['n']}): {_f(p['hr@10_with_history'])} vs "
-                           f"{_f(p['hr@10_without'])}, lift {_f(p['lift'], True)}")
+                out.append(
+                    f"  - {label} ({p['n']}): {_f(p['hr@10_with_history'])} vs "
+                    f"{_f(p['hr@10_without'])}, lift {_f(p['lift'], True)}"
+                )
     if "leave_last_out_ndcg@10" in checks:
         c = checks["leave_last_out_ndcg@10"]
-        out.append("- leave-last-out NDCG@10 (blend): " + ", ".join(
-            f"{p} {_f(v)}" for p, v in c.items() if p != "target") + " (target 0.10 per domain)")
+        out.append(
+            "- leave-last-out NDCG@10 (blend): "
+            + ", ".join(f"{p} {_f(v)}" for p, v in c.items() if p != "target")
+            + " (target 0.10 per domain)"
+        )
     if "events_per_s" in checks:
-        out.append(f"- replay speed (blend): {checks['events_per_s']['blend']:.0f} events/s "
-                   "(target 5000)")
+        out.append(
+            f"- replay speed (blend): {checks['events_per_s']['blend']:.0f} events/s (target 5000)"
+        )
     if plots:
         out += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     elif plots is not None:
@@ -148,8 +175,9 @@ def plot(result: dict[str, Any], out: Path) -> list[str]:
     pts = [p for p in (blend or {}).get("series", []) if "weights" in p]
     if pts:
         platforms = sorted({pl for p in pts for pl in p["weights"]})
-        fig, axes = plt.subplots(1, max(1, len(platforms)), figsize=(6 * len(platforms), 4),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            1, max(1, len(platforms)), figsize=(6 * len(platforms), 4), squeeze=False
+        )
         for ax, pl in zip(axes[0], platforms, strict=False):
             signals = sorted({s for p in pts for s in p["weights"].get(pl, {})})
             for s in signals:
