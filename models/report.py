@@ -111,7 +111,7 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
             f"({c['best_baseline']}) {_f(c['baseline_ndcg@10'])}: lift "
             f"{_f(c['lift'], True)}{_ci(c)} (target +20%)"
         )
-    if "cold_start" in checks:
+    if checks.get("cold_start", {}).get("n"):  # only with people on several platforms
         c = checks["cold_start"]
         out.append(
             f"- cold start on a second platform ({c['n']} targets): HR@10 "
