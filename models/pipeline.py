@@ -51,7 +51,12 @@ class Scorer(Protocol):
     version: str
 
     def score(
-        self, person: np.ndarray, item: np.ndarray, context: np.ndarray, dense: np.ndarray
+        self,
+        person: np.ndarray,
+        context: np.ndarray,
+        item: np.ndarray,
+        dense: np.ndarray,
+        request: np.ndarray,
     ) -> np.ndarray: ...
 
 
@@ -190,6 +195,7 @@ class Pipeline:
         self._feedback: OrderedDict[tuple[str, str], tuple[list[str], np.ndarray]] = OrderedDict()
         self._rng = random.Random(config.seed)
         self._texts: dict[str, str] = {}  # item key → the text its vector was encoded from
+        self._negative_pool: dict[str, tuple[int, list[str]]] = {}  # platform → (version, keys)
         self.stats = {
             "events": 0,
             "duplicates": 0,
@@ -349,8 +355,13 @@ class Pipeline:
         return [*others, *mine, newest]
 
     def _platform_keys(self, platform: str) -> list[str]:
-        rows = self.catalog.rows(platform)
-        return [self.catalog.keys[r] for r in rows[:: max(1, len(rows) // 512)]]
+        """Up to ~512 items of the platform, spread over it: River's sampled negatives."""
+        cached = self._negative_pool.get(platform)
+        if cached is None or cached[0] != self.catalog.version:
+            rows = self.catalog.rows(platform)
+            keys = [self.catalog.keys[r] for r in rows[:: max(1, len(rows) // 512)]]
+            cached = self._negative_pool[platform] = (self.catalog.version, keys)
+        return cached[1]
 
     def _learn_blend(self, person: str, platform: str, positive: str) -> None:
         """The person engaged with ``positive``: learn from the last ranking they were given."""
@@ -449,12 +460,11 @@ class Pipeline:
         dense_cat = np.concatenate(all_dense)
         if self.ranker is not None and len(rows_cat):
             head = self.ranker.score(
-                # One row per candidate, row-major: broadcast views would be copied by
-                # onnxruntime's input conversion in a slow, transposing order.
-                np.repeat(np.stack(persons), counts, axis=0),
+                np.stack(persons),
+                np.stack(contexts),
                 self.catalog.vectors[rows_cat],
-                np.repeat(np.stack(contexts), counts, axis=0),
                 dense_cat,
+                np.repeat(np.arange(len(counts)), counts),
             )
         else:
             head = np.zeros(len(rows_cat), dtype=np.float32)

@@ -18,6 +18,9 @@ from models.artifacts import MODEL_FILE, current_dir, read_spec
 from models.errors import ModelLoadError
 
 DENSE_FEATURES = ("content", "cross", "context", "covisit", "popularity", "fresh", "river")
+#: The graph's inputs: person and context once per request, the rest once per candidate with
+#: ``request`` the row of its request (int64).
+INPUTS = ("person", "context", "item", "dense", "request")
 
 
 class RankingHead:
@@ -41,9 +44,14 @@ class RankingHead:
         except Exception as e:  # onnxruntime raises its own untyped errors
             raise ModelLoadError(f"cannot load ranker {model_dir}: {e}") from e
         inputs = {i.name: i.shape for i in self._session.get_inputs()}
-        if inputs.get("dense", [None, None])[-1] != len(DENSE_FEATURES):
+        if set(inputs) != set(INPUTS):
             raise ModelLoadError(
-                f"ranker {self.version}: its 'dense' input is {inputs.get('dense')}, "
+                f"ranker {self.version} takes inputs {sorted(inputs)}, this code passes "
+                f"{sorted(INPUTS)}: re-export the ranker"
+            )
+        if inputs["dense"][-1] != len(DENSE_FEATURES):
+            raise ModelLoadError(
+                f"ranker {self.version}: its 'dense' input is {inputs['dense']}, "
                 f"this code passes {len(DENSE_FEATURES)} features: re-export the ranker"
             )
 
@@ -54,18 +62,25 @@ class RankingHead:
         return cls(current_dir(root, "ranker", version), providers)
 
     def score(
-        self, person: np.ndarray, item: np.ndarray, context: np.ndarray, dense: np.ndarray
+        self,
+        person: np.ndarray,
+        context: np.ndarray,
+        item: np.ndarray,
+        dense: np.ndarray,
+        request: np.ndarray,
     ) -> np.ndarray:
-        """All inputs have one row per candidate; returns probabilities, shape [n]."""
+        """``person``/``context``: one row per request; ``item``/``dense``: one per candidate,
+        ``request[j]`` the row of candidate ``j``'s request. Returns probabilities, shape [n]."""
         if len(item) == 0:
             return np.zeros(0, dtype=np.float32)
         out = self._session.run(
             ["score"],
             {
                 "person": np.ascontiguousarray(person, dtype=np.float32),
-                "item": np.ascontiguousarray(item, dtype=np.float32),
                 "context": np.ascontiguousarray(context, dtype=np.float32),
+                "item": np.ascontiguousarray(item, dtype=np.float32),
                 "dense": np.ascontiguousarray(dense, dtype=np.float32),
+                "request": np.ascontiguousarray(request, dtype=np.int64),
             },
         )
         scores: np.ndarray = out[0].reshape(-1)

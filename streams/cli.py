@@ -44,6 +44,7 @@ def ensure_models(settings: Settings) -> None:
     """Export whatever model the worker needs and is not there yet."""
     from models.artifacts import current_version
     from models.errors import ModelLoadError
+    from models.ranker import RankingHead
 
     missing = []
     for name in ("encoder", "ranker"):
@@ -51,6 +52,12 @@ def ensure_models(settings: Settings) -> None:
             current_version(settings.artifacts_dir, name)
         except ModelLoadError:
             missing.append(name)
+    if "ranker" not in missing:
+        try:  # one exported by an older version of this code is exported again
+            RankingHead.from_artifacts(settings.artifacts_dir)
+        except ModelLoadError as e:
+            print(f"ranker: {e}", flush=True)
+            missing.append("ranker")
     if not missing:
         return
     print(f"exporting models: {', '.join(missing)} (one time, about a minute) ...", flush=True)

@@ -29,15 +29,25 @@ def test_published_head_matches_torch_and_beats_content_alone(serving_artifacts:
     assert auc["holdout"] > 0.7
 
 
-def test_serving_runtime_scores_any_number_of_candidates(serving_artifacts: Path) -> None:
+def test_serving_runtime_scores_any_number_of_requests_and_candidates(
+    serving_artifacts: Path,
+) -> None:
     head = RankingHead.from_artifacts(serving_artifacts)
     rng = np.random.default_rng(0)
-    for n in (1, 5, 1000):
-        x = [rng.standard_normal((n, 384)).astype(np.float32) for _ in range(3)]
+    for requests, n in ((1, 1), (2, 5), (7, 1000)):
+        person, context = (rng.standard_normal((requests, 384), dtype=np.float32) for _ in "pc")
+        item = rng.standard_normal((n, 384)).astype(np.float32)
         dense = rng.random((n, len(DENSE_FEATURES)), dtype=np.float32)
-        scores = head.score(*x, dense)
+        request = np.sort(rng.integers(0, requests, n))
+        scores = head.score(person, context, item, dense, request)
         assert scores.shape == (n,) and ((scores > 0) & (scores < 1)).all()
-    assert head.score(*[np.zeros((0, 384), np.float32)] * 3, np.zeros((0, 7), np.float32)).size == 0
+        # a candidate's score depends on its own request's person only
+        alone = head.score(
+            person[request[:1]], context[request[:1]], item[:1], dense[:1], np.zeros(1, np.int64)
+        )
+        assert np.allclose(alone, scores[:1], atol=1e-6)
+    empty = np.zeros((0, 384), np.float32)
+    assert head.score(empty, empty, empty, np.zeros((0, 7), np.float32), np.zeros(0)).size == 0
 
 
 def test_head_with_other_features_is_refused(serving_artifacts: Path, tmp_path: Path) -> None:
@@ -53,30 +63,38 @@ def test_head_with_other_features_is_refused(serving_artifacts: Path, tmp_path: 
         RankingHead(dst)
 
 
-def test_head_with_another_dense_width_is_refused(
-    serving_artifacts: Path, tmp_path: Path
-) -> None:
+def test_head_with_another_dense_width_is_refused(serving_artifacts: Path, tmp_path: Path) -> None:
     import shutil
 
     import torch
 
-    from export.ranker import build_head
+    from export.ranker import build_head, serving_graph
 
     src = current_dir(serving_artifacts, "ranker")
     dst = tmp_path / "ranker" / src.name
     shutil.copytree(src, dst)
     wide = len(DENSE_FEATURES) + 1
-    example = tuple(torch.randn(4, n) for n in (384, 384, 384, wide))
+    example = (*(torch.randn(4, n) for n in (384, 384, 384, wide)), torch.arange(4))
     torch.onnx.export(
-        build_head(8, 384, wide),
+        serving_graph(build_head(8, 384, wide)),
         example,
         str(dst / "model.onnx"),
-        input_names=["person", "item", "context", "dense"],
+        input_names=["person", "context", "item", "dense", "request"],
         output_names=["score"],
-        dynamic_axes={"dense": {0: "candidates"}},
         dynamo=False,
     )
     with pytest.raises(ModelLoadError, match=f"passes {len(DENSE_FEATURES)} features"):
+        RankingHead(dst)
+    # a head exported before person/context went per request (one row per candidate)
+    torch.onnx.export(
+        build_head(8, 384, len(DENSE_FEATURES)),
+        tuple(torch.randn(4, n) for n in (384, 384, 384, len(DENSE_FEATURES))),
+        str(dst / "model.onnx"),
+        input_names=["person", "item", "context", "dense"],
+        output_names=["score"],
+        dynamo=False,
+    )
+    with pytest.raises(ModelLoadError, match=r"takes inputs .*re-export the ranker"):
         RankingHead(dst)
 
 
