@@ -86,6 +86,24 @@ def build_head(hidden: int, dim: int, n_dense: int) -> Any:
     return RankingHeadNet()
 
 
+def flush_denormals(model: Any) -> int:
+    """Set weights too small for a normal float32 to zero; returns how many there were.
+
+    Weight decay drives unused weights towards zero; denormal weights made onnxruntime's
+    matrix products ~50x slower (the head trained on Amazon: 1,058 of 74k weights, 112 ms vs
+    2 ms per 6,000 candidates). Below 1.2e-38 they change no score.
+    """
+    torch = _torch()
+    tiny = torch.finfo(torch.float32).tiny
+    flushed = 0
+    with torch.no_grad():
+        for p in model.parameters():
+            small = (p.abs() < tiny) & (p != 0)
+            flushed += int(small.sum())
+            p[small] = 0.0
+    return flushed
+
+
 def serving_graph(head: Any) -> Any:
     """The exported graph: person and context once per *request*, candidates point at theirs.
 
@@ -327,6 +345,7 @@ def export_ranker(
         data = dataset_examples(encoder, dataset, data_dir, split, spec, progress=progress)
         source = f"{dataset} learn-only events (users of {split} excluded), replayed"
     model, metrics = train(data, spec, progress)
+    metrics["denormal_weights_flushed"] = flush_denormals(model)
     dim, n_dense = data["person"].shape[1], data["dense"].shape[1]
     if n_dense != len(DENSE_FEATURES):
         raise ExportError(f"training data has {n_dense} dense features, not {DENSE_FEATURES}")

@@ -116,3 +116,17 @@ def shutil_copy_encoder(src_root: Path, dst_root: Path) -> None:
     import shutil
 
     shutil.copytree(src_root / "encoder", dst_root / "encoder")
+
+
+def test_denormal_weights_are_flushed_before_export() -> None:
+    import torch
+
+    from export.ranker import build_head, flush_denormals
+
+    head = build_head(4, 8, len(DENSE_FEATURES))
+    with torch.no_grad():
+        head.item[0].weight[0, 0] = 1e-40  # denormal in float32
+        head.item[0].weight[0, 1] = 0.5
+    assert flush_denormals(head) == 1
+    assert head.item[0].weight[0, 0].item() == 0.0 and head.item[0].weight[0, 1].item() == 0.5
+    assert flush_denormals(head) == 0
