@@ -344,11 +344,11 @@ def export_ranker(
     else:
         data = dataset_examples(encoder, dataset, data_dir, split, spec, progress=progress)
         source = f"{dataset} learn-only events (users of {split} excluded), replayed"
+    dim, n_dense = data["person"].shape[1], data["dense"].shape[1]
+    if n_dense != len(DENSE_FEATURES):  # before minutes of training, not after
+        raise ExportError(f"training data has {n_dense} dense features, not {DENSE_FEATURES}")
     model, metrics = train(data, spec, progress)
     metrics["denormal_weights_flushed"] = flush_denormals(model)
-    dim, n_dense = data["person"].shape[1], data["dense"].shape[1]
-    if n_dense != len(DENSE_FEATURES):
-        raise ExportError(f"training data has {n_dense} dense features, not {DENSE_FEATURES}")
     artifacts_root.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=".ranker-staging-", dir=artifacts_root))
     try:

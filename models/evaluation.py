@@ -406,8 +406,6 @@ class Run:
 
     def summary(self) -> dict[str, Any]:
         cold = [h for h in self.hits if h.cold]
-        first = [h for h in cold if h.earlier_here == 0]
-        later = [h for h in cold if h.earlier_here > 0]
         return {
             "model": self.model,
             "events": self.events,
@@ -421,15 +419,31 @@ class Run:
             "cold_start": {
                 "n": len(cold),
                 "hr@10": _hr(cold),
-                "first_here": {"n": len(first), "hr@10": _hr(first)},
-                "later_here": {"n": len(later), "hr@10": _hr(later)},
+                **{
+                    part: {"n": len(hs), "hr@10": _hr(hs)} for part, hs in _cold_parts(cold).items()
+                },
             },
             "series": self.series,
         }
 
 
+def _gain(hit: Hit, metric: str) -> float:
+    """What one target adds to ``metric`` (``"hr@10"`` or ``"ndcg@10"``)."""
+    if not 0 < hit.rank <= K:
+        return 0.0
+    return 1.0 / math.log2(hit.rank + 1) if metric == "ndcg@10" else 1.0
+
+
 def _hr(hits: Sequence[Hit]) -> float:
-    return sum(1 for h in hits if 0 < h.rank <= K) / len(hits) if hits else 0.0
+    return sum(_gain(h, "hr@10") for h in hits) / len(hits) if hits else 0.0
+
+
+def _cold_parts(cold: Sequence[Hit]) -> dict[str, list[Hit]]:
+    """Cold-start targets split: the person's first positive on the platform, the rest."""
+    return {
+        "first_here": [h for h in cold if h.earlier_here == 0],
+        "later_here": [h for h in cold if h.earlier_here > 0],
+    }
 
 
 def _returned(hits: Sequence[Hit]) -> float:
@@ -437,9 +451,7 @@ def _returned(hits: Sequence[Hit]) -> float:
 
 
 def _gains(hits: Sequence[Hit], metric: str) -> dict[int, float]:
-    if metric == "ndcg@10":
-        return {h.index: 1.0 / math.log2(h.rank + 1) if 0 < h.rank <= K else 0.0 for h in hits}
-    return {h.index: 1.0 if 0 < h.rank <= K else 0.0 for h in hits}
+    return {h.index: _gain(h, metric) for h in hits}
 
 
 def paired_lift(
@@ -499,7 +511,7 @@ def metrics(
     for name in sorted(groups, key=lambda g: (g == "all", g)):
         hs = groups[name]
         n = len(hs)
-        ndcg = sum(1.0 / math.log2(h.rank + 1) for h in hs if 0 < h.rank <= K)
+        ndcg = sum(_gain(h, "ndcg@10") for h in hs)
         mrr = sum(1.0 / h.rank for h in hs if h.rank > 0)
         row = {"n": float(n), "hr@10": _hr(hs), "ndcg@10": ndcg / n, "mrr": mrr / n}
         if top10 is not None and catalog_sizes:
@@ -855,13 +867,9 @@ def summarise(
         on, off = _hr(cold_on), _hr(cold_off)
         ci = paired_lift(cold_on, cold_off, "hr@10")
         split: dict[str, dict[str, Any]] = {}
-        for part, keep in (
-            ("first_here", lambda h: h.earlier_here == 0),
-            ("later_here", lambda h: h.earlier_here > 0),
-        ):
-            with_h = [h for h in cold_on if keep(h)]
-            without = [h for h in cold_off if keep(h)]
-            hr_with, hr_without = _hr(with_h), _hr(without)
+        parts_off = _cold_parts(cold_off)
+        for part, with_h in _cold_parts(cold_on).items():
+            hr_with, hr_without = _hr(with_h), _hr(parts_off[part])
             split[part] = {
                 "n": len(with_h),
                 "hr@10_with_history": hr_with,

@@ -165,6 +165,7 @@ class _Prepared:
     u_cross: np.ndarray  # on the other platforms they allow, summed (unit)
     person: np.ndarray  # what the ranking head sees
     query: np.ndarray  # the text-neighbour retrieval query
+    context: np.ndarray  # what the person is doing now (zeros: nothing)
     covisit: dict[str, float]  # co-visited with their recent items on this platform
     cross_covisit: dict[str, float]  # co-visited with their recent items elsewhere
     history: list[str]  # platforms whose history was used
@@ -403,9 +404,6 @@ class Pipeline:
         all_rows: list[np.ndarray] = []
         all_dense: list[np.ndarray] = []
         all_cross_covisit: list[np.ndarray] = []
-        persons: list[np.ndarray] = []
-        contexts: list[np.ndarray] = []
-        counts: list[int] = []
         spans: list[tuple[int, int]] = []
         keys_per_request: list[list[str]] = []
         start = 0
@@ -433,10 +431,9 @@ class Pipeline:
             rows = np.fromiter((self.catalog.index[k] for k in keys), np.int64, len(keys))
             vecs = self.catalog.vectors[rows]
             dense = np.zeros((len(keys), len(DENSE_FEATURES)), dtype=np.float32)
-            ctx = req.context if req.context is not None else np.zeros(self.catalog.dim, np.float32)
             dense[:, 0] = vecs @ prep.u_same
             dense[:, 1] = vecs @ prep.u_cross
-            dense[:, 2] = vecs @ ctx
+            dense[:, 2] = vecs @ prep.context
             dense[:, 3] = [covisit.get(k, 0.0) for k in keys]
             dense[:, 4] = self.popularity.normalised_many(keys, req.platform)
             age = np.maximum(0.0, req.ts - self.catalog.added_ts[rows])
@@ -449,9 +446,6 @@ class Pipeline:
             all_cross_covisit.append(
                 np.fromiter((cross_covisit.get(k, 0.0) for k in keys), np.float32, len(keys))
             )
-            persons.append(prep.person)
-            contexts.append(ctx.astype(np.float32))
-            counts.append(len(keys))
             spans.append((start, start + len(keys)))
             keys_per_request.append(keys)
             start += len(keys)
@@ -460,11 +454,11 @@ class Pipeline:
         dense_cat = np.concatenate(all_dense)
         if self.ranker is not None and len(rows_cat):
             head = self.ranker.score(
-                np.stack(persons),
-                np.stack(contexts),
+                np.stack([p.person for p in prepared]),
+                np.stack([p.context for p in prepared]),
                 self.catalog.vectors[rows_cat],
                 dense_cat,
-                np.repeat(np.arange(len(counts)), counts),
+                np.repeat(np.arange(len(spans)), [e - s for s, e in spans]),
             )
         else:
             head = np.zeros(len(rows_cat), dtype=np.float32)
@@ -483,7 +477,6 @@ class Pipeline:
             scores = contrib.sum(axis=1)
             order = np.argsort(-scores, kind="stable")
             ranked_keys = [keys[j] for j in order]
-            ctx = req.context if req.context is not None else np.zeros(self.catalog.dim, np.float32)
             ranking = Ranking(
                 req,
                 ranked_keys,
@@ -492,7 +485,7 @@ class Pipeline:
                 contrib[order],
                 prep.history,
                 prep.person,
-                ctx,
+                prep.context,
             )
             self._remember_for_feedback(ranking)
             rankings.append(ranking)
@@ -532,7 +525,7 @@ class Pipeline:
             if recent_elsewhere
             else {}
         )
-        return _Prepared(u_same, u_cross, person, query, covisit, cross_covisit, history)
+        return _Prepared(u_same, u_cross, person, query, context, covisit, cross_covisit, history)
 
     def _remember_for_feedback(self, ranking: Ranking) -> None:
         k = self.config.top_k
