@@ -34,6 +34,7 @@ SIGNALS = (
     "fresh",
     "river",
     "cross_covisit",
+    "item_knn",
 )
 DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
     ("head", 1.0),
@@ -45,6 +46,7 @@ DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
     ("fresh", 0.05),
     ("river", 0.3),
     ("cross_covisit", 0.5),
+    ("item_knn", 1.0),
 )
 
 

@@ -46,7 +46,8 @@ learned, in stream order. What that changes, and what it does not:
 
 Baselines share the :class:`Recommender` interface (``rank`` / ``learn``) and reuse the
 pipeline's own signal classes: most popular (:class:`~models.signals.Popularity`), item
-co-visitation (:class:`~models.signals.CoVisitation`), River BiasedMF
+co-visitation (:class:`~models.signals.CoVisitation`), item-based collaborative filtering
+(:class:`~models.signals.ItemKNN`), River BiasedMF
 (:class:`~models.preference.PreferenceModel`) and text similarity (the catalog's embeddings).
 
 Examples
@@ -108,7 +109,7 @@ from models.pipeline import (
 )
 from models.preference import PreferenceModel
 from models.session import MAX_RECENT, SessionState
-from models.signals import CoVisitation, Popularity
+from models.signals import CoVisitation, ItemKNN, Popularity
 
 K = 10
 DEPTH = 200  # how deep a baseline ranks (for MRR)
@@ -526,6 +527,34 @@ def metrics(
     return out
 
 
+class ItemKNNBaseline(_Baseline):
+    """Items most similar to the person's recent items on the platform (item-based CF)."""
+
+    name = "item-knn"
+
+    def __init__(self, catalog: Catalog, config: PipelineConfig = DEFAULT_CONFIG) -> None:
+        super().__init__(catalog, config)
+        self.item_knn = ItemKNN()
+        self.recent: dict[tuple[str, str], list[str]] = defaultdict(list)
+
+    def learn_positive(self, person: str, key: str, event: Event, weight: float) -> None:
+        recent = self.recent[person, event.platform]
+        if key in recent:
+            recent.remove(key)
+        recent.append(key)
+        del recent[:-MAX_RECENT]
+        self.item_knn.learn_one(recent)
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
+        out = []
+        for r in requests:
+            scores = self.item_knn.candidates(
+                self.recent.get((r.person, r.platform), []), r.platform, DEPTH + len(r.exclude)
+            )
+            out.append(self._filter(scores, r.exclude))  # best first already
+        return out
+
+
 class _Replayer:
     """Sessions, the person's previous items and the request builder for one model's replay."""
 
@@ -774,6 +803,7 @@ def build_catalog(dataset: Dataset, vectors: np.ndarray) -> Catalog:
 BASELINES: dict[str, type[_Baseline]] = {
     "popularity": PopularityBaseline,
     "covisit": CoVisitationBaseline,
+    "item-knn": ItemKNNBaseline,
     "river-mf": PreferenceBaseline,
     "content": ContentBaseline,
 }
@@ -789,6 +819,7 @@ def evaluate(
     models: Sequence[str] = (
         "popularity",
         "covisit",
+        "item-knn",
         "river-mf",
         "content",
         "blend",
@@ -947,7 +978,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path(".cache/embeddings"))
     parser.add_argument(
         "--models",
-        default="popularity,covisit,river-mf,content,blend,blend-no-cross",
+        default="popularity,covisit,item-knn,river-mf,content,blend,blend-no-cross",
         help="comma-separated subset to run",
     )
     parser.add_argument("--no-ranker", action="store_true", help="ignore artifacts/ranker")

@@ -37,7 +37,7 @@ from models.events import (
 from models.preference import PreferenceModel
 from models.ranker import DENSE_FEATURES
 from models.session import LastRecommendation, SessionState
-from models.signals import CoVisitation, Popularity
+from models.signals import CoVisitation, ItemKNN, Popularity
 
 
 class Encoder(Protocol):
@@ -109,6 +109,7 @@ class PipelineConfig:
     fresh_half_life_s: float = 7 * 24 * 3600.0
     cross_platform: bool = True  # off: ignore other platforms even with consent (ablation)
     covisit_candidates: int = 100
+    item_knn_candidates: int = 100
     neighbour_candidates: int = 50
     # The other platforms' profile counts as this many items' worth of history here: it
     # shapes a thin history and fades as the person's own grows (shrinkage).
@@ -168,6 +169,7 @@ class _Prepared:
     context: np.ndarray  # what the person is doing now (zeros: nothing)
     covisit: dict[str, float]  # co-visited with their recent items on this platform
     cross_covisit: dict[str, float]  # co-visited with their recent items elsewhere
+    item_knn: dict[str, float]  # liked by the people who liked their recent items here
     history: list[str]  # platforms whose history was used
 
 
@@ -191,6 +193,7 @@ class Pipeline:
         self.catalog = catalog or Catalog(encoder.dim)
         self.popularity = Popularity(config.popularity_half_life_s)
         self.covisitation = CoVisitation()
+        self.item_knn = ItemKNN()
         self.preference = PreferenceModel(seed=config.seed)
         self.blends = PlatformBlends()
         self._feedback: OrderedDict[tuple[str, str], tuple[list[str], np.ndarray]] = OrderedDict()
@@ -346,6 +349,7 @@ class Pipeline:
         )
         self.popularity.learn_one(key, event.platform, event.ts, weight)
         self.covisitation.learn_one(self._timeline(session, event.platform, key))
+        self.item_knn.learn_one(session.recent.get(event.platform, []))
 
     def _timeline(self, session: SessionState, platform: str, newest: str) -> list[str]:
         """Recent items across the platforms this person allows, newest last."""
@@ -403,7 +407,7 @@ class Pipeline:
 
         all_rows: list[np.ndarray] = []
         all_dense: list[np.ndarray] = []
-        all_cross_covisit: list[np.ndarray] = []
+        all_blend_only: list[np.ndarray] = []
         spans: list[tuple[int, int]] = []
         keys_per_request: list[list[str]] = []
         start = 0
@@ -416,6 +420,8 @@ class Pipeline:
             for k in covisit:
                 cands[k] = None
             for k in cross_covisit:
+                cands[k] = None
+            for k in prep.item_knn:
                 cands[k] = None
             for k in self.popularity.top(req.platform, cfg.candidates_per_source, 0.0):
                 cands[k] = None
@@ -443,9 +449,10 @@ class Pipeline:
             )
             all_rows.append(rows)
             all_dense.append(dense)
-            all_cross_covisit.append(
-                np.fromiter((cross_covisit.get(k, 0.0) for k in keys), np.float32, len(keys))
-            )
+            blend_only = np.zeros((len(keys), 2), dtype=np.float32)
+            blend_only[:, 0] = [cross_covisit.get(k, 0.0) for k in keys]
+            blend_only[:, 1] = [prep.item_knn.get(k, 0.0) for k in keys]
+            all_blend_only.append(blend_only)
             spans.append((start, start + len(keys)))
             keys_per_request.append(keys)
             start += len(keys)
@@ -464,7 +471,7 @@ class Pipeline:
             head = np.zeros(len(rows_cat), dtype=np.float32)
         # Column order is SIGNALS: the head, its dense inputs, then the blend-only signals.
         features = np.concatenate(
-            [head[:, None], dense_cat, np.concatenate(all_cross_covisit)[:, None]], axis=1
+            [head[:, None], dense_cat, np.concatenate(all_blend_only)], axis=1
         )
 
         rankings = []
@@ -525,7 +532,12 @@ class Pipeline:
             if recent_elsewhere
             else {}
         )
-        return _Prepared(u_same, u_cross, person, query, context, covisit, cross_covisit, history)
+        item_knn = self.item_knn.candidates(
+            s.recent.get(req.platform, []), req.platform, self.config.item_knn_candidates
+        )
+        return _Prepared(
+            u_same, u_cross, person, query, context, covisit, cross_covisit, item_knn, history
+        )
 
     def _remember_for_feedback(self, ranking: Ranking) -> None:
         k = self.config.top_k

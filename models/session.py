@@ -27,7 +27,7 @@ import numpy as np
 
 from models.errors import InvalidEventError
 
-MAX_RECENT = 20
+MAX_RECENT = 50
 MAX_CONSUMED = 500
 
 

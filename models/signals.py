@@ -209,3 +209,138 @@ class CoVisitation:
 
     def __len__(self) -> int:
         return len(self._pairs)
+
+
+class ItemKNN:
+    """Item-based collaborative filtering, online: items that the same people engaged with.
+
+    Where :class:`CoVisitation` captures what comes *next* (a few steps apart, weighted by
+    distance), this captures taste: ``learn_one(history)`` counts the newest item as
+    co-occurring once with each of the person's previous ``window`` items, and the similarity
+    of two items is the cosine ``c(a, b) / sqrt(n(a) · n(b))`` of those counts.
+
+    Memory is bounded: every item keeps at most ``capacity`` neighbours in fixed numpy rows,
+    maintained with Space-Saving (a new neighbour evicts the smallest count and inherits it,
+    plus one), so the heavy co-occurrences are kept and counted to within the evicted count.
+    Scoring is a few array operations over ``history × capacity`` cells, whatever the catalog
+    size.
+
+    Examples
+    --------
+    >>> knn = ItemKNN(window=3)
+    >>> for person in (["m:a", "m:b"], ["m:a", "m:b"], ["m:a", "m:c"]):
+    ...     for i in range(1, len(person) + 1):
+    ...         knn.learn_one(person[:i])
+    >>> {k: round(v, 2) for k, v in knn.candidates(["m:a"], "m", n=5).items()}
+    {'m:b': 1.0, 'm:c': 0.71}
+    """
+
+    def __init__(
+        self, window: int = 50, history: int = 20, decay: float = 0.9, capacity: int = 256
+    ) -> None:
+        self.window = window
+        self.history = history
+        self.decay = decay
+        self.capacity = capacity
+        self._ids: dict[str, int] = {}
+        self._keys: list[str] = []
+        self._platform_ids: dict[str, int] = {}
+        self._platform = np.zeros(0, np.int32)
+        self._count = np.zeros(0, np.float32)  # n(item): times it was the newest item
+        self._neighbour = np.zeros((0, capacity), np.int32)  # -1: free slot
+        self._weight = np.zeros((0, capacity), np.float32)
+
+    def _id(self, key: str) -> int:
+        i = self._ids.get(key)
+        if i is not None:
+            return i
+        i = self._ids[key] = len(self._keys)
+        self._keys.append(key)
+        if i == len(self._count):  # grow the arrays by doubling
+            size = max(64, 2 * i)
+            self._platform = np.resize(self._platform, size)
+            self._count = np.concatenate([self._count, np.zeros(size - i, np.float32)])
+            free = np.full((size - i, self.capacity), -1, np.int32)
+            self._neighbour = np.concatenate([self._neighbour, free])
+            self._weight = np.concatenate(
+                [self._weight, np.zeros((size - i, self.capacity), np.float32)]
+            )
+        platform = key.split(":", 1)[0]
+        self._platform[i] = self._platform_ids.setdefault(platform, len(self._platform_ids))
+        return i
+
+    def learn_one(self, history: list[str]) -> None:
+        """``history`` is one person's recent items, newest last."""
+        if not history:
+            return
+        newest = self._id(history[-1])
+        self._count[newest] += 1.0
+        others = [self._id(k) for k in history[-self.window - 1 : -1] if k != history[-1]]
+        if not others:
+            return
+        ids = np.array(others, np.int32)
+        self._add_to_row(newest, ids)
+        self._add_to_rows(ids, newest)
+
+    def _add_to_row(self, row: int, ids: np.ndarray) -> None:
+        """Count one co-occurrence of ``row`` with each of ``ids`` (distinct) in ``row``."""
+        neighbours, weights = self._neighbour[row], self._weight[row]
+        match = neighbours[:, None] == ids[None, :]  # [capacity, len(ids)]
+        found = match.any(axis=0)
+        weights[match.argmax(axis=0)[found]] += 1.0
+        new = ids[~found]
+        if len(new) == 0:
+            return
+        free = np.flatnonzero(neighbours < 0)[: len(new)]
+        neighbours[free] = new[: len(free)]
+        weights[free] = 1.0
+        rest = new[len(free) :]
+        if len(rest):  # Space-Saving: evict the smallest counts, the newcomers inherit them
+            evict = np.argpartition(weights, len(rest) - 1)[: len(rest)]
+            neighbours[evict] = rest
+            weights[evict] = 1.0
+
+    def _add_to_rows(self, rows: np.ndarray, item: int) -> None:
+        """Count one co-occurrence of ``item`` in each of ``rows`` (distinct)."""
+        neighbours, weights = self._neighbour[rows], self._weight[rows]  # copies
+        here = neighbours == item
+        found = here.any(axis=1)
+        free = neighbours < 0
+        # the slot to update: the item's own, else a free one, else the smallest count
+        slot = np.where(
+            found,
+            here.argmax(axis=1),
+            np.where(free.any(axis=1), free.argmax(axis=1), weights.argmin(axis=1)),
+        )
+        self._neighbour[rows, slot] = item
+        old = weights[np.arange(len(rows)), slot]
+        self._weight[rows, slot] = np.where(found, old, 0.0) + 1.0
+
+    def candidates(self, recent: list[str], platform: str, n: int) -> dict[str, float]:
+        """Items of ``platform`` most similar to ``recent`` (newest last, the newest weighing
+        most), scores scaled to [0, 1]."""
+        code = self._platform_ids.get(platform)
+        ids = [self._ids[k] for k in reversed(recent[-self.history :]) if k in self._ids]
+        if code is None or not ids:
+            return {}
+        rows = np.array(ids, np.int64)
+        neighbours = self._neighbour[rows]
+        keep = neighbours >= 0
+        keep[keep] = self._platform[neighbours[keep]] == code
+        if not keep.any():
+            return {}
+        counts = self._count[rows][:, None] * self._count[np.where(keep, neighbours, 0)]
+        recency = (self.decay ** np.arange(len(rows), dtype=np.float32))[:, None]
+        sims = self._weight[rows] / np.sqrt(np.maximum(counts, 1.0)) * recency
+        scores = np.bincount(neighbours[keep], weights=sims[keep], minlength=len(self._keys))
+        n = min(n, int(np.count_nonzero(scores)))
+        if n == 0:
+            return {}
+        top = np.argpartition(-scores, n - 1)[:n]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        values = (scores[top] / scores[top[0]]).tolist()
+        keys = self._keys
+        return {keys[i]: v for i, v in zip(top.tolist(), values, strict=True)}
+
+    def __len__(self) -> int:
+        return len(self._keys)

@@ -16,6 +16,7 @@ from models.evaluation import (
     ContentBaseline,
     CoVisitationBaseline,
     Hit,
+    ItemKNNBaseline,
     PopularityBaseline,
     PreferenceBaseline,
     _Replayer,
@@ -199,7 +200,7 @@ def test_evaluate_runs_every_model_and_writes_the_report(tmp_path: Path) -> None
     vectors = ENCODER.encode([it.text() for it in ds.items])
     result = evaluate(ds, ENCODER, None, vectors=vectors, progress=False)
     models = result["models"]
-    assert set(models) == {"popularity", "covisit", "river-mf", "content", "blend",
+    assert set(models) == {"popularity", "covisit", "item-knn", "river-mf", "content", "blend",
                            "blend-no-cross"}
     for m in models.values():
         assert m["prequential"]["all"]["n"] == len(ds.events)  # no repeats here
@@ -237,7 +238,9 @@ def test_cross_platform_history_helps_cold_start_in_a_world_where_it_should() ->
     assert low <= cold["lift"] <= high
 
 
-@pytest.mark.parametrize("model", [CoVisitationBaseline, PreferenceBaseline, ContentBaseline])
+@pytest.mark.parametrize(
+    "model", [CoVisitationBaseline, ItemKNNBaseline, PreferenceBaseline, ContentBaseline]
+)
 def test_baselines_rank_only_the_platform_and_never_consumed(model: type) -> None:
     ds = two_platform_world()
     cat = catalog_for(ds)

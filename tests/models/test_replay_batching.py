@@ -16,6 +16,7 @@ from models.evaluation import (
     BlendRecommender,
     ContentBaseline,
     CoVisitationBaseline,
+    ItemKNNBaseline,
     PopularityBaseline,
     PreferenceBaseline,
     Recommender,
@@ -101,12 +102,15 @@ def models(catalog: Catalog) -> dict[str, Any]:
         "blend": lambda: BlendRecommender(Pipeline(ENCODER, None, PipelineConfig(), catalog)),
         "popularity": lambda: PopularityBaseline(catalog),
         "covisit": lambda: CoVisitationBaseline(catalog),
+        "item-knn": lambda: ItemKNNBaseline(catalog),
         "river-mf": lambda: PreferenceBaseline(catalog, refresh=50),
         "content": lambda: ContentBaseline(catalog),
     }
 
 
-@pytest.mark.parametrize("name", ["blend", "popularity", "covisit", "river-mf", "content"])
+@pytest.mark.parametrize(
+    "name", ["blend", "popularity", "covisit", "item-knn", "river-mf", "content"]
+)
 def test_batch_size_one_is_the_old_per_event_replay(name: str) -> None:
     ds = world()
     cat = catalog_for(ds)

@@ -7,7 +7,7 @@ import numpy as np
 from models.blend import AdaptiveBlend
 from models.catalog import Catalog
 from models.session import MAX_RECENT, SessionState
-from models.signals import CoVisitation, Popularity
+from models.signals import CoVisitation, ItemKNN, Popularity
 
 
 def test_session_round_trip_and_bounds() -> None:
@@ -64,6 +64,49 @@ def test_covisitation_links_across_platforms_and_prunes() -> None:
     for i in range(10):
         cv.learn_one(["shop:hub", f"video:{i}"])
     assert len(cv._pairs["shop:hub"]) <= 4
+
+
+def _replay_histories(knn: ItemKNN, histories: list[list[str]]) -> None:
+    for history in histories:
+        for i in range(1, len(history) + 1):
+            knn.learn_one(history[:i])
+
+
+def test_item_knn_is_the_cosine_of_co_occurrence_counts() -> None:
+    knn = ItemKNN(window=10, history=1)
+    _replay_histories(knn, [["m:a", "m:b"], ["m:a", "m:b", "m:c"], ["m:c", "m:d"], ["m:e"]])
+    # n(a)=2, n(b)=2, n(c)=2, n(d)=1; c(a,b)=2, c(a,c)=1, c(b,c)=1, c(c,d)=1
+    scores = knn.candidates(["m:c"], "m", n=10)
+    expected = {"m:a": 1 / 2, "m:b": 1 / 2, "m:d": 1 / np.sqrt(2)}
+    best = max(expected.values())
+    assert scores.keys() == expected.keys()
+    for key, value in expected.items():
+        assert abs(scores[key] - value / best) < 1e-6
+    assert next(iter(scores)) == "m:d"  # best first
+    assert knn.candidates(["m:e"], "m", n=10) == {}  # never co-occurred with anything
+    assert knn.candidates(["m:unknown"], "m", n=10) == {}
+    assert list(knn.candidates(["m:c"], "m", n=1)) == ["m:d"]
+
+
+def test_item_knn_weighs_recent_items_more_and_keeps_to_the_platform() -> None:
+    knn = ItemKNN(window=10, history=2, decay=0.5)
+    _replay_histories(knn, [["m:old", "m:x"], ["m:new", "m:y"], ["m:new", "s:z"]])
+    scores = knn.candidates(["m:old", "m:new"], "m", n=10)  # newest last
+    assert list(scores) == ["m:y", "m:x"]
+    assert knn.candidates(["m:new"], "s", n=10) == {"s:z": 1.0}
+    assert "s:z" not in scores
+
+
+def test_item_knn_rows_are_bounded_and_keep_heavy_neighbours() -> None:
+    knn = ItemKNN(window=1, capacity=4)
+    for _ in range(5):
+        knn.learn_one(["m:hub", "m:friend"])
+    for i in range(50):  # a stream of one-off neighbours churns through the other slots
+        knn.learn_one(["m:hub", f"m:{i}"])
+    row = knn._neighbour[knn._ids["m:hub"]]
+    assert (row >= 0).sum() == 4
+    assert knn._ids["m:friend"] in row
+    assert next(iter(knn.candidates(["m:hub"], "m", n=10))) == "m:friend"
 
 
 def test_blend_contributions_sum_to_score() -> None:
