@@ -158,57 +158,165 @@ class Popularity:
         return cached[1][:n]
 
 
+class NeighbourRows:
+    """Per-item neighbour counts in fixed numpy rows: the storage of the co-occurrence signals.
+
+    Every item keeps at most ``capacity`` neighbours. A neighbour that finds its row full
+    evicts the smallest count and starts from its own weight (counts of the heavy neighbours
+    stay exact; a one-off pairing does not displace them). Scoring gathers ``history ×
+    capacity`` cells and sums them with one ``bincount``, so its cost does not grow with
+    the catalog, and nothing is looped over in Python per neighbour.
+    """
+
+    def __init__(self, capacity: int = 256) -> None:
+        self.capacity = capacity
+        self._ids: dict[str, int] = {}
+        self._keys: list[str] = []
+        self._platform_ids: dict[str, int] = {}
+        self._platform = np.zeros(0, np.int32)
+        self._count = np.zeros(0, np.float32)  # times the item was the newest of a history
+        self._neighbour = np.zeros((0, capacity), np.int32)  # -1: a free slot
+        self._weight = np.zeros((0, capacity), np.float32)
+
+    def id_of(self, key: str) -> int:
+        i = self._ids.get(key)
+        if i is not None:
+            return i
+        i = self._ids[key] = len(self._keys)
+        self._keys.append(key)
+        if i == len(self._count):  # grow the arrays by doubling
+            size = max(64, 2 * i)
+            self._platform = np.resize(self._platform, size)
+            self._count = np.concatenate([self._count, np.zeros(size - i, np.float32)])
+            free = np.full((size - i, self.capacity), -1, np.int32)
+            self._neighbour = np.concatenate([self._neighbour, free])
+            zeros = np.zeros((size - i, self.capacity), np.float32)
+            self._weight = np.concatenate([self._weight, zeros])
+        platform = key.split(":", 1)[0]
+        self._platform[i] = self._platform_ids.setdefault(platform, len(self._platform_ids))
+        return i
+
+    def count_one(self, item: int) -> None:
+        """``item`` was the newest of a history once more (the ``n(item)`` of cosine)."""
+        self._count[item] += 1.0
+
+    def add_pairs(self, item: int, others: np.ndarray, weights: np.ndarray) -> None:
+        """Count ``item`` with each of ``others`` (distinct ids), both ways."""
+        self._add_to_row(item, others, weights)
+        self._add_to_rows(others, item, weights)
+
+    def _add_to_row(self, row: int, ids: np.ndarray, w: np.ndarray) -> None:
+        neighbours, weights = self._neighbour[row], self._weight[row]  # views
+        match = neighbours[:, None] == ids[None, :]  # [capacity, len(ids)]
+        found = match.any(axis=0)
+        weights[match.argmax(axis=0)[found]] += w[found]
+        new, new_w = ids[~found], w[~found]
+        if len(new) == 0:
+            return
+        free = np.flatnonzero(neighbours < 0)[: len(new)]
+        neighbours[free] = new[: len(free)]
+        weights[free] = new_w[: len(free)]
+        rest, rest_w = new[len(free) :], new_w[len(free) :]
+        if len(rest):
+            evict = np.argpartition(weights, len(rest) - 1)[: len(rest)]
+            neighbours[evict] = rest
+            weights[evict] = rest_w
+
+    def _add_to_rows(self, rows: np.ndarray, item: int, w: np.ndarray) -> None:
+        neighbours, weights = self._neighbour[rows], self._weight[rows]  # copies
+        here = neighbours == item
+        found = here.any(axis=1)
+        free = neighbours < 0
+        has_free = free.any(axis=1)
+        # the slot: the item's own, else a free one, else the one with the smallest count
+        slot = np.where(
+            found, here.argmax(axis=1), np.where(has_free, free.argmax(axis=1), weights.argmin(1))
+        )
+        old = weights[np.arange(len(rows)), slot]
+        self._neighbour[rows, slot] = item
+        self._weight[rows, slot] = np.where(found, old, 0.0) + w
+
+    def score(
+        self, ids: list[int], age_weights: np.ndarray, platform: str, cosine: bool, n: int
+    ) -> dict[str, float]:
+        """The top ``n`` items of ``platform`` by ``Σ_h age_weight(h) · sim(h, item)`` over the
+        rows ``ids``, scaled so the best is 1. ``sim`` is the count over the row's total, or
+        with ``cosine`` over ``sqrt(n(h) · n(item))``."""
+        code = self._platform_ids.get(platform)
+        if code is None or not ids:
+            return {}
+        rows = np.array(ids, np.int64)
+        neighbours = self._neighbour[rows]
+        keep = neighbours >= 0
+        keep[keep] = self._platform[neighbours[keep]] == code
+        if not keep.any():
+            return {}
+        weights = self._weight[rows]
+        if cosine:
+            counts = self._count[rows][:, None] * self._count[np.where(keep, neighbours, 0)]
+            sims = weights / np.sqrt(np.maximum(counts, 1.0))
+        else:
+            sims = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+        sims *= age_weights[:, None]
+        scores = np.bincount(neighbours[keep], weights=sims[keep], minlength=len(self._keys))
+        n = min(n, int(np.count_nonzero(scores)))
+        if n == 0:
+            return {}
+        top = np.argpartition(-scores, n - 1)[:n]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        values = (scores[top] / scores[top[0]]).tolist()
+        keys = self._keys
+        return {keys[i]: v for i, v in zip(top.tolist(), values, strict=True)}
+
+    def known(self, keys: list[str]) -> list[int]:
+        return [self._ids[k] for k in keys if k in self._ids]
+
+    def row_size(self, key: str) -> int:
+        """How many neighbours ``key`` keeps (0 for an unknown key)."""
+        i = self._ids.get(key)
+        return 0 if i is None else int((self._neighbour[i] >= 0).sum())
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 class CoVisitation:
     """Items engaged with close together in one person's history, across platforms.
 
     ``learn_one(history)`` pairs the newest item with the previous ``window`` ones, weighted by
-    1/distance; neighbour lists are pruned to ``max_neighbours`` to bound memory.
+    1/distance, in bounded :class:`NeighbourRows`. ``candidates`` scores the items co-visited
+    with the person's last ``window`` items, each row as shares of its total, the newest item
+    weighing most (``1 / (1 + age)``).
     """
 
-    def __init__(self, window: int = 5, max_neighbours: int = 200) -> None:
+    def __init__(self, window: int = 5, capacity: int = 256) -> None:
         self.window = window
-        self.max_neighbours = max_neighbours
-        self._pairs: dict[str, dict[str, float]] = defaultdict(dict)
+        self.rows = NeighbourRows(capacity)
 
     def learn_one(self, history: list[str]) -> None:
         """``history`` is one person's recent items, newest last."""
         if len(history) < 2:
             return
         newest = history[-1]
-        for distance, other in enumerate(reversed(history[-self.window - 1 : -1]), start=1):
-            if other == newest:
-                continue
-            w = 1.0 / distance
-            self._add(newest, other, w)
-            self._add(other, newest, w)
-
-    def _add(self, a: str, b: str, w: float) -> None:
-        row = self._pairs[a]
-        row[b] = row.get(b, 0.0) + w
-        if len(row) > 2 * self.max_neighbours:
-            keep = heapq.nlargest(self.max_neighbours, row.items(), key=lambda kv: kv[1])
-            self._pairs[a] = dict(keep)
+        pairs = [
+            (self.rows.id_of(other), 1.0 / distance)
+            for distance, other in enumerate(reversed(history[-self.window - 1 : -1]), start=1)
+            if other != newest
+        ]
+        if pairs:
+            ids, weights = zip(*pairs, strict=True)
+            self.rows.add_pairs(
+                self.rows.id_of(newest), np.array(ids, np.int32), np.array(weights, np.float32)
+            )
 
     def candidates(self, recent: list[str], platform: str, n: int) -> dict[str, float]:
         """Items of ``platform`` co-visited with ``recent`` (newest last), scores in [0, 1]."""
-        scores: dict[str, float] = defaultdict(float)
-        prefix = platform + ":"
-        for age, key in enumerate(reversed(recent[-self.window :])):
-            row = self._pairs.get(key)
-            if not row:
-                continue
-            total = sum(row.values())
-            for other, w in row.items():
-                if other.startswith(prefix):
-                    scores[other] += (w / total) / (1 + age)
-        if not scores:
-            return {}
-        top = heapq.nlargest(n, scores.items(), key=lambda kv: kv[1])
-        best = top[0][1]
-        return {k: v / best for k, v in top}
+        ids = self.rows.known(list(reversed(recent[-self.window :])))
+        ages = 1.0 / (1.0 + np.arange(len(ids), dtype=np.float32))
+        return self.rows.score(ids, ages, platform, cosine=False, n=n)
 
     def __len__(self) -> int:
-        return len(self._pairs)
+        return len(self.rows)
 
 
 class ItemKNN:
@@ -217,13 +325,9 @@ class ItemKNN:
     Where :class:`CoVisitation` captures what comes *next* (a few steps apart, weighted by
     distance), this captures taste: ``learn_one(history)`` counts the newest item as
     co-occurring once with each of the person's previous ``window`` items, and the similarity
-    of two items is the cosine ``c(a, b) / sqrt(n(a) · n(b))`` of those counts.
-
-    Memory is bounded: every item keeps at most ``capacity`` neighbours in fixed numpy rows,
-    maintained with Space-Saving (a new neighbour evicts the smallest count and inherits it,
-    plus one), so the heavy co-occurrences are kept and counted to within the evicted count.
-    Scoring is a few array operations over ``history × capacity`` cells, whatever the catalog
-    size.
+    of two items is the cosine ``c(a, b) / sqrt(n(a) · n(b))`` of those counts. Candidates
+    sum the similarities to the person's last ``history`` items, each ``decay`` times less
+    than the next newer one. Counts live in bounded :class:`NeighbourRows`.
 
     Examples
     --------
@@ -241,106 +345,24 @@ class ItemKNN:
         self.window = window
         self.history = history
         self.decay = decay
-        self.capacity = capacity
-        self._ids: dict[str, int] = {}
-        self._keys: list[str] = []
-        self._platform_ids: dict[str, int] = {}
-        self._platform = np.zeros(0, np.int32)
-        self._count = np.zeros(0, np.float32)  # n(item): times it was the newest item
-        self._neighbour = np.zeros((0, capacity), np.int32)  # -1: free slot
-        self._weight = np.zeros((0, capacity), np.float32)
-
-    def _id(self, key: str) -> int:
-        i = self._ids.get(key)
-        if i is not None:
-            return i
-        i = self._ids[key] = len(self._keys)
-        self._keys.append(key)
-        if i == len(self._count):  # grow the arrays by doubling
-            size = max(64, 2 * i)
-            self._platform = np.resize(self._platform, size)
-            self._count = np.concatenate([self._count, np.zeros(size - i, np.float32)])
-            free = np.full((size - i, self.capacity), -1, np.int32)
-            self._neighbour = np.concatenate([self._neighbour, free])
-            self._weight = np.concatenate(
-                [self._weight, np.zeros((size - i, self.capacity), np.float32)]
-            )
-        platform = key.split(":", 1)[0]
-        self._platform[i] = self._platform_ids.setdefault(platform, len(self._platform_ids))
-        return i
+        self.rows = NeighbourRows(capacity)
 
     def learn_one(self, history: list[str]) -> None:
         """``history`` is one person's recent items, newest last."""
         if not history:
             return
-        newest = self._id(history[-1])
-        self._count[newest] += 1.0
-        others = [self._id(k) for k in history[-self.window - 1 : -1] if k != history[-1]]
-        if not others:
-            return
-        ids = np.array(others, np.int32)
-        self._add_to_row(newest, ids)
-        self._add_to_rows(ids, newest)
-
-    def _add_to_row(self, row: int, ids: np.ndarray) -> None:
-        """Count one co-occurrence of ``row`` with each of ``ids`` (distinct) in ``row``."""
-        neighbours, weights = self._neighbour[row], self._weight[row]
-        match = neighbours[:, None] == ids[None, :]  # [capacity, len(ids)]
-        found = match.any(axis=0)
-        weights[match.argmax(axis=0)[found]] += 1.0
-        new = ids[~found]
-        if len(new) == 0:
-            return
-        free = np.flatnonzero(neighbours < 0)[: len(new)]
-        neighbours[free] = new[: len(free)]
-        weights[free] = 1.0
-        rest = new[len(free) :]
-        if len(rest):  # Space-Saving: evict the smallest counts, the newcomers inherit them
-            evict = np.argpartition(weights, len(rest) - 1)[: len(rest)]
-            neighbours[evict] = rest
-            weights[evict] = 1.0
-
-    def _add_to_rows(self, rows: np.ndarray, item: int) -> None:
-        """Count one co-occurrence of ``item`` in each of ``rows`` (distinct)."""
-        neighbours, weights = self._neighbour[rows], self._weight[rows]  # copies
-        here = neighbours == item
-        found = here.any(axis=1)
-        free = neighbours < 0
-        # the slot to update: the item's own, else a free one, else the smallest count
-        slot = np.where(
-            found,
-            here.argmax(axis=1),
-            np.where(free.any(axis=1), free.argmax(axis=1), weights.argmin(axis=1)),
-        )
-        self._neighbour[rows, slot] = item
-        old = weights[np.arange(len(rows)), slot]
-        self._weight[rows, slot] = np.where(found, old, 0.0) + 1.0
+        newest = self.rows.id_of(history[-1])
+        self.rows.count_one(newest)
+        others = [self.rows.id_of(k) for k in history[-self.window - 1 : -1] if k != history[-1]]
+        if others:
+            ids = np.array(others, np.int32)
+            self.rows.add_pairs(newest, ids, np.ones(len(ids), np.float32))
 
     def candidates(self, recent: list[str], platform: str, n: int) -> dict[str, float]:
-        """Items of ``platform`` most similar to ``recent`` (newest last, the newest weighing
-        most), scores scaled to [0, 1]."""
-        code = self._platform_ids.get(platform)
-        ids = [self._ids[k] for k in reversed(recent[-self.history :]) if k in self._ids]
-        if code is None or not ids:
-            return {}
-        rows = np.array(ids, np.int64)
-        neighbours = self._neighbour[rows]
-        keep = neighbours >= 0
-        keep[keep] = self._platform[neighbours[keep]] == code
-        if not keep.any():
-            return {}
-        counts = self._count[rows][:, None] * self._count[np.where(keep, neighbours, 0)]
-        recency = (self.decay ** np.arange(len(rows), dtype=np.float32))[:, None]
-        sims = self._weight[rows] / np.sqrt(np.maximum(counts, 1.0)) * recency
-        scores = np.bincount(neighbours[keep], weights=sims[keep], minlength=len(self._keys))
-        n = min(n, int(np.count_nonzero(scores)))
-        if n == 0:
-            return {}
-        top = np.argpartition(-scores, n - 1)[:n]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        values = (scores[top] / scores[top[0]]).tolist()
-        keys = self._keys
-        return {keys[i]: v for i, v in zip(top.tolist(), values, strict=True)}
+        """Items of ``platform`` most similar to ``recent`` (newest last), scores in [0, 1]."""
+        ids = self.rows.known(list(reversed(recent[-self.history :])))
+        ages = self.decay ** np.arange(len(ids), dtype=np.float32)
+        return self.rows.score(ids, ages, platform, cosine=True, n=n)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self.rows)
