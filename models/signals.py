@@ -340,7 +340,7 @@ class ItemKNN:
     """
 
     def __init__(
-        self, window: int = 50, history: int = 20, decay: float = 0.9, capacity: int = 256
+        self, window: int = 50, history: int = 20, decay: float = 0.9, capacity: int = 512
     ) -> None:
         self.window = window
         self.history = history
