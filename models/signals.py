@@ -159,24 +159,23 @@ class Popularity:
 
 
 class NeighbourRows:
-    """Per-item neighbour counts in fixed numpy rows: the storage of the co-occurrence signals.
+    """Per-item neighbour weights: the storage of the co-occurrence signals.
 
-    Every item keeps at most ``capacity`` neighbours. A neighbour that finds its row full
-    evicts the smallest count and starts from its own weight (counts of the heavy neighbours
-    stay exact; a one-off pairing does not displace them). Scoring gathers ``history ×
-    capacity`` cells and sums them with one ``bincount``, so its cost does not grow with
-    the catalog, and nothing is looped over in Python per neighbour.
+    Learning is a few dict updates per pair (it happens for every event, most of which are
+    never ranked for). A row that grows past ``2 × capacity`` neighbours is pruned to its
+    ``capacity`` heaviest, which bounds memory. Scoring reads the rows it needs into numpy
+    (``fromiter`` over the dict, no Python per neighbour) and sums them with one
+    ``bincount``, so its cost does not grow with the catalog.
     """
 
-    def __init__(self, capacity: int = 256) -> None:
+    def __init__(self, capacity: int = 200) -> None:
         self.capacity = capacity
         self._ids: dict[str, int] = {}
         self._keys: list[str] = []
+        self._rows: list[dict[int, float]] = []
         self._platform_ids: dict[str, int] = {}
-        self._platform = np.zeros(0, np.int32)
-        self._count = np.zeros(0, np.float32)  # times the item was the newest of a history
-        self._neighbour = np.zeros((0, capacity), np.int32)  # -1: a free slot
-        self._weight = np.zeros((0, capacity), np.float32)
+        self._platform = np.zeros(64, np.int32)
+        self._count = np.zeros(64, np.float32)  # times the item was the newest of a history
 
     def id_of(self, key: str) -> int:
         i = self._ids.get(key)
@@ -184,14 +183,10 @@ class NeighbourRows:
             return i
         i = self._ids[key] = len(self._keys)
         self._keys.append(key)
+        self._rows.append({})
         if i == len(self._count):  # grow the arrays by doubling
-            size = max(64, 2 * i)
-            self._platform = np.resize(self._platform, size)
-            self._count = np.concatenate([self._count, np.zeros(size - i, np.float32)])
-            free = np.full((size - i, self.capacity), -1, np.int32)
-            self._neighbour = np.concatenate([self._neighbour, free])
-            zeros = np.zeros((size - i, self.capacity), np.float32)
-            self._weight = np.concatenate([self._weight, zeros])
+            self._platform = np.concatenate([self._platform, np.zeros(i, np.int32)])
+            self._count = np.concatenate([self._count, np.zeros(i, np.float32)])
         platform = key.split(":", 1)[0]
         self._platform[i] = self._platform_ids.setdefault(platform, len(self._platform_ids))
         return i
@@ -200,65 +195,50 @@ class NeighbourRows:
         """``item`` was the newest of a history once more (the ``n(item)`` of cosine)."""
         self._count[item] += 1.0
 
-    def add_pairs(self, item: int, others: np.ndarray, weights: np.ndarray) -> None:
-        """Count ``item`` with each of ``others`` (distinct ids), both ways."""
-        self._add_to_row(item, others, weights)
-        self._add_to_rows(others, item, weights)
+    def add_pairs(self, item: int, others: list[int], weights: list[float]) -> None:
+        """Count ``item`` together with each of ``others`` (weight ``weights[i]``), both ways."""
+        rows, limit = self._rows, 2 * self.capacity
+        mine = rows[item]
+        for other, w in zip(others, weights, strict=True):
+            mine[other] = mine.get(other, 0.0) + w
+            theirs = rows[other]
+            theirs[item] = theirs.get(item, 0.0) + w
+            if len(theirs) > limit:
+                self._prune(other)
+        if len(mine) > limit:
+            self._prune(item)
 
-    def _add_to_row(self, row: int, ids: np.ndarray, w: np.ndarray) -> None:
-        neighbours, weights = self._neighbour[row], self._weight[row]  # views
-        match = neighbours[:, None] == ids[None, :]  # [capacity, len(ids)]
-        found = match.any(axis=0)
-        weights[match.argmax(axis=0)[found]] += w[found]
-        new, new_w = ids[~found], w[~found]
-        if len(new) == 0:
-            return
-        free = np.flatnonzero(neighbours < 0)[: len(new)]
-        neighbours[free] = new[: len(free)]
-        weights[free] = new_w[: len(free)]
-        rest, rest_w = new[len(free) :], new_w[len(free) :]
-        if len(rest):
-            evict = np.argpartition(weights, len(rest) - 1)[: len(rest)]
-            neighbours[evict] = rest
-            weights[evict] = rest_w
-
-    def _add_to_rows(self, rows: np.ndarray, item: int, w: np.ndarray) -> None:
-        neighbours, weights = self._neighbour[rows], self._weight[rows]  # copies
-        here = neighbours == item
-        found = here.any(axis=1)
-        free = neighbours < 0
-        has_free = free.any(axis=1)
-        # the slot: the item's own, else a free one, else the one with the smallest count
-        slot = np.where(
-            found, here.argmax(axis=1), np.where(has_free, free.argmax(axis=1), weights.argmin(1))
-        )
-        old = weights[np.arange(len(rows)), slot]
-        self._neighbour[rows, slot] = item
-        self._weight[rows, slot] = np.where(found, old, 0.0) + w
+    def _prune(self, item: int) -> None:
+        keep = heapq.nlargest(self.capacity, self._rows[item].items(), key=lambda kv: kv[1])
+        self._rows[item] = dict(keep)
 
     def score(
-        self, ids: list[int], age_weights: np.ndarray, platform: str, cosine: bool, n: int
+        self, ids: list[int], age_weights: list[float], platform: str, cosine: bool, n: int
     ) -> dict[str, float]:
         """The top ``n`` items of ``platform`` by ``Σ_h age_weight(h) · sim(h, item)`` over the
-        rows ``ids``, scaled so the best is 1. ``sim`` is the count over the row's total, or
+        rows ``ids``, scaled so the best is 1. ``sim`` is the weight over the row's total, or
         with ``cosine`` over ``sqrt(n(h) · n(item))``."""
         code = self._platform_ids.get(platform)
-        if code is None or not ids:
+        if code is None:
             return {}
-        rows = np.array(ids, np.int64)
-        neighbours = self._neighbour[rows]
-        keep = neighbours >= 0
-        keep[keep] = self._platform[neighbours[keep]] == code
-        if not keep.any():
+        neighbours, sims = [], []
+        for h, age_weight in zip(ids, age_weights, strict=True):
+            row = self._rows[h]
+            if not row:
+                continue
+            nb = np.fromiter(row.keys(), np.int64, len(row))
+            w = np.fromiter(row.values(), np.float64, len(row))
+            if cosine:
+                w /= np.sqrt(np.maximum(self._count[h] * self._count[nb], 1.0))
+            else:
+                w /= w.sum()
+            neighbours.append(nb)
+            sims.append(w * age_weight)
+        if not neighbours:
             return {}
-        weights = self._weight[rows]
-        if cosine:
-            counts = self._count[rows][:, None] * self._count[np.where(keep, neighbours, 0)]
-            sims = weights / np.sqrt(np.maximum(counts, 1.0))
-        else:
-            sims = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
-        sims *= age_weights[:, None]
-        scores = np.bincount(neighbours[keep], weights=sims[keep], minlength=len(self._keys))
+        nb, w = np.concatenate(neighbours), np.concatenate(sims)
+        here = self._platform[nb] == code
+        scores = np.bincount(nb[here], weights=w[here], minlength=len(self._keys))
         n = min(n, int(np.count_nonzero(scores)))
         if n == 0:
             return {}
@@ -274,7 +254,7 @@ class NeighbourRows:
     def row_size(self, key: str) -> int:
         """How many neighbours ``key`` keeps (0 for an unknown key)."""
         i = self._ids.get(key)
-        return 0 if i is None else int((self._neighbour[i] >= 0).sum())
+        return 0 if i is None else len(self._rows[i])
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -289,7 +269,7 @@ class CoVisitation:
     weighing most (``1 / (1 + age)``).
     """
 
-    def __init__(self, window: int = 5, capacity: int = 256) -> None:
+    def __init__(self, window: int = 5, capacity: int = 200) -> None:
         self.window = window
         self.rows = NeighbourRows(capacity)
 
@@ -298,21 +278,17 @@ class CoVisitation:
         if len(history) < 2:
             return
         newest = history[-1]
-        pairs = [
-            (self.rows.id_of(other), 1.0 / distance)
-            for distance, other in enumerate(reversed(history[-self.window - 1 : -1]), start=1)
-            if other != newest
-        ]
-        if pairs:
-            ids, weights = zip(*pairs, strict=True)
-            self.rows.add_pairs(
-                self.rows.id_of(newest), np.array(ids, np.int32), np.array(weights, np.float32)
-            )
+        others, weights = [], []
+        for distance, other in enumerate(reversed(history[-self.window - 1 : -1]), start=1):
+            if other != newest:
+                others.append(self.rows.id_of(other))
+                weights.append(1.0 / distance)
+        self.rows.add_pairs(self.rows.id_of(newest), others, weights)
 
     def candidates(self, recent: list[str], platform: str, n: int) -> dict[str, float]:
         """Items of ``platform`` co-visited with ``recent`` (newest last), scores in [0, 1]."""
         ids = self.rows.known(list(reversed(recent[-self.window :])))
-        ages = 1.0 / (1.0 + np.arange(len(ids), dtype=np.float32))
+        ages = [1.0 / (1 + age) for age in range(len(ids))]
         return self.rows.score(ids, ages, platform, cosine=False, n=n)
 
     def __len__(self) -> int:
@@ -340,7 +316,7 @@ class ItemKNN:
     """
 
     def __init__(
-        self, window: int = 50, history: int = 20, decay: float = 0.9, capacity: int = 512
+        self, window: int = 50, history: int = 20, decay: float = 0.9, capacity: int = 256
     ) -> None:
         self.window = window
         self.history = history
@@ -353,15 +329,14 @@ class ItemKNN:
             return
         newest = self.rows.id_of(history[-1])
         self.rows.count_one(newest)
-        others = [self.rows.id_of(k) for k in history[-self.window - 1 : -1] if k != history[-1]]
-        if others:
-            ids = np.array(others, np.int32)
-            self.rows.add_pairs(newest, ids, np.ones(len(ids), np.float32))
+        id_of = self.rows.id_of
+        others = [id_of(k) for k in history[-self.window - 1 : -1] if k != history[-1]]
+        self.rows.add_pairs(newest, others, [1.0] * len(others))
 
     def candidates(self, recent: list[str], platform: str, n: int) -> dict[str, float]:
         """Items of ``platform`` most similar to ``recent`` (newest last), scores in [0, 1]."""
         ids = self.rows.known(list(reversed(recent[-self.history :])))
-        ages = self.decay ** np.arange(len(ids), dtype=np.float32)
+        ages = [self.decay**age for age in range(len(ids))]
         return self.rows.score(ids, ages, platform, cosine=True, n=n)
 
     def __len__(self) -> int:

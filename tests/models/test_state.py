@@ -63,8 +63,8 @@ def test_covisitation_links_across_platforms_and_prunes() -> None:
     assert cv.candidates(["shop:a"], "shop", n=5) == {}
     for i in range(10):
         cv.learn_one(["shop:hub", f"video:{i}"])
-    assert cv.rows.row_size("shop:hub") == 4
-    assert "video:9" in cv.candidates(["shop:hub"], "video", n=10)  # the newest pair got in
+    assert cv.rows.row_size("shop:hub") <= 8  # pruned to the 4 heaviest past 2 x 4
+    assert "video:9" in cv.candidates(["shop:hub"], "video", n=10)
 
 
 def _replay_histories(knn: ItemKNN, histories: list[list[str]]) -> None:
@@ -104,7 +104,7 @@ def test_item_knn_rows_are_bounded_and_keep_heavy_neighbours() -> None:
         knn.learn_one(["m:hub", "m:friend"])
     for i in range(50):  # a stream of one-off neighbours churns through the other slots
         knn.learn_one(["m:hub", f"m:{i}"])
-    assert knn.rows.row_size("m:hub") == 4
+    assert knn.rows.row_size("m:hub") <= 8
     assert next(iter(knn.candidates(["m:hub"], "m", n=10))) == "m:friend"
 
 
