@@ -109,7 +109,7 @@ class PipelineConfig:
     fresh_half_life_s: float = 7 * 24 * 3600.0
     cross_platform: bool = True  # off: ignore other platforms even with consent (ablation)
     covisit_candidates: int = 100
-    item_knn_candidates: int = 100
+    item_knn_candidates: int = 50
     neighbour_candidates: int = 50
     # The other platforms' profile counts as this many items' worth of history here: it
     # shapes a thin history and fades as the person's own grows (shrinkage).
