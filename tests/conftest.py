@@ -11,7 +11,7 @@ from export.ranker import RankerExportSpec
 from streams.broker import EmbeddedBroker
 
 # Small enough to train in seconds; the shipped default uses export.ranker.DEFAULT_SPEC.
-TEST_RANKER_SPEC = RankerExportSpec(persons=300, events_per_person=12, epochs=6, patience=2)
+TEST_RANKER_SPEC = RankerExportSpec(persons=400, events_per_person=12, epochs=8, patience=2)
 
 
 @pytest.fixture(scope="session")

@@ -35,8 +35,9 @@ def test_serving_runtime_scores_any_number_of_requests_and_candidates(
     head = RankingHead.from_artifacts(serving_artifacts)
     rng = np.random.default_rng(0)
     for requests, n in ((1, 1), (2, 5), (7, 1000)):
-        person, context = (rng.standard_normal((requests, 384), dtype=np.float32) for _ in "pc")
-        item = rng.standard_normal((n, 384)).astype(np.float32)
+        # unit vectors, like the encoder's (unnormalised ones saturate the sigmoid to 1.0)
+        person, context = (_unit(rng.standard_normal((requests, 384))) for _ in "pc")
+        item = _unit(rng.standard_normal((n, 384)))
         dense = rng.random((n, len(DENSE_FEATURES)), dtype=np.float32)
         request = np.sort(rng.integers(0, requests, n))
         scores = head.score(person, context, item, dense, request)
@@ -130,3 +131,8 @@ def test_denormal_weights_are_flushed_before_export() -> None:
     assert flush_denormals(head) == 1
     assert head.item[0].weight[0, 0].item() == 0.0 and head.item[0].weight[0, 1].item() == 0.5
     assert flush_denormals(head) == 0
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    out: np.ndarray = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return out
