@@ -36,9 +36,9 @@ learned, in stream order. What that changes, and what it does not:
   batch applied (to a copy of the session, by :func:`models.pipeline.apply_to_session`, the
   session update ``Pipeline.learn`` itself uses); the blend still learns each event from the
   very list ranked for it (:meth:`BlendRecommender.before_learn`);
-* the *global* models (popularity, co-visitation, River BiasedMF, including the person's own
-  River factors, the baselines' co-visitation histories, and the blend weights) lag: a target
-  is ranked on them as they were at the start of its batch, so they miss at most
+* the *global* models (popularity, co-visitation, item-kNN, River BiasedMF, including the
+  person's own River factors, the baselines' co-visitation histories, and the blend weights)
+  lag: a target is ranked on them as they were at the start of its batch, so they miss at most
   ``batch_size - 1`` earlier events. Nothing later than the target is ever learned before it is
   ranked. ``batch_size=1`` is the exact per-event replay (the unit tests check it reproduces it).
 * the random draws of the blend's feedback sampling and of River's initialiser come in another
@@ -933,7 +933,7 @@ def _batch_note(batch_size: int) -> str:
         f"replay: blend batch size {batch_size} (baselines 1): each batch's targets "
         f"ranked in one call, then "
         f"learned in order; the person's own state is exact, global signals (popularity, "
-        f"co-visitation, River, blend weights) lag by at most {batch_size - 1} events"
+        f"co-visitation, item-kNN, River, blend weights) lag by at most {batch_size - 1} events"
     )
 
 

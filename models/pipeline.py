@@ -1,10 +1,10 @@
 """The recommendation pipeline: pure Python, no Kafka. The event agent calls :meth:`handle`.
 
 For every batch of messages routed to persons it (1) learns: applies each event to the
-person's session, to the global signals (popularity, co-visitation), to the River preference
-model, and feeds the blend the outcome of the list it last showed; then (2) ranks: generates
-candidates for each event's platform, scores all of them across the batch in one ONNX call,
-blends the signals with the platform's adaptive weights, filters and keeps the top K.
+person's session, to the global signals (popularity, co-visitation, item-kNN), to the River
+preference model, and feeds the blend the outcome of the list it last showed; then (2) ranks:
+generates candidates for each event's platform, scores all of them across the batch in one ONNX
+call, blends the signals with the platform's adaptive weights, filters and keeps the top K.
 
 Replay evaluation uses the same two halves prequentially: ``recommend`` then ``learn``.
 """
