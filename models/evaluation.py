@@ -240,12 +240,7 @@ class CoVisitationBaseline(_Baseline):
         self.recent: dict[str, list[str]] = defaultdict(list)
 
     def learn_positive(self, person: str, key: str, event: Event, weight: float) -> None:
-        recent = self.recent[person]
-        if key in recent:
-            recent.remove(key)
-        recent.append(key)
-        del recent[:-MAX_RECENT]
-        self.covisitation.learn_one(recent)
+        self.covisitation.learn_one(_remember(self.recent[person], key))
 
     def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
         out = []
@@ -253,9 +248,7 @@ class CoVisitationBaseline(_Baseline):
             scores = self.covisitation.candidates(
                 self.recent.get(r.person, []), r.platform, DEPTH + len(r.exclude)
             )
-            out.append(
-                self._filter(sorted(scores, key=scores.__getitem__, reverse=True), r.exclude)
-            )
+            out.append(self._filter(scores, r.exclude))  # best first already
         return out
 
 
@@ -538,12 +531,7 @@ class ItemKNNBaseline(_Baseline):
         self.recent: dict[tuple[str, str], list[str]] = defaultdict(list)
 
     def learn_positive(self, person: str, key: str, event: Event, weight: float) -> None:
-        recent = self.recent[person, event.platform]
-        if key in recent:
-            recent.remove(key)
-        recent.append(key)
-        del recent[:-MAX_RECENT]
-        self.item_knn.learn_one(recent)
+        self.item_knn.learn_one(_remember(self.recent[person, event.platform], key))
 
     def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
         out = []
@@ -553,6 +541,15 @@ class ItemKNNBaseline(_Baseline):
             )
             out.append(self._filter(scores, r.exclude))  # best first already
         return out
+
+
+def _remember(recent: list[str], key: str) -> list[str]:
+    """``key`` becomes the newest of ``recent`` (once), as in a session; returns ``recent``."""
+    if key in recent:
+        recent.remove(key)
+    recent.append(key)
+    del recent[:-MAX_RECENT]
+    return recent
 
 
 class _Replayer:
