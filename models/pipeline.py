@@ -160,6 +160,47 @@ class Ranking:
         return self.features[i, 1 : 1 + len(DENSE_FEATURES)]
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """Candidates of one source: catalog rows (distinct) and their scores, best first."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+
+    def at(self, rows: np.ndarray) -> np.ndarray:
+        """The score of each of ``rows`` (0 where this source did not propose it), float32."""
+        out = np.zeros(len(rows), np.float32)
+        if len(self.rows) and len(rows):
+            order = np.argsort(self.rows)
+            mine = self.rows[order]
+            pos = np.minimum(np.searchsorted(mine, rows), len(mine) - 1)
+            hit = mine[pos] == rows
+            out[hit] = self.scores[order[pos[hit]]]
+        return out
+
+
+_NOTHING = _Scored(np.zeros(0, np.int64), np.zeros(0, np.float64))
+
+
+class _CatalogRows:
+    """A signal's own item ids → catalog rows. Both only ever grow and an item keeps its id
+    and row, so the map is extended, never rebuilt. (-1: not in the catalog.)"""
+
+    def __init__(self, catalog: Catalog, keys: list[str]) -> None:
+        self._catalog = catalog
+        self._keys = keys  # the signal's list, read as it grows
+        self._rows = np.zeros(0, np.int64)
+
+    def __call__(self, ids: np.ndarray, scores: np.ndarray) -> _Scored:
+        if len(self._rows) < len(self._keys):
+            index = self._catalog.index
+            new = [index.get(k, -1) for k in self._keys[len(self._rows) :]]
+            self._rows = np.concatenate([self._rows, np.array(new, np.int64)])
+        rows = self._rows[ids]
+        known = rows >= 0
+        return _Scored(rows[known], scores[known]) if not known.all() else _Scored(rows, scores)
+
+
 @dataclass
 class _Prepared:
     u_same: np.ndarray  # the person's interest on the request's platform (unit)
@@ -167,9 +208,9 @@ class _Prepared:
     person: np.ndarray  # what the ranking head sees
     query: np.ndarray  # the text-neighbour retrieval query
     context: np.ndarray  # what the person is doing now (zeros: nothing)
-    covisit: dict[str, float]  # co-visited with their recent items on this platform
-    cross_covisit: dict[str, float]  # co-visited with their recent items elsewhere
-    item_knn: dict[str, float]  # liked by the people who liked their recent items here
+    covisit: _Scored  # co-visited with their recent items on this platform
+    cross_covisit: _Scored  # co-visited with their recent items elsewhere
+    item_knn: _Scored  # liked by the people who liked their recent items here
     history: list[str]  # platforms whose history was used
 
 
@@ -194,6 +235,8 @@ class Pipeline:
         self.popularity = Popularity(config.popularity_half_life_s)
         self.covisitation = CoVisitation()
         self.item_knn = ItemKNN()
+        self._covisit_rows = _CatalogRows(self.catalog, self.covisitation.rows.keys)
+        self._item_knn_rows = _CatalogRows(self.catalog, self.item_knn.rows.keys)
         self.preference = PreferenceModel(seed=config.seed)
         self.blends = PlatformBlends()
         self._feedback: OrderedDict[tuple[str, str], tuple[list[str], np.ndarray]] = OrderedDict()
@@ -412,35 +455,36 @@ class Pipeline:
         keys_per_request: list[list[str]] = []
         start = 0
         available = self.catalog.available
+        catalog_keys = self.catalog.keys
         for i, (req, prep) in enumerate(zip(requests, prepared, strict=True)):
-            covisit, cross_covisit = prep.covisit, prep.cross_covisit
-            cands: dict[str, None] = {}
-            for r in neighbour_rows[i]:
-                cands[self.catalog.keys[r]] = None
-            for k in covisit:
-                cands[k] = None
-            for k in cross_covisit:
-                cands[k] = None
-            for k in prep.item_knn:
-                cands[k] = None
-            for k in self.popularity.top(req.platform, cfg.candidates_per_source, 0.0):
-                cands[k] = None
-            for r in self.catalog.newest(req.platform, cfg.candidates_per_source // 5):
-                cands[self.catalog.keys[r]] = None
-            for k in req.extra:
-                cands[k] = None
-            keys = [
-                k
-                for k in cands
-                if k not in req.exclude and k in self.catalog and available[self.catalog.index[k]]
-            ]
-            rows = np.fromiter((self.catalog.index[k] for k in keys), np.int64, len(keys))
+            popular = self.popularity.top(req.platform, cfg.candidates_per_source, 0.0)
+            proposed = np.concatenate(
+                [
+                    neighbour_rows[i],
+                    prep.covisit.rows,
+                    prep.cross_covisit.rows,
+                    prep.item_knn.rows,
+                    self._rows_of(popular),
+                    self.catalog.newest(req.platform, cfg.candidates_per_source // 5),
+                    self._rows_of(req.extra),
+                ]
+            )
+            # Distinct, in the order proposed: ties in the blend keep that order.
+            _, first = np.unique(proposed, return_index=True)
+            rows = proposed[np.sort(first)]
+            rows = rows[available[rows]]
+            keys = [catalog_keys[r] for r in rows.tolist()]
+            if req.exclude:
+                keep = [k not in req.exclude for k in keys]
+                if not all(keep):
+                    rows = rows[np.array(keep)]
+                    keys = [k for k, ok in zip(keys, keep, strict=True) if ok]
             vecs = self.catalog.vectors[rows]
             dense = np.zeros((len(keys), len(DENSE_FEATURES)), dtype=np.float32)
             dense[:, 0] = vecs @ prep.u_same
             dense[:, 1] = vecs @ prep.u_cross
             dense[:, 2] = vecs @ prep.context
-            dense[:, 3] = [covisit.get(k, 0.0) for k in keys]
+            dense[:, 3] = prep.covisit.at(rows)
             dense[:, 4] = self.popularity.normalised_many(keys, req.platform)
             age = np.maximum(0.0, req.ts - self.catalog.added_ts[rows])
             dense[:, 5] = 0.5 ** (age / cfg.fresh_half_life_s)
@@ -450,8 +494,8 @@ class Pipeline:
             all_rows.append(rows)
             all_dense.append(dense)
             blend_only = np.zeros((len(keys), 2), dtype=np.float32)
-            blend_only[:, 0] = [cross_covisit.get(k, 0.0) for k in keys]
-            blend_only[:, 1] = [prep.item_knn.get(k, 0.0) for k in keys]
+            blend_only[:, 0] = prep.cross_covisit.at(rows)
+            blend_only[:, 1] = prep.item_knn.at(rows)
             all_blend_only.append(blend_only)
             spans.append((start, start + len(keys)))
             keys_per_request.append(keys)
@@ -525,19 +569,24 @@ class Pipeline:
         person = _unit(s.interest.get(req.platform, zero) + self.config.cross_prior * u_cross)
         query = _unit(max(weights["content"], 0.0) * person + context)
         n = self.config.covisit_candidates
-        covisit = self.covisitation.candidates(s.recent.get(req.platform, []), req.platform, n)
+        recent = s.recent.get(req.platform, [])
+        covisit = self._covisit_rows(*self.covisitation.candidate_ids(recent, req.platform, n))
         recent_elsewhere = [k for p in others for k in s.recent.get(p, [])[-3:]]
         cross_covisit = (
-            self.covisitation.candidates(recent_elsewhere, req.platform, n)
+            self._covisit_rows(*self.covisitation.candidate_ids(recent_elsewhere, req.platform, n))
             if recent_elsewhere
-            else {}
+            else _NOTHING
         )
-        item_knn = self.item_knn.candidates(
-            s.recent.get(req.platform, []), req.platform, self.config.item_knn_candidates
+        item_knn = self._item_knn_rows(
+            *self.item_knn.candidate_ids(recent, req.platform, self.config.item_knn_candidates)
         )
         return _Prepared(
             u_same, u_cross, person, query, context, covisit, cross_covisit, item_knn, history
         )
+
+    def _rows_of(self, keys: Sequence[str]) -> np.ndarray:
+        index = self.catalog.index
+        return np.array([index[k] for k in keys if k in index], np.int64)
 
     def _remember_for_feedback(self, ranking: Ranking) -> None:
         k = self.config.top_k

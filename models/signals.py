@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from array import array
 from collections import defaultdict
 
 import numpy as np
@@ -161,18 +162,21 @@ class Popularity:
 class NeighbourRows:
     """Per-item neighbour weights: the storage of the co-occurrence signals.
 
-    Learning is a few dict updates per pair (it happens for every event, most of which are
-    never ranked for). A row that grows past ``2 × capacity`` neighbours is pruned to its
-    ``capacity`` heaviest, which bounds memory. Scoring reads the rows it needs into numpy
-    (``fromiter`` over the dict, no Python per neighbour) and sums them with one
-    ``bincount``, so its cost does not grow with the catalog.
+    A row is two growable C arrays (neighbour ids, weights) plus a dict from neighbour id to
+    slot. Learning is a few dict and array updates per pair, as cheap as a plain dict (it
+    happens for every event, most of which are never ranked for); scoring views the arrays
+    through ``np.frombuffer`` without copying them, so it costs no Python per neighbour. A
+    row that grows past ``2 × capacity`` neighbours is pruned to its ``capacity`` heaviest,
+    which bounds memory.
     """
 
     def __init__(self, capacity: int = 200) -> None:
         self.capacity = capacity
         self._ids: dict[str, int] = {}
         self._keys: list[str] = []
-        self._rows: list[dict[int, float]] = []
+        self._slots: list[dict[int, int]] = []  # per row: neighbour id → its slot
+        self._neighbours: list[array[int]] = []
+        self._weights: list[array[float]] = []
         self._platform_ids: dict[str, int] = {}
         self._platform = np.zeros(64, np.int32)
         self._count = np.zeros(64, np.float32)  # times the item was the newest of a history
@@ -183,7 +187,9 @@ class NeighbourRows:
             return i
         i = self._ids[key] = len(self._keys)
         self._keys.append(key)
-        self._rows.append({})
+        self._slots.append({})
+        self._neighbours.append(array("q"))
+        self._weights.append(array("d"))
         if i == len(self._count):  # grow the arrays by doubling
             self._platform = np.concatenate([self._platform, np.zeros(i, np.int32)])
             self._count = np.concatenate([self._count, np.zeros(i, np.float32)])
@@ -197,56 +203,77 @@ class NeighbourRows:
 
     def add_pairs(self, item: int, others: list[int], weights: list[float]) -> None:
         """Count ``item`` together with each of ``others`` (weight ``weights[i]``), both ways."""
-        rows, limit = self._rows, 2 * self.capacity
-        mine = rows[item]
+        slots, neighbours, row_weights = self._slots, self._neighbours, self._weights
+        limit = 2 * self.capacity
+        my_slots, my_neighbours, my_weights = slots[item], neighbours[item], row_weights[item]
         for other, w in zip(others, weights, strict=True):
-            mine[other] = mine.get(other, 0.0) + w
-            theirs = rows[other]
-            theirs[item] = theirs.get(item, 0.0) + w
-            if len(theirs) > limit:
-                self._prune(other)
-        if len(mine) > limit:
+            slot = my_slots.get(other)
+            if slot is None:
+                my_slots[other] = len(my_neighbours)
+                my_neighbours.append(other)
+                my_weights.append(w)
+            else:
+                my_weights[slot] += w
+            their_slots = slots[other]
+            slot = their_slots.get(item)
+            if slot is None:
+                their_neighbours = neighbours[other]
+                their_slots[item] = len(their_neighbours)
+                their_neighbours.append(item)
+                row_weights[other].append(w)
+                if len(their_neighbours) > limit:
+                    self._prune(other)
+            else:
+                row_weights[other][slot] += w
+        if len(my_neighbours) > limit:
             self._prune(item)
 
     def _prune(self, item: int) -> None:
-        keep = heapq.nlargest(self.capacity, self._rows[item].items(), key=lambda kv: kv[1])
-        self._rows[item] = dict(keep)
+        weights = self._weights[item]
+        keep = heapq.nlargest(self.capacity, range(len(weights)), key=weights.__getitem__)
+        old = self._neighbours[item]
+        self._neighbours[item] = array("q", [old[s] for s in keep])
+        self._weights[item] = array("d", [weights[s] for s in keep])
+        self._slots[item] = {old[s]: new for new, s in enumerate(keep)}
 
-    def score(
+    def top(
         self, ids: list[int], age_weights: list[float], platform: str, cosine: bool, n: int
-    ) -> dict[str, float]:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The top ``n`` items of ``platform`` by ``Σ_h age_weight(h) · sim(h, item)`` over the
-        rows ``ids``, scaled so the best is 1. ``sim`` is the weight over the row's total, or
-        with ``cosine`` over ``sqrt(n(h) · n(item))``."""
+        rows ``ids``, best first, as (item ids, scores scaled so the best is 1). ``sim`` is the
+        weight over the row's total, or with ``cosine`` over ``sqrt(n(h) · n(item))``."""
         code = self._platform_ids.get(platform)
-        if code is None:
-            return {}
-        neighbours, sims = [], []
-        for h, age_weight in zip(ids, age_weights, strict=True):
-            row = self._rows[h]
-            if not row:
-                continue
-            nb = np.fromiter(row.keys(), np.int64, len(row))
-            w = np.fromiter(row.values(), np.float64, len(row))
-            if cosine:
-                w /= np.sqrt(np.maximum(self._count[h] * self._count[nb], 1.0))
-            else:
-                w /= w.sum()
-            neighbours.append(nb)
-            sims.append(w * age_weight)
-        if not neighbours:
-            return {}
-        nb, w = np.concatenate(neighbours), np.concatenate(sims)
+        used = [(h, a) for h, a in zip(ids, age_weights, strict=True) if self._neighbours[h]]
+        if code is None or not used:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        rows = [h for h, _ in used]
+        lengths = np.array([len(self._neighbours[h]) for h in rows])
+        # Zero-copy views of the rows, concatenated: no Python per neighbour.
+        nb = np.concatenate([np.frombuffer(self._neighbours[h], np.int64) for h in rows])
+        w = np.concatenate([np.frombuffer(self._weights[h], np.float64) for h in rows])
+        if cosine:
+            w /= np.sqrt(np.maximum(np.repeat(self._count[rows], lengths) * self._count[nb], 1.0))
+        else:
+            w /= np.repeat(np.add.reduceat(w, np.cumsum(lengths) - lengths), lengths)
+        w *= np.repeat([a for _, a in used], lengths)
         here = self._platform[nb] == code
         scores = np.bincount(nb[here], weights=w[here], minlength=len(self._keys))
         n = min(n, int(np.count_nonzero(scores)))
         if n == 0:
-            return {}
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
         top = np.argpartition(-scores, n - 1)[:n]
         top = top[np.argsort(-scores[top], kind="stable")]
-        values = (scores[top] / scores[top[0]]).tolist()
+        return top, scores[top] / scores[top[0]]
+
+    def as_dict(self, ids: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+        """What :meth:`top` returned, as ``{item key: score}``, best first."""
         keys = self._keys
-        return {keys[i]: v for i, v in zip(top.tolist(), values, strict=True)}
+        return {keys[i]: v for i, v in zip(ids.tolist(), scores.tolist(), strict=True)}
+
+    @property
+    def keys(self) -> list[str]:
+        """Item keys by id (append-only: an id never changes its key)."""
+        return self._keys
 
     def known(self, keys: list[str]) -> list[int]:
         return [self._ids[k] for k in keys if k in self._ids]
@@ -254,7 +281,7 @@ class NeighbourRows:
     def row_size(self, key: str) -> int:
         """How many neighbours ``key`` keeps (0 for an unknown key)."""
         i = self._ids.get(key)
-        return 0 if i is None else len(self._rows[i])
+        return 0 if i is None else len(self._neighbours[i])
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -287,9 +314,15 @@ class CoVisitation:
 
     def candidates(self, recent: list[str], platform: str, n: int) -> dict[str, float]:
         """Items of ``platform`` co-visited with ``recent`` (newest last), scores in [0, 1]."""
+        return self.rows.as_dict(*self.candidate_ids(recent, platform, n))
+
+    def candidate_ids(
+        self, recent: list[str], platform: str, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`candidates` as arrays: ids in ``self.rows``, scores, best first."""
         ids = self.rows.known(list(reversed(recent[-self.window :])))
         ages = [1.0 / (1 + age) for age in range(len(ids))]
-        return self.rows.score(ids, ages, platform, cosine=False, n=n)
+        return self.rows.top(ids, ages, platform, cosine=False, n=n)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -335,9 +368,15 @@ class ItemKNN:
 
     def candidates(self, recent: list[str], platform: str, n: int) -> dict[str, float]:
         """Items of ``platform`` most similar to ``recent`` (newest last), scores in [0, 1]."""
+        return self.rows.as_dict(*self.candidate_ids(recent, platform, n))
+
+    def candidate_ids(
+        self, recent: list[str], platform: str, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`candidates` as arrays: ids in ``self.rows``, scores, best first."""
         ids = self.rows.known(list(reversed(recent[-self.history :])))
         ages = [self.decay**age for age in range(len(ids))]
-        return self.rows.score(ids, ages, platform, cosine=True, n=n)
+        return self.rows.top(ids, ages, platform, cosine=True, n=n)
 
     def __len__(self) -> int:
         return len(self.rows)
