@@ -7,10 +7,19 @@ import copy
 import numpy as np
 import pytest
 
+from models.blend import SIGNALS
 from models.errors import InvalidEventError
 from models.events import CatalogItem, Event, EventType
 from models.identity import route
-from models.pipeline import Consent, Handoff, Merge, PersonEvent, Pipeline, rec_id_for
+from models.pipeline import (
+    Consent,
+    Handoff,
+    Merge,
+    PersonEvent,
+    Pipeline,
+    RankRequest,
+    rec_id_for,
+)
 from models.session import SessionState
 
 from ..fakes import HashingEncoder
@@ -208,3 +217,26 @@ def test_unchanged_items_are_not_encoded_again() -> None:
     assert np.array_equal(p.catalog.vector("shop:jazz-0"), before)
     p.add_items([item.model_copy(update={"title": "completely new words"})])
     assert p.stats["encoded_items"] == encoded + 1
+
+
+def test_ranking_features_are_the_scores_each_source_proposed() -> None:
+    """Candidates are assembled as catalog rows; their columns must match the signals' own
+    key → score answers, with 0 for what a source did not propose."""
+    p = make_pipeline()
+    sessions: dict[str, SessionState] = {}
+    items = ["jazz-0", "garden-1", "jazz-2", "run-3", "jazz-4", "garden-5"]
+    events = [ev(n, "shop", f"u{n % 3}", item, "purchase") for n, item in enumerate(items * 3)]
+    run(p, events, sessions, {})
+    session = sessions["shop:u0"]
+    recent = session.recent["shop"]
+    consumed = frozenset(session.consumed)
+    ranking = p.recommend([RankRequest("shop:u0", "shop", session, None, consumed, 2000.0)])[0]
+    covisit = p.covisitation.candidates(recent, "shop", p.config.covisit_candidates)
+    knn = p.item_knn.candidates(recent, "shop", p.config.item_knn_candidates)
+    assert covisit and knn
+    column = {name: ranking.features[:, SIGNALS.index(name)] for name in ("covisit", "item_knn")}
+    for i, key in enumerate(ranking.keys):
+        assert column["covisit"][i] == np.float32(covisit.get(key, 0.0))
+        assert column["item_knn"][i] == np.float32(knn.get(key, 0.0))
+    assert len(set(ranking.keys)) == len(ranking.keys)
+    assert consumed and not set(ranking.keys) & consumed

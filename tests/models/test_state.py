@@ -108,6 +108,55 @@ def test_item_knn_rows_are_bounded_and_keep_heavy_neighbours() -> None:
     assert next(iter(knn.candidates(["m:hub"], "m", n=10))) == "m:friend"
 
 
+def test_neighbour_rows_top_equals_the_sums_written_out() -> None:
+    """The vectorised scoring against a plain-dict recomputation, on random histories."""
+    rng = np.random.default_rng(3)
+    knn, cv = ItemKNN(window=6, history=4, decay=0.7), CoVisitation(window=3)
+    pairs: dict[tuple[str, str], float] = {}
+    newest_count: dict[str, float] = {}
+    histories: dict[int, list[str]] = {}
+    for _ in range(3000):
+        h = histories.setdefault(int(rng.integers(40)), [])
+        h.append(f"{rng.choice(['m', 's'])}:{int(rng.zipf(1.6)) % 60}")
+        knn.learn_one(h)
+        cv.learn_one(h)
+        newest_count[h[-1]] = newest_count.get(h[-1], 0.0) + 1.0
+        for other in h[-7:-1]:
+            if other != h[-1]:
+                for a, b in ((h[-1], other), (other, h[-1])):
+                    pairs[a, b] = pairs.get((a, b), 0.0) + 1.0
+    assert max(knn.rows.row_size(k) for k in newest_count) < 2 * 256  # never pruned here
+    for h in list(histories.values())[:20]:
+        recent = list(reversed(h[-4:]))
+        expected: dict[str, float] = {}
+        for age, item in enumerate(recent):
+            for (a, b), c in pairs.items():
+                if a == item and b.startswith("m:"):
+                    n_ab = max(newest_count.get(a, 0.0) * newest_count.get(b, 0.0), 1.0)
+                    expected[b] = expected.get(b, 0.0) + 0.7**age * c / np.sqrt(n_ab)
+        got = knn.candidates(h, "m", n=1000)
+        best = max(expected.values())
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            assert abs(got[key] - value / best) < 1e-6  # counts are float32
+        # co-visitation rows are shares of their totals: the newest item alone gives those
+        row = cv.candidates(h[-1:], "s", n=1000)
+        assert all(0.0 < v <= 1.0 for v in row.values()) and (not row or max(row.values()) == 1.0)
+
+
+def test_pruned_rows_keep_counting_the_neighbours_they_kept() -> None:
+    cv = CoVisitation(window=1, capacity=2)
+    for _ in range(3):
+        cv.learn_one(["m:hub", "m:a"])
+    for i in range(4):  # pushes the row past 2 x 2: pruned to m:a and one newcomer
+        cv.learn_one(["m:hub", f"m:{i}"])
+    cv.learn_one(["m:hub", "m:a"])  # lands on m:a's slot after the prune
+    scores = cv.candidates(["m:hub"], "m", n=10)
+    assert cv.rows.row_size("m:hub") <= 4
+    assert next(iter(scores)) == "m:a"
+    assert all(v < 0.5 for k, v in scores.items() if k != "m:a")  # 4 of ~6 is m:a's
+
+
 def test_blend_contributions_sum_to_score() -> None:
     b = AdaptiveBlend()
     x = {"content": 0.5, "popularity": 0.2}
