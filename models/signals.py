@@ -254,7 +254,10 @@ class NeighbourRows:
         if cosine:
             w /= np.sqrt(np.maximum(np.repeat(self._count[rows], lengths) * self._count[nb], 1.0))
         else:
-            w /= np.repeat(np.add.reduceat(w, np.cumsum(lengths) - lengths), lengths)
+            # numpy's own sum per row: reduceat sums in another order, and the last-bit
+            # differences reorder tied candidates
+            totals = [np.frombuffer(self._weights[h], np.float64).sum() for h in rows]
+            w /= np.repeat(totals, lengths)
         w *= np.repeat([a for _, a in used], lengths)
         here = self._platform[nb] == code
         scores = np.bincount(nb[here], weights=w[here], minlength=len(self._keys))
