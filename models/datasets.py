@@ -17,8 +17,9 @@ Two files, each CSV (with a header) or JSON Lines (``.jsonl``; one object per li
 * items: ``item``, ``platform``, ``text`` (what the encoder embeds).
 
 MovieLens latest-small (``movielens``)
-    One platform ``movies``. Every rating is an event at its timestamp; ratings >= 4 are the
-    positives that are evaluated (the pipeline itself learns from ratings >= 3.5, as in the
+    One platform ``movies``. Every rating is an event at its timestamp (one person's ratings
+    within the same second in a fixed hashed order: the file lists them by movie id, an order
+    the models could learn); ratings >= 4 are the positives that are evaluated (the pipeline itself learns from ratings >= 3.5, as in the
     stream). Item text = title, genres and the distinct user tags of the movie.
 
 Amazon Arts ↔ Office (``amazon``)
@@ -53,6 +54,7 @@ models.errors.DatasetError: events file ... does not exist
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -206,11 +208,11 @@ def read_movielens(root: Path) -> Dataset:
         except (KeyError, AttributeError, ValidationError) as e:
             raise DatasetError(f"{root / 'movies.csv'}:{n}: bad movie row: {e}") from e
         known.add(movie)
-    rows: list[tuple[float, int, str, str, float]] = []
+    rows: list[tuple[float, bytes, int, str, str, float]] = []
     for n, row in _rows(_need(root / "ratings.csv", "MovieLens ratings")):
         try:
-            rows.append((float(row["timestamp"]), n, row["userId"], row["movieId"],
-                         float(row["rating"])))
+            rows.append((float(row["timestamp"]), _tie_order(row["userId"], row["movieId"]), n,
+                         row["userId"], row["movieId"], float(row["rating"])))
         except (KeyError, TypeError, ValueError) as e:
             raise DatasetError(f"{root / 'ratings.csv'}:{n}: bad rating row: {e}") from e
         if row["movieId"] not in known:
@@ -219,14 +221,21 @@ def read_movielens(root: Path) -> Dataset:
     events = [
         Event.model_construct(event_id=f"r{n}", type=EventType.RATING, platform="movies",
                               user=f"u{user}", ts=ts, item=movie, value=value)
-        for ts, n, user, movie, value in rows
+        for ts, _, n, user, movie, value in rows
     ]
-    evaluated = [r[4] >= MOVIELENS_POSITIVE for r in rows]
+    evaluated = [r[5] >= MOVIELENS_POSITIVE for r in rows]
     return Dataset("movielens", items, events, evaluated, notes=[
         "MovieLens latest-small (F. M. Harper and J. A. Konstan, ACM TiiS 2015)",
         "one platform 'movies'; all ratings replayed by timestamp; ratings >= 4 evaluated",
         "item text: title, genres, user tags (tags are all users' tags, incl. later ones)",
     ])
+
+
+def _tie_order(user: str, movie: str) -> bytes:
+    """Orders one person's ratings that share a timestamp (16 % of MovieLens' consecutive
+    pairs). ``ratings.csv`` lists them by movie id, an order the models could learn ("the
+    next item has a higher id"); a hash of the pair is arbitrary but fixed."""
+    return hashlib.blake2b(f"{user}:{movie}".encode(), digest_size=8).digest()
 
 
 def _amazon_items(root: Path) -> list[CatalogItem]:

@@ -92,6 +92,18 @@ def test_movielens(tmp_path: Path) -> None:
     assert texts["3"] == "Nothing"
 
 
+def test_movielens_ratings_in_one_second_are_not_in_movie_id_order(tmp_path: Path) -> None:
+    root = make_movielens(tmp_path / "ml")
+    movies = "".join(f"{m},Movie {m} (2000),Drama\n" for m in range(1, 21))
+    write(root / "movies.csv", "movieId,title,genres\n" + movies)
+    ratings = "".join(f"1,{m},4.0,100\n" for m in range(1, 21))  # the file lists them by id
+    write(root / "ratings.csv", "userId,movieId,rating,timestamp\n" + ratings + "1,1,3.0,50\n")
+    order = [e.item for e in read_movielens(root).events]
+    assert order[0] == "1" and sorted(order[1:], key=int) == [str(m) for m in range(1, 21)]
+    assert order[1:] != sorted(order[1:], key=int)  # not the file's id order
+    assert order == [e.item for e in read_movielens(root).events]  # but always the same
+
+
 def test_movielens_unknown_movie(tmp_path: Path) -> None:
     root = make_movielens(tmp_path / "ml")
     write(root / "ratings.csv", "userId,movieId,rating,timestamp\n1,99,4.0,20\n")
