@@ -19,8 +19,9 @@ Two files, each CSV (with a header) or JSON Lines (``.jsonl``; one object per li
 MovieLens latest-small (``movielens``)
     One platform ``movies``. Every rating is an event at its timestamp (one person's ratings
     within the same second in a fixed hashed order: the file lists them by movie id, an order
-    the models could learn); ratings >= 4 are the positives that are evaluated (the pipeline itself learns from ratings >= 3.5, as in the
-    stream). Item text = title, genres and the distinct user tags of the movie.
+    the models could learn); ratings >= 4 are the positives that are evaluated (the pipeline
+    itself learns from ratings >= 3.5, as in the stream). Item text = title, genres and the
+    distinct user tags of the movie.
 
 Amazon Arts ↔ Office (``amazon``)
     Platforms ``arts`` (ids < 18639) and ``office``. There are no timestamps, so users are
