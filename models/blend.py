@@ -35,6 +35,8 @@ SIGNALS = (
     "river",
     "cross_covisit",
     "item_knn",
+    "transition",
+    "consumed_covisit",
 )
 DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
     ("head", 1.0),
@@ -47,6 +49,8 @@ DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
     ("river", 0.3),
     ("cross_covisit", 0.5),
     ("item_knn", 1.0),
+    ("transition", 0.5),
+    ("consumed_covisit", 1.0),
 )
 
 

@@ -1,8 +1,9 @@
 """The recommendation pipeline: pure Python, no Kafka. The event agent calls :meth:`handle`.
 
 For every batch of messages routed to persons it (1) learns: applies each event to the
-person's session, to the global signals (popularity, co-visitation, item-kNN), to the River
-preference model, and feeds the blend the outcome of the list it last showed; then (2) ranks:
+person's session, to the global signals (popularity, co-visitation, item-kNN, and co-visitation
+and next-item transitions over everything consumed), to the River preference model, and feeds
+the blend the outcome of the list it last showed; then (2) ranks:
 generates candidates for each event's platform, scores all of them across the batch in one ONNX
 call, blends the signals with the platform's adaptive weights, filters and keeps the top K.
 
@@ -37,7 +38,7 @@ from models.events import (
 from models.preference import PreferenceModel
 from models.ranker import DENSE_FEATURES
 from models.session import LastRecommendation, SessionState
-from models.signals import CoVisitation, ItemKNN, Popularity
+from models.signals import CoVisitation, ItemKNN, Popularity, Transitions
 
 
 class Encoder(Protocol):
@@ -110,6 +111,7 @@ class PipelineConfig:
     cross_platform: bool = True  # off: ignore other platforms even with consent (ablation)
     covisit_candidates: int = 100
     item_knn_candidates: int = 50
+    transition_candidates: int = 50
     neighbour_candidates: int = 50
     # The other platforms' profile counts as this many items' worth of history here: it
     # shapes a thin history and fades as the person's own grows (shrinkage).
@@ -211,6 +213,8 @@ class _Prepared:
     covisit: _Scored  # co-visited with their recent items on this platform
     cross_covisit: _Scored  # co-visited with their recent items elsewhere
     item_knn: _Scored  # liked by the people who liked their recent items here
+    transition: _Scored  # what others consumed right after the last item they consumed here
+    consumed_covisit: _Scored  # consumed close to their recent consumed items here
     history: list[str]  # platforms whose history was used
 
 
@@ -235,8 +239,16 @@ class Pipeline:
         self.popularity = Popularity(config.popularity_half_life_s)
         self.covisitation = CoVisitation()
         self.item_knn = ItemKNN()
+        # Over the sequence of everything consumed, liked or not: what people go through next
+        # follows what they just had, whatever they thought of it.
+        self.transitions = Transitions()
+        self.consumed_covisitation = CoVisitation()
         self._covisit_rows = _CatalogRows(self.catalog, self.covisitation.rows.keys)
         self._item_knn_rows = _CatalogRows(self.catalog, self.item_knn.rows.keys)
+        self._transition_rows = _CatalogRows(self.catalog, self.transitions.rows.keys)
+        self._consumed_covisit_rows = _CatalogRows(
+            self.catalog, self.consumed_covisitation.rows.keys
+        )
         self.preference = PreferenceModel(seed=config.seed)
         self.blends = PlatformBlends()
         self._feedback: OrderedDict[tuple[str, str], tuple[list[str], np.ndarray]] = OrderedDict()
@@ -382,7 +394,12 @@ class Pipeline:
         is_item_event = event.type in ITEM_EVENTS and event.item is not None
         if is_item_event and item_key(event.platform, event.item or "") not in self.catalog:
             raise InvalidEventError(f"unknown item {event.item!r} on platform {event.platform!r}")
+        last_consumed = session.consumed[-1:]
         key = apply_to_session(session, event, self.catalog, self.config)
+        if session.consumed[-1:] != last_consumed:  # newly consumed, liked or not
+            consumed = consumed_on(session, event.platform, self.consumed_covisitation.window + 1)
+            self.consumed_covisitation.learn_one(consumed)
+            self.transitions.learn_one(consumed)
         if key is None:
             return
         self._learn_blend(person, event.platform, key)
@@ -464,6 +481,8 @@ class Pipeline:
                     prep.covisit.rows,
                     prep.cross_covisit.rows,
                     prep.item_knn.rows,
+                    prep.transition.rows,
+                    prep.consumed_covisit.rows,
                     self._rows_of(popular),
                     self.catalog.newest(req.platform, cfg.candidates_per_source // 5),
                     self._rows_of(req.extra),
@@ -493,9 +512,11 @@ class Pipeline:
             )
             all_rows.append(rows)
             all_dense.append(dense)
-            blend_only = np.zeros((len(keys), 2), dtype=np.float32)
+            blend_only = np.zeros((len(keys), 4), dtype=np.float32)
             blend_only[:, 0] = prep.cross_covisit.at(rows)
             blend_only[:, 1] = prep.item_knn.at(rows)
+            blend_only[:, 2] = prep.transition.at(rows)
+            blend_only[:, 3] = prep.consumed_covisit.at(rows)
             all_blend_only.append(blend_only)
             spans.append((start, start + len(keys)))
             keys_per_request.append(keys)
@@ -580,8 +601,27 @@ class Pipeline:
         item_knn = self._item_knn_rows(
             *self.item_knn.candidate_ids(recent, req.platform, self.config.item_knn_candidates)
         )
+        consumed = consumed_on(s, req.platform, self.consumed_covisitation.window)
+        transition = self._transition_rows(
+            *self.transitions.candidate_ids(
+                consumed, req.platform, self.config.transition_candidates
+            )
+        )
+        consumed_covisit = self._consumed_covisit_rows(
+            *self.consumed_covisitation.candidate_ids(consumed, req.platform, n)
+        )
         return _Prepared(
-            u_same, u_cross, person, query, context, covisit, cross_covisit, item_knn, history
+            u_same,
+            u_cross,
+            person,
+            query,
+            context,
+            covisit,
+            cross_covisit,
+            item_knn,
+            transition,
+            consumed_covisit,
+            history,
         )
 
     def _rows_of(self, keys: Sequence[str]) -> np.ndarray:
@@ -654,6 +694,19 @@ def apply_to_session(
         weight=EVENT_WEIGHT[event.type],
     )
     return key
+
+
+def consumed_on(session: SessionState, platform: str, n: int) -> list[str]:
+    """The person's last ``n`` consumed items of ``platform``, disliked ones included, oldest
+    first (``session.consumed`` holds each item once, where it was first consumed)."""
+    prefix = f"{platform}:"
+    out: list[str] = []
+    for key in reversed(session.consumed):
+        if key.startswith(prefix):
+            out.append(key)
+            if len(out) == n:
+                break
+    return out[::-1]
 
 
 def preference_user(person: str, platform: str) -> str:

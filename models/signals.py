@@ -1,6 +1,7 @@
-"""Global, online signals learned from the whole stream: popularity and co-visitation.
+"""Global, online signals learned from the whole stream: popularity, co-visitation, item-kNN
+and next-item transitions.
 
-Both decay with event time so the system follows trends, and both are bounded in memory.
+Popularity decays with event time so the system follows trends; all are bounded in memory.
 
 Examples
 --------
@@ -201,8 +202,11 @@ class NeighbourRows:
         """``item`` was the newest of a history once more (the ``n(item)`` of cosine)."""
         self._count[item] += 1.0
 
-    def add_pairs(self, item: int, others: list[int], weights: list[float]) -> None:
-        """Count ``item`` together with each of ``others`` (weight ``weights[i]``), both ways."""
+    def add_pairs(
+        self, item: int, others: list[int], weights: list[float], directed: bool = False
+    ) -> None:
+        """Count ``item`` together with each of ``others`` (weight ``weights[i]``), both ways;
+        ``directed``: in ``item``'s row only (``item`` → each of ``others``)."""
         slots, neighbours, row_weights = self._slots, self._neighbours, self._weights
         limit = 2 * self.capacity
         my_slots, my_neighbours, my_weights = slots[item], neighbours[item], row_weights[item]
@@ -214,6 +218,8 @@ class NeighbourRows:
                 my_weights.append(w)
             else:
                 my_weights[slot] += w
+            if directed:
+                continue
             their_slots = slots[other]
             slot = their_slots.get(item)
             if slot is None:
@@ -383,3 +389,44 @@ class ItemKNN:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+class Transitions:
+    """What comes next: how often ``b`` directly followed ``a`` in one person's history.
+
+    Where :class:`CoVisitation` is symmetric and spans a window, this is directed and one step:
+    ``learn_one(history)`` counts the newest item as following the one before it, and
+    ``candidates`` scores what followed the person's newest item, each as its share of that
+    item's row (the best scaled to 1). Counts live in bounded :class:`NeighbourRows`.
+
+    Examples
+    --------
+    >>> tr = Transitions()
+    >>> for history in (["m:a", "m:b"], ["m:x", "m:a", "m:b"], ["m:a", "m:c"]):
+    ...     tr.learn_one(history)
+    >>> tr.candidates(["m:x", "m:a"], "m", n=5)
+    {'m:b': 1.0, 'm:c': 0.5}
+    >>> tr.candidates(["m:b"], "m", n=5)  # nothing ever came after m:b
+    {}
+    """
+
+    def __init__(self, capacity: int = 200) -> None:
+        self.rows = NeighbourRows(capacity)
+
+    def learn_one(self, history: list[str]) -> None:
+        """``history`` is one person's recent items, newest last."""
+        if len(history) < 2 or history[-2] == history[-1]:
+            return
+        newest = self.rows.id_of(history[-1])
+        self.rows.add_pairs(self.rows.id_of(history[-2]), [newest], [1.0], directed=True)
+
+    def candidates(self, recent: list[str], platform: str, n: int) -> dict[str, float]:
+        """Items of ``platform`` that followed the newest of ``recent``, scores in [0, 1]."""
+        return self.rows.as_dict(*self.candidate_ids(recent, platform, n))
+
+    def candidate_ids(
+        self, recent: list[str], platform: str, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`candidates` as arrays: ids in ``self.rows``, scores, best first."""
+        ids = self.rows.known(recent[-1:])
+        return self.rows.top(ids, [1.0] * len(ids), platform, cosine=False, n=n)

@@ -13,6 +13,7 @@ import pytest
 from models.catalog import Catalog
 from models.datasets import Dataset
 from models.evaluation import (
+    ConsumedCoVisitationBaseline,
     ContentBaseline,
     CoVisitationBaseline,
     Hit,
@@ -200,8 +201,8 @@ def test_evaluate_runs_every_model_and_writes_the_report(tmp_path: Path) -> None
     vectors = ENCODER.encode([it.text() for it in ds.items])
     result = evaluate(ds, ENCODER, None, vectors=vectors, progress=False)
     models = result["models"]
-    assert set(models) == {"popularity", "covisit", "item-knn", "river-mf", "content", "blend",
-                           "blend-no-cross"}
+    assert set(models) == {"popularity", "covisit", "covisit-consumed", "item-knn", "river-mf",
+                           "content", "blend", "blend-no-cross"}
     for m in models.values():
         assert m["prequential"]["all"]["n"] == len(ds.events)  # no repeats here
         assert set(m["leave_last_out"]) == {"shop", "all"}
@@ -239,7 +240,14 @@ def test_cross_platform_history_helps_cold_start_in_a_world_where_it_should() ->
 
 
 @pytest.mark.parametrize(
-    "model", [CoVisitationBaseline, ItemKNNBaseline, PreferenceBaseline, ContentBaseline]
+    "model",
+    [
+        CoVisitationBaseline,
+        ConsumedCoVisitationBaseline,
+        ItemKNNBaseline,
+        PreferenceBaseline,
+        ContentBaseline,
+    ],
 )
 def test_baselines_rank_only_the_platform_and_never_consumed(model: type) -> None:
     ds = two_platform_world()

@@ -18,6 +18,7 @@ from models.pipeline import (
     PersonEvent,
     Pipeline,
     RankRequest,
+    consumed_on,
     rec_id_for,
 )
 from models.session import SessionState
@@ -226,17 +227,55 @@ def test_ranking_features_are_the_scores_each_source_proposed() -> None:
     sessions: dict[str, SessionState] = {}
     items = ["jazz-0", "garden-1", "jazz-2", "run-3", "jazz-4", "garden-5"]
     events = [ev(n, "shop", f"u{n % 3}", item, "purchase") for n, item in enumerate(items * 3)]
+    # u0's last item is run-3; someone goes from it to garden-1
+    events += [ev(20, "shop", "u7", "run-3", "purchase")]
+    events += [ev(21, "shop", "u7", "garden-1", "purchase")]
     run(p, events, sessions, {})
     session = sessions["shop:u0"]
     recent = session.recent["shop"]
     consumed = frozenset(session.consumed)
     ranking = p.recommend([RankRequest("shop:u0", "shop", session, None, consumed, 2000.0)])[0]
-    covisit = p.covisitation.candidates(recent, "shop", p.config.covisit_candidates)
-    knn = p.item_knn.candidates(recent, "shop", p.config.item_knn_candidates)
-    assert covisit and knn
-    column = {name: ranking.features[:, SIGNALS.index(name)] for name in ("covisit", "item_knn")}
-    for i, key in enumerate(ranking.keys):
-        assert column["covisit"][i] == np.float32(covisit.get(key, 0.0))
-        assert column["item_knn"][i] == np.float32(knn.get(key, 0.0))
+    had = consumed_on(session, "shop", p.consumed_covisitation.window)
+    expected = {
+        "covisit": p.covisitation.candidates(recent, "shop", p.config.covisit_candidates),
+        "item_knn": p.item_knn.candidates(recent, "shop", p.config.item_knn_candidates),
+        "transition": p.transitions.candidates(had, "shop", p.config.transition_candidates),
+        "consumed_covisit": p.consumed_covisitation.candidates(
+            had, "shop", p.config.covisit_candidates
+        ),
+    }
+    assert all(expected.values())
+    for name, scores in expected.items():
+        column = ranking.features[:, SIGNALS.index(name)]
+        for i, key in enumerate(ranking.keys):
+            assert column[i] == np.float32(scores.get(key, 0.0)), (name, key)
     assert len(set(ranking.keys)) == len(ranking.keys)
     assert consumed and not set(ranking.keys) & consumed
+
+
+def test_disliked_items_feed_the_consumed_sequence_signals_only() -> None:
+    """A low rating is no positive (co-visitation, item-kNN and the session's recent items
+    ignore it) but it was consumed: what people consume next follows it."""
+    p = make_pipeline()
+    sessions: dict[str, SessionState] = {}
+    events = [
+        ev(1, "shop", "a", "jazz-0", "rating", value=1.0),
+        ev(2, "shop", "a", "garden-3", "purchase"),
+    ]
+    run(p, events, sessions, {})
+    assert sessions["shop:a"].recent["shop"] == ["shop:garden-3"]
+    assert p.covisitation.candidates(["shop:jazz-0"], "shop", 10) == {}
+    assert p.transitions.candidates(["shop:jazz-0"], "shop", 10) == {"shop:garden-3": 1.0}
+    assert p.consumed_covisitation.candidates(["shop:jazz-0"], "shop", 10) == {
+        "shop:garden-3": 1.0
+    }
+    # someone else dislikes jazz-0 too: garden-3 is proposed, scored by the sequence signals
+    run(p, [ev(3, "shop", "b", "jazz-0", "rating", value=2.0)], sessions, {})
+    session = sessions["shop:b"]
+    ranking = p.recommend(
+        [RankRequest("shop:b", "shop", session, None, frozenset(session.consumed), 2000.0)]
+    )[0]
+    row = ranking.keys.index("shop:garden-3")
+    assert ranking.features[row, SIGNALS.index("transition")] == 1.0
+    assert ranking.features[row, SIGNALS.index("consumed_covisit")] == 1.0
+    assert ranking.features[row, SIGNALS.index("covisit")] == 0.0

@@ -14,6 +14,7 @@ from models.catalog import Catalog
 from models.datasets import Dataset
 from models.evaluation import (
     BlendRecommender,
+    ConsumedCoVisitationBaseline,
     ContentBaseline,
     CoVisitationBaseline,
     ItemKNNBaseline,
@@ -102,6 +103,7 @@ def models(catalog: Catalog) -> dict[str, Any]:
         "blend": lambda: BlendRecommender(Pipeline(ENCODER, None, PipelineConfig(), catalog)),
         "popularity": lambda: PopularityBaseline(catalog),
         "covisit": lambda: CoVisitationBaseline(catalog),
+        "covisit-consumed": lambda: ConsumedCoVisitationBaseline(catalog),
         "item-knn": lambda: ItemKNNBaseline(catalog),
         "river-mf": lambda: PreferenceBaseline(catalog, refresh=50),
         "content": lambda: ContentBaseline(catalog),
@@ -109,7 +111,8 @@ def models(catalog: Catalog) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "name", ["blend", "popularity", "covisit", "item-knn", "river-mf", "content"]
+    "name",
+    ["blend", "popularity", "covisit", "covisit-consumed", "item-knn", "river-mf", "content"],
 )
 def test_batch_size_one_is_the_old_per_event_replay(name: str) -> None:
     ds = world()

@@ -6,8 +6,9 @@ import numpy as np
 
 from models.blend import AdaptiveBlend
 from models.catalog import Catalog
+from models.pipeline import consumed_on
 from models.session import MAX_RECENT, SessionState
-from models.signals import CoVisitation, ItemKNN, Popularity
+from models.signals import CoVisitation, ItemKNN, Popularity, Transitions
 
 
 def test_session_round_trip_and_bounds() -> None:
@@ -155,6 +156,30 @@ def test_pruned_rows_keep_counting_the_neighbours_they_kept() -> None:
     assert cv.rows.row_size("m:hub") <= 4
     assert next(iter(scores)) == "m:a"
     assert all(v < 0.5 for k, v in scores.items() if k != "m:a")  # 4 of ~6 is m:a's
+
+
+def test_transitions_are_directed_one_step_and_bounded() -> None:
+    tr = Transitions(capacity=3)
+    histories = (["m:a", "m:b"], ["m:a", "m:b"], ["m:a", "m:c"], ["m:c", "m:a"], ["m:a", "m:a"])
+    for history in histories:
+        tr.learn_one(history)
+    # b followed a twice, c once; a never followed b (directed), a -> a is no transition
+    assert tr.candidates(["m:a"], "m", 5) == {"m:b": 1.0, "m:c": 0.5}
+    assert tr.candidates(["m:b"], "m", 5) == {}
+    # only the newest item of the history counts
+    assert tr.candidates(["m:a", "m:c"], "m", 5) == {"m:a": 1.0}
+    for i in range(10):  # a row past 2 x capacity keeps its heaviest `capacity` successors
+        tr.learn_one(["m:a", f"m:x{i}"])
+    assert len(tr.candidates(["m:a"], "m", 50)) <= 2 * 3
+    assert "m:b" in tr.candidates(["m:a"], "m", 50)
+
+
+def test_consumed_on_is_the_platforms_last_consumed_oldest_first() -> None:
+    s = SessionState(person="p")
+    s.consumed = ["shop:a", "video:x", "shop:b", "shop:c", "video:y"]
+    assert consumed_on(s, "shop", 2) == ["shop:b", "shop:c"]
+    assert consumed_on(s, "shop", 10) == ["shop:a", "shop:b", "shop:c"]
+    assert consumed_on(s, "music", 3) == []
 
 
 def test_blend_contributions_sum_to_score() -> None:
