@@ -104,7 +104,9 @@ class Catalog:
         if len(rows) == 0 or len(queries) == 0:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
-        sims = queries.astype(np.float32) @ matrix.T
+        # (items x dim) @ (dim x queries), transposed back: twice as fast with OpenBLAS as
+        # queries @ matrix.T for a few queries over a large catalog
+        sims = np.ascontiguousarray((matrix @ queries.astype(np.float32).T).T)
         n = min(n, len(rows))
         top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
         top_sims = np.take_along_axis(sims, top, axis=1)

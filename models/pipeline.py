@@ -210,12 +210,16 @@ class _Prepared:
     person: np.ndarray  # what the ranking head sees
     query: np.ndarray  # the text-neighbour retrieval query
     context: np.ndarray  # what the person is doing now (zeros: nothing)
-    covisit: _Scored  # co-visited with their recent items on this platform
-    cross_covisit: _Scored  # co-visited with their recent items elsewhere
-    item_knn: _Scored  # liked by the people who liked their recent items here
-    transition: _Scored  # what others consumed right after the last item they consumed here
-    consumed_covisit: _Scored  # consumed close to their recent consumed items here
     history: list[str]  # platforms whose history was used
+    recent: list[str]  # their recent items here, newest last
+    recent_elsewhere: list[str]  # the last few on each other platform they allow
+    consumed: list[str]  # the last items they consumed here, liked or not, newest last
+    # Filled for the whole batch at once by Pipeline._neighbour_candidates:
+    covisit: _Scored = _NOTHING  # co-visited with their recent items on this platform
+    cross_covisit: _Scored = _NOTHING  # co-visited with their recent items elsewhere
+    item_knn: _Scored = _NOTHING  # liked by the people who liked their recent items here
+    transition: _Scored = _NOTHING  # what others consumed right after their last one here
+    consumed_covisit: _Scored = _NOTHING  # consumed close to their recent consumed items here
 
 
 @dataclass
@@ -461,6 +465,7 @@ class Pipeline:
             by_platform.setdefault(r.platform, []).append(i)
         neighbour_rows: dict[int, np.ndarray] = {}
         for platform, idx in by_platform.items():
+            self._neighbour_candidates([prepared[i] for i in idx], platform)
             rows, _ = self.catalog.neighbours(queries[idx], platform, cfg.neighbour_candidates)
             for i, r in zip(idx, rows, strict=True):
                 neighbour_rows[i] = r
@@ -564,7 +569,8 @@ class Pipeline:
         return rankings
 
     def _prepare(self, req: RankRequest) -> _Prepared:
-        """Person vectors, the retrieval query, co-visited candidates, platforms used.
+        """Person vectors, the retrieval query, the histories the neighbour signals look up
+        (:meth:`_neighbour_candidates`), platforms used.
 
         Other platforms' history is weighted, not mixed in: on Arts <-> Office a profile mixing
         both domains ranked worse than the target domain's alone. It enters the profile the
@@ -589,40 +595,52 @@ class Pipeline:
         # history) plus the other platforms' profile counted as ``cross_prior`` items.
         person = _unit(s.interest.get(req.platform, zero) + self.config.cross_prior * u_cross)
         query = _unit(max(weights["content"], 0.0) * person + context)
-        n = self.config.covisit_candidates
-        recent = s.recent.get(req.platform, [])
-        covisit = self._covisit_rows(*self.covisitation.candidate_ids(recent, req.platform, n))
-        recent_elsewhere = [k for p in others for k in s.recent.get(p, [])[-3:]]
-        cross_covisit = (
-            self._covisit_rows(*self.covisitation.candidate_ids(recent_elsewhere, req.platform, n))
-            if recent_elsewhere
-            else _NOTHING
-        )
-        item_knn = self._item_knn_rows(
-            *self.item_knn.candidate_ids(recent, req.platform, self.config.item_knn_candidates)
-        )
-        consumed = consumed_on(s, req.platform, self.consumed_covisitation.window)
-        transition = self._transition_rows(
-            *self.transitions.candidate_ids(
-                consumed, req.platform, self.config.transition_candidates
-            )
-        )
-        consumed_covisit = self._consumed_covisit_rows(
-            *self.consumed_covisitation.candidate_ids(consumed, req.platform, n)
-        )
         return _Prepared(
             u_same,
             u_cross,
             person,
             query,
             context,
-            covisit,
-            cross_covisit,
-            item_knn,
-            transition,
-            consumed_covisit,
             history,
+            recent=s.recent.get(req.platform, []),
+            recent_elsewhere=[k for p in others for k in s.recent.get(p, [])[-3:]],
+            consumed=consumed_on(s, req.platform, self.consumed_covisitation.window),
         )
+
+    def _neighbour_candidates(self, prepared: list[_Prepared], platform: str) -> None:
+        """The neighbour signals' candidates for requests of one platform: one vectorised
+        pass per signal for all of them."""
+        cfg = self.config
+
+        def many(
+            signal: CoVisitation | ItemKNN | Transitions,
+            rows: _CatalogRows,
+            histories: list[list[str]],
+            n: int,
+        ) -> list[_Scored]:
+            return [rows(*found) for found in signal.candidate_ids_many(histories, platform, n)]
+
+        n = cfg.covisit_candidates
+        covisit = many(self.covisitation, self._covisit_rows, [p.recent for p in prepared], n)
+        cross = many(
+            self.covisitation, self._covisit_rows, [p.recent_elsewhere for p in prepared], n
+        )
+        knn = many(
+            self.item_knn,
+            self._item_knn_rows,
+            [p.recent for p in prepared],
+            cfg.item_knn_candidates,
+        )
+        consumed = [p.consumed for p in prepared]
+        transition = many(
+            self.transitions, self._transition_rows, consumed, cfg.transition_candidates
+        )
+        consumed_covisit = many(
+            self.consumed_covisitation, self._consumed_covisit_rows, consumed, n
+        )
+        for i, p in enumerate(prepared):
+            p.covisit, p.cross_covisit, p.item_knn = covisit[i], cross[i], knn[i]
+            p.transition, p.consumed_covisit = transition[i], consumed_covisit[i]
 
     def _rows_of(self, keys: Sequence[str]) -> np.ndarray:
         index = self.catalog.index

@@ -46,9 +46,29 @@ class PreferenceModel:
             l2_latent=l2,
             seed=seed,
         )
+        # A numpy mirror of River's item biases and factors, one row per item, refreshed
+        # whenever River changes an item (learn_one) so predict_many is one gather + matmul.
+        self._row: dict[str, int] = {}
+        self._biases = np.zeros(64, np.float64)
+        self._latents = np.zeros((64, n_factors), np.float64)
 
     def learn_one(self, x: dict[str, str], y: float) -> None:
-        self._mf.learn_one(user=x["person"], item=x["item"], y=float(y))
+        item = x["item"]
+        self._mf.learn_one(user=x["person"], item=item, y=float(y))
+        self._mirror(item)
+
+    def _mirror(self, item: str) -> int:
+        """Copy River's current bias and factors of ``item`` into the mirror; its row."""
+        row = self._row.get(item)
+        if row is None:
+            row = self._row[item] = len(self._row)
+            if row == len(self._biases):
+                self._biases = np.concatenate([self._biases, np.zeros_like(self._biases)])
+                self._latents = np.concatenate([self._latents, np.zeros_like(self._latents)])
+        mf = self._mf
+        self._biases[row] = mf.i_biases[item]
+        self._latents[row] = mf.i_latents[item]
+        return row
 
     def predict_one(self, x: dict[str, str]) -> float:
         return float(np.clip(self._mf.predict_one(user=x["person"], item=x["item"]), 0.0, 1.0))
@@ -65,23 +85,29 @@ class PreferenceModel:
     def predict_many(self, person: str, items: Sequence[str]) -> np.ndarray:
         """:meth:`predict_one` for every item, as float32, with one matrix-vector product.
 
-        Reads River's BiasedMF state directly (``global_mean``, ``u_biases``, ``i_biases``,
-        ``u_latents``, ``i_latents``). Those are defaultdicts: River's own ``predict_one``
-        *creates* the entries of an unseen person or item, drawing random latents from the
-        model's initializer. They are created here in the very same order (the person's, then
-        each new item's in ``items`` order) so the model, and its random stream, end up exactly
-        as after the per-item loop. Only the dot products may differ in the last float bits.
+        Reads River's BiasedMF state (``global_mean``, the person's bias and factors) and the
+        mirror of its item biases and factors. River's ``u_*`` and ``i_*`` are defaultdicts:
+        its own ``predict_one`` *creates* the entries of an unseen person or item, drawing
+        random factors from the model's initializer. They are created here in the very same
+        order (the person's, then each new item's in ``items`` order) so the model, and its
+        random stream, end up exactly as after the per-item loop. The scores are the same
+        floats as River's own up to the last bits of the dot product.
         """
         n = len(items)
         if n == 0:
             return np.zeros(0, np.float32)
         mf = self._mf
         u_bias = mf.u_biases[person]
-        i_biases = mf.i_biases
-        i_latents = mf.i_latents
         u_latent = mf.u_latents[person]
-        biases = np.fromiter((i_biases[i] for i in items), np.float64, n)
-        latents = np.array([i_latents[i] for i in items], np.float64).reshape(n, -1)
-        y = (mf.global_mean.get() + u_bias) + biases + latents @ np.asarray(u_latent, np.float64)
+        row_of = self._row
+        rows = [row_of.get(i, -1) for i in items]
+        if -1 in rows:  # unseen items: created in River (in order), then mirrored
+            rows = [r if r >= 0 else self._mirror(i) for r, i in zip(rows, items, strict=True)]
+        index = np.array(rows, np.int64)
+        y = (
+            (mf.global_mean.get() + u_bias)
+            + self._biases[index]
+            + self._latents[index] @ np.asarray(u_latent, np.float64)
+        )
         out: np.ndarray = np.clip(y.astype(np.float32), 0.0, 1.0)
         return out

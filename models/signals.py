@@ -24,6 +24,7 @@ import heapq
 import math
 from array import array
 from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -171,6 +172,9 @@ class NeighbourRows:
     which bounds memory.
     """
 
+    #: top_many scores a chunk of queries as a dense (queries x items) matrix of this many floats
+    cells_per_pass = 1_000_000
+
     def __init__(self, capacity: int = 200) -> None:
         self.capacity = capacity
         self._ids: dict[str, int] = {}
@@ -248,11 +252,52 @@ class NeighbourRows:
         """The top ``n`` items of ``platform`` by ``Σ_h age_weight(h) · sim(h, item)`` over the
         rows ``ids``, best first, as (item ids, scores scaled so the best is 1). ``sim`` is the
         weight over the row's total, or with ``cosine`` over ``sqrt(n(h) · n(item))``."""
+        return self.top_many([(ids, age_weights)], platform, cosine, n)[0]
+
+    def top_many(
+        self,
+        queries: Sequence[tuple[list[int], list[float]]],
+        platform: str,
+        cosine: bool,
+        n: int,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`top` for each ``(ids, age_weights)`` of ``queries``, in one vectorised pass
+        (numpy call overhead, not arithmetic, is what a single small query costs). Every sum
+        adds the same terms in the same order as a query on its own, so the results are
+        identical to it."""
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.float64))
         code = self._platform_ids.get(platform)
-        used = [(h, a) for h, a in zip(ids, age_weights, strict=True) if self._neighbours[h]]
-        if code is None or not used:
-            return np.zeros(0, np.int64), np.zeros(0, np.float64)
-        rows = [h for h, _ in used]
+        out = [empty] * len(queries)
+        if code is None:
+            return out
+        size = len(self._keys)
+        chunk = max(1, self.cells_per_pass // max(size, 1))
+        for start in range(0, len(queries), chunk):
+            part = queries[start : start + chunk]
+            for q, found in enumerate(self._top_chunk(part, code, size, cosine, n)):
+                out[start + q] = found
+        return out
+
+    def _top_chunk(
+        self,
+        queries: Sequence[tuple[list[int], list[float]]],
+        code: int,
+        size: int,
+        cosine: bool,
+        n: int,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.float64))
+        rows: list[int] = []
+        ages: list[float] = []
+        owners: list[int] = []
+        for q, (ids, age_weights) in enumerate(queries):
+            for h, a in zip(ids, age_weights, strict=True):
+                if self._neighbours[h]:
+                    rows.append(h)
+                    ages.append(a)
+                    owners.append(q)
+        if not rows:
+            return [empty] * len(queries)
         lengths = np.array([len(self._neighbours[h]) for h in rows])
         # Zero-copy views of the rows, concatenated: no Python per neighbour.
         nb = np.concatenate([np.frombuffer(self._neighbours[h], np.int64) for h in rows])
@@ -264,15 +309,22 @@ class NeighbourRows:
             # differences reorder tied candidates
             totals = [np.frombuffer(self._weights[h], np.float64).sum() for h in rows]
             w /= np.repeat(totals, lengths)
-        w *= np.repeat([a for _, a in used], lengths)
+        w *= np.repeat(ages, lengths)
         here = self._platform[nb] == code
-        scores = np.bincount(nb[here], weights=w[here], minlength=len(self._keys))
-        n = min(n, int(np.count_nonzero(scores)))
-        if n == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.float64)
-        top = np.argpartition(-scores, n - 1)[:n]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return top, scores[top] / scores[top[0]]
+        cell = np.repeat(np.array(owners, np.int64) * size, lengths) + nb
+        scores = np.bincount(
+            cell[here], weights=w[here], minlength=len(queries) * size
+        ).reshape(len(queries), size)
+        found: list[tuple[np.ndarray, np.ndarray]] = []
+        for row in scores:
+            k = min(n, int(np.count_nonzero(row)))
+            if k == 0:
+                found.append(empty)
+                continue
+            top = np.argpartition(-row, k - 1)[:k]
+            top = top[np.argsort(-row[top], kind="stable")]
+            found.append((top, row[top] / row[top[0]]))
+        return found
 
     def as_dict(self, ids: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         """What :meth:`top` returned, as ``{item key: score}``, best first."""
@@ -329,9 +381,17 @@ class CoVisitation:
         self, recent: list[str], platform: str, n: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`candidates` as arrays: ids in ``self.rows``, scores, best first."""
-        ids = self.rows.known(list(reversed(recent[-self.window :])))
-        ages = [1.0 / (1 + age) for age in range(len(ids))]
-        return self.rows.top(ids, ages, platform, cosine=False, n=n)
+        return self.candidate_ids_many([recent], platform, n)[0]
+
+    def candidate_ids_many(
+        self, histories: Sequence[list[str]], platform: str, n: int
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`candidate_ids` for several persons at once."""
+        queries = []
+        for recent in histories:
+            ids = self.rows.known(list(reversed(recent[-self.window :])))
+            queries.append((ids, [1.0 / (1 + age) for age in range(len(ids))]))
+        return self.rows.top_many(queries, platform, cosine=False, n=n)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -383,9 +443,17 @@ class ItemKNN:
         self, recent: list[str], platform: str, n: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`candidates` as arrays: ids in ``self.rows``, scores, best first."""
-        ids = self.rows.known(list(reversed(recent[-self.history :])))
-        ages = [self.decay**age for age in range(len(ids))]
-        return self.rows.top(ids, ages, platform, cosine=True, n=n)
+        return self.candidate_ids_many([recent], platform, n)[0]
+
+    def candidate_ids_many(
+        self, histories: Sequence[list[str]], platform: str, n: int
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`candidate_ids` for several persons at once."""
+        queries = []
+        for recent in histories:
+            ids = self.rows.known(list(reversed(recent[-self.history :])))
+            queries.append((ids, [self.decay**age for age in range(len(ids))]))
+        return self.rows.top_many(queries, platform, cosine=True, n=n)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -428,5 +496,14 @@ class Transitions:
         self, recent: list[str], platform: str, n: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`candidates` as arrays: ids in ``self.rows``, scores, best first."""
-        ids = self.rows.known(recent[-1:])
-        return self.rows.top(ids, [1.0] * len(ids), platform, cosine=False, n=n)
+        return self.candidate_ids_many([recent], platform, n)[0]
+
+    def candidate_ids_many(
+        self, histories: Sequence[list[str]], platform: str, n: int
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`candidate_ids` for several persons at once."""
+        queries = []
+        for recent in histories:
+            ids = self.rows.known(recent[-1:])
+            queries.append((ids, [1.0] * len(ids)))
+        return self.rows.top_many(queries, platform, cosine=False, n=n)

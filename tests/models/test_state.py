@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from models.blend import AdaptiveBlend
 from models.catalog import Catalog
 from models.pipeline import consumed_on
 from models.session import MAX_RECENT, SessionState
-from models.signals import CoVisitation, ItemKNN, Popularity, Transitions
+from models.signals import CoVisitation, ItemKNN, NeighbourRows, Popularity, Transitions
 
 
 def test_session_round_trip_and_bounds() -> None:
@@ -143,6 +144,27 @@ def test_neighbour_rows_top_equals_the_sums_written_out() -> None:
         # co-visitation rows are shares of their totals: the newest item alone gives those
         row = cv.candidates(h[-1:], "s", n=1000)
         assert all(0.0 < v <= 1.0 for v in row.values()) and (not row or max(row.values()) == 1.0)
+
+
+def test_many_queries_at_once_equal_each_query_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(4)
+    knn, cv = ItemKNN(window=6, history=4), CoVisitation(window=3)
+    histories: list[list[str]] = [[] for _ in range(30)]
+    for _ in range(2000):
+        h = histories[int(rng.integers(30))]
+        h.append(f"{rng.choice(['m', 's'])}:{int(rng.zipf(1.5)) % 80}")
+        knn.learn_one(h)
+        cv.learn_one(h)
+    asked = [*histories, [], ["m:never-seen"]]
+    for chunk in (NeighbourRows.cells_per_pass, 7 * len(knn.rows)):  # one pass; passes of 7
+        monkeypatch.setattr(NeighbourRows, "cells_per_pass", chunk)
+        for signal in (knn, cv):
+            together = signal.candidate_ids_many(asked, "m", 25)
+            for h, (ids, scores) in zip(asked, together, strict=True):
+                alone_ids, alone_scores = signal.candidate_ids_many([h], "m", 25)[0]
+                assert np.array_equal(ids, alone_ids)
+                assert np.array_equal(scores, alone_scores)  # the very same floats
+    assert sum(len(ids) > 0 for ids, _ in together) >= 25
 
 
 def test_pruned_rows_keep_counting_the_neighbours_they_kept() -> None:
