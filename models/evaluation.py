@@ -25,6 +25,9 @@ targets among a person's first five positives on a platform when they already ha
 another platform; the blend is replayed a second time with ``cross_platform=False`` to measure
 what that history is worth there.
 
+End to end (``--through-kafka``): the streams package replays the dataset through a broker and a
+worker and :func:`served_run` scores the lists the worker published (model ``blend-kafka``).
+
 Batching (``batch_size``, ``--batch-size``: default 32 for the blend in :func:`evaluate` and on
 the command line; baselines are always replayed with 1, :func:`replay`'s default): consecutive
 events are collected into a batch, all of its targets are ranked in **one** ``rank`` call (one
@@ -82,7 +85,7 @@ import math
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -98,7 +101,7 @@ from models.datasets import (
     read_movielens,
 )
 from models.errors import DatasetError, ModelLoadError, StreamrecError
-from models.events import Event, item_key
+from models.events import CONSUMED_EVENTS, Event, item_key
 from models.pipeline import (
     EVENT_WEIGHT,
     Encoder,
@@ -753,6 +756,55 @@ def replay(
     return run
 
 
+def served_run(dataset: Dataset, lists: Mapping[str, list[str]], seconds: float) -> Run:
+    """What people were actually shown (model ``blend-kafka``): each target ranked in the list
+    the worker last published for that user and platform before the target's event.
+
+    ``lists`` maps an event id to the item keys of the recommendation published after it, best
+    first (``top_k`` of them). A target before any list there (the person's first event on the
+    platform) or whose list never arrived is a miss; repeats of consumed items are skipped, as
+    in :func:`replay`. Unlike :func:`replay`, the list was ranked after the previous event
+    rather than for this one, so it was made with that event as context.
+
+    >>> from models.events import Event
+    >>> def ev(i: int, item: str, kind: str = "purchase") -> Event:
+    ...     return Event(event_id=f"e{i}", type=kind, platform="shop", user="u", ts=i, item=item)
+    >>> ds = Dataset("toy", [], [ev(0, "a"), ev(1, "b"), ev(2, "c")], [True] * 3)
+    >>> run = served_run(ds, {"e0": ["shop:c", "shop:b"], "e1": ["shop:x", "shop:c"]}, 1.0)
+    >>> [h.rank for h in run.hits]  # e0: no list yet; e1: 2nd in e0's list; e2: 2nd in e1's
+    [0, 2, 2]
+    """
+    hits: list[Hit] = []
+    top10: dict[str, set[str]] = defaultdict(set)
+    shown: dict[tuple[str, str], list[str]] = {}
+    consumed: dict[str, set[str]] = defaultdict(set)
+    state = _Replayer(Catalog(1), True)  # for the cold-start bookkeeping only
+    repeats = 0
+    for i, (event, evaluated) in enumerate(zip(dataset.events, dataset.evaluated, strict=True)):
+        where = (event.user, event.platform)
+        key = item_key(event.platform, event.item) if event.item is not None else None
+        if evaluated and event.is_positive and key is not None:
+            if key in consumed[event.user]:
+                repeats += 1
+            else:
+                ranked = shown.get(where, [])
+                rank = ranked.index(key) + 1 if key in ranked else 0
+                cold = state.is_cold(event.user, event.platform)
+                earlier = state.positives[event.user][event.platform]
+                hits.append(Hit(i, event.platform, rank, cold, earlier))
+        if key is not None and event.type in CONSUMED_EVENTS:
+            consumed[event.user].add(key)
+        state.observed(event.user, event)
+        published = lists.get(event.event_id)
+        if published is not None:
+            shown[where] = published
+            top10[event.platform].update(published[:K])
+    sizes = dataset.catalog_sizes()
+    run = Run("blend-kafka", hits, [], dict(top10), sizes, len(dataset.events), seconds, repeats)
+    run.metrics = metrics(hits, run.top10, sizes)
+    return run
+
+
 def _batched(
     model: Recommender, requests: list[RankRequest], size: int = 256
 ) -> Iterable[list[str]]:
@@ -841,8 +893,10 @@ def evaluate(
     ),
     progress: bool = True,
     batch_size: int = DEFAULT_BATCH,
+    extra_runs: Mapping[str, Run] | None = None,
 ) -> dict[str, Any]:
-    """Every model over the same stream; returns the JSON-able results."""
+    """Every model over the same stream; returns the JSON-able results. ``extra_runs``: runs
+    made elsewhere over the same stream (the replay through Kafka), reported alongside."""
     if vectors is None:
         vectors = embed_items(dataset, encoder, None, progress)
     catalog = build_catalog(dataset, vectors)
@@ -868,6 +922,7 @@ def evaluate(
             # would make the co-visitation baseline's own per-person history lag (on MovieLens's
             # bursts that cut its NDCG@10 from 0.065 to 0.007).
             runs[name] = replay(dataset, base, catalog, progress=progress)
+    runs.update(extra_runs or {})
     return summarise(dataset, runs, encoder, ranker, batch_size)
 
 
@@ -975,7 +1030,12 @@ def load_dataset(kind: str, data: Path | None, split: str) -> Dataset:
     return read_generic(events, items, name=data.name or "generic")
 
 
-def main(argv: list[str] | None = None) -> int:
+#: Replays a dataset through Kafka end to end (``streams.replay.kafka_replay``); models/ knows
+#: nothing of Kafka, so the command line of the streams package passes it in.
+KafkaReplay = Callable[[Dataset, Path, bool], Run]
+
+
+def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="streamrec evaluate",
         description="Prequential replay of a dataset through the pipeline, with baselines.",
@@ -997,6 +1057,12 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated subset to run",
     )
     parser.add_argument("--no-ranker", action="store_true", help="ignore artifacts/ranker")
+    parser.add_argument(
+        "--through-kafka",
+        action="store_true",
+        help="also replay through the embedded broker and a worker, scoring the lists people "
+        "were shown (model blend-kafka; slow: use --limit)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
         "--batch-size",
@@ -1028,6 +1094,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown models {sorted(unknown)}")
         if args.batch_size < 1:
             parser.error("--batch-size must be >= 1")
+        extra: dict[str, Run] = {}
+        if args.through_kafka:
+            if kafka_replay is None:
+                parser.error("--through-kafka needs the streams package: run `streamrec evaluate`")
+            extra["blend-kafka"] = kafka_replay(dataset, args.artifacts, not args.no_progress)
         result = evaluate(
             dataset,
             encoder,
@@ -1036,6 +1107,7 @@ def main(argv: list[str] | None = None) -> int:
             models=models,
             progress=not args.no_progress,
             batch_size=args.batch_size,
+            extra_runs=extra,
         )
         out = write_report(result, args.out / dataset.name)
     except StreamrecError as e:

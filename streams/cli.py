@@ -157,8 +157,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_evaluate(argv: list[str]) -> int:
     from models.evaluation import main as evaluate
+    from streams.replay import kafka_replay
 
-    return evaluate(argv)
+    return evaluate(argv, kafka_replay)
 
 
 def _wait_for_signal() -> None:

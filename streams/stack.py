@@ -42,6 +42,7 @@ class WorkerProcess:
                 "STREAMREC_RECOMMENDATIONS_TOPIC": s.recommendations_topic,
                 "STREAMREC_DEAD_LETTER_TOPIC": s.dead_letter_topic,
                 "STREAMREC_PARTITIONS": str(s.partitions),
+                "STREAMREC_MAX_PAST_AGE_S": str(s.max_past_age_s),
             }
         )
         return env
@@ -81,11 +82,16 @@ class WorkerProcess:
 
     def wait_for_catalog(self, n: int, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
+        indexed = 0
         while time.monotonic() < deadline:
-            if self.status()["catalog_items"] >= n:
+            try:
+                indexed = self.status()["catalog_items"]
+            except OSError:  # busy embedding a large batch: the status page answers late
+                continue
+            if indexed >= n:
                 return
             time.sleep(0.2)
-        raise StreamrecError(f"catalog not indexed within {timeout_s:.0f}s: {self.status()}")
+        raise StreamrecError(f"catalog not indexed within {timeout_s:.0f}s ({indexed} of {n})")
 
     def stop(self) -> int | None:
         if self._proc is None:
