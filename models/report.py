@@ -166,15 +166,16 @@ def plot(result: dict[str, Any], out: Path) -> list[str]:
     ax.set_ylabel("HR@10 (per window of targets)")
     ax.set_title(f"{result['dataset']}: HR@10 along the stream")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "hr_along_stream.png", dpi=110)
     plt.close(fig)
     names.append("hr_along_stream.png")
     blend = result["models"].get("blend")
     pts = [p for p in (blend or {}).get("series", []) if "weights" in p]
-    if pts:
-        platforms = sorted({pl for p in pts for pl in p["weights"]})
+    platforms = sorted({pl for p in pts for pl in p["weights"]})
+    if platforms:  # none when the blend never ranked (e.g. --limit before the first target)
         fig, axes = plt.subplots(
             1, max(1, len(platforms)), figsize=(6 * len(platforms), 4), squeeze=False
         )

@@ -285,6 +285,17 @@ def test_embeddings_are_cached_on_disk(tmp_path: Path) -> None:
     assert (tmp_path / ".cache" / ".gitignore").read_text() == "*\n"
 
 
+def test_report_of_a_stream_without_targets(tmp_path: Path) -> None:
+    """A --limit that ends before the first evaluated event: the blend never ranked."""
+    ds = two_platform_world()
+    ds = dataset(ds.events[:20], ds.items, evaluated=[False] * 20)
+    vectors = ENCODER.encode([it.text() for it in ds.items])
+    result = evaluate(ds, ENCODER, None, vectors=vectors, progress=False, models=("blend",))
+    assert result["models"]["blend"]["series"][-1]["weights"] == {}
+    md = write_report(result, tmp_path / "toy")
+    assert md.read_text().startswith("# Replay evaluation: toy")
+
+
 def test_main_says_clearly_when_data_are_missing(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["--dataset", "movielens", "--data", str(tmp_path / "absent"), "--out",
