@@ -38,7 +38,7 @@ from models.events import (
 from models.preference import PreferenceModel
 from models.ranker import DENSE_FEATURES
 from models.session import LastRecommendation, SessionState
-from models.signals import CoVisitation, ItemKNN, Popularity, Transitions
+from models.signals import CoVisitation, ItemKNN, NeighbourSignal, Popularity, Transitions
 
 
 class Encoder(Protocol):
@@ -613,7 +613,7 @@ class Pipeline:
         cfg = self.config
 
         def many(
-            signal: CoVisitation | ItemKNN | Transitions,
+            signal: NeighbourSignal,
             rows: _CatalogRows,
             histories: list[list[str]],
             n: int,

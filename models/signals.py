@@ -348,7 +348,40 @@ class NeighbourRows:
         return len(self._keys)
 
 
-class CoVisitation:
+class NeighbourSignal:
+    """What the neighbour signals share: rows of :class:`NeighbourRows` scored for a person's
+    recent items. A subclass says which rows count and how much (:meth:`_query`) and whether
+    the similarity is the cosine (``cosine``) or the share of the row's total."""
+
+    rows: NeighbourRows
+    cosine = False
+
+    def _query(self, recent: list[str]) -> tuple[list[int], list[float]]:
+        """The rows to sum for a person's ``recent`` items (newest last) and their weights."""
+        raise NotImplementedError
+
+    def candidates(self, recent: list[str], platform: str, n: int) -> dict[str, float]:
+        """The top ``n`` items of ``platform`` for ``recent`` (newest last), scores in [0, 1]."""
+        return self.rows.as_dict(*self.candidate_ids(recent, platform, n))
+
+    def candidate_ids(
+        self, recent: list[str], platform: str, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`candidates` as arrays: ids in ``self.rows``, scores, best first."""
+        return self.candidate_ids_many([recent], platform, n)[0]
+
+    def candidate_ids_many(
+        self, histories: Sequence[list[str]], platform: str, n: int
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`candidate_ids` for several persons at once, in one pass over the rows."""
+        queries = [self._query(recent) for recent in histories]
+        return self.rows.top_many(queries, platform, cosine=self.cosine, n=n)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class CoVisitation(NeighbourSignal):
     """Items engaged with close together in one person's history, across platforms.
 
     ``learn_one(history)`` pairs the newest item with the previous ``window`` ones, weighted by
@@ -373,31 +406,12 @@ class CoVisitation:
                 weights.append(1.0 / distance)
         self.rows.add_pairs(self.rows.id_of(newest), others, weights)
 
-    def candidates(self, recent: list[str], platform: str, n: int) -> dict[str, float]:
-        """Items of ``platform`` co-visited with ``recent`` (newest last), scores in [0, 1]."""
-        return self.rows.as_dict(*self.candidate_ids(recent, platform, n))
-
-    def candidate_ids(
-        self, recent: list[str], platform: str, n: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`candidates` as arrays: ids in ``self.rows``, scores, best first."""
-        return self.candidate_ids_many([recent], platform, n)[0]
-
-    def candidate_ids_many(
-        self, histories: Sequence[list[str]], platform: str, n: int
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """:meth:`candidate_ids` for several persons at once."""
-        queries = []
-        for recent in histories:
-            ids = self.rows.known(list(reversed(recent[-self.window :])))
-            queries.append((ids, [1.0 / (1 + age) for age in range(len(ids))]))
-        return self.rows.top_many(queries, platform, cosine=False, n=n)
-
-    def __len__(self) -> int:
-        return len(self.rows)
+    def _query(self, recent: list[str]) -> tuple[list[int], list[float]]:
+        ids = self.rows.known(list(reversed(recent[-self.window :])))
+        return ids, [1.0 / (1 + age) for age in range(len(ids))]
 
 
-class ItemKNN:
+class ItemKNN(NeighbourSignal):
     """Item-based collaborative filtering, online: items that the same people engaged with.
 
     Where :class:`CoVisitation` captures what comes *next* (a few steps apart, weighted by
@@ -417,6 +431,8 @@ class ItemKNN:
     {'m:b': 1.0, 'm:c': 0.71}
     """
 
+    cosine = True
+
     def __init__(
         self, window: int = 50, history: int = 20, decay: float = 0.9, capacity: int = 256
     ) -> None:
@@ -435,31 +451,12 @@ class ItemKNN:
         others = [id_of(k) for k in history[-self.window - 1 : -1] if k != history[-1]]
         self.rows.add_pairs(newest, others, [1.0] * len(others))
 
-    def candidates(self, recent: list[str], platform: str, n: int) -> dict[str, float]:
-        """Items of ``platform`` most similar to ``recent`` (newest last), scores in [0, 1]."""
-        return self.rows.as_dict(*self.candidate_ids(recent, platform, n))
-
-    def candidate_ids(
-        self, recent: list[str], platform: str, n: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`candidates` as arrays: ids in ``self.rows``, scores, best first."""
-        return self.candidate_ids_many([recent], platform, n)[0]
-
-    def candidate_ids_many(
-        self, histories: Sequence[list[str]], platform: str, n: int
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """:meth:`candidate_ids` for several persons at once."""
-        queries = []
-        for recent in histories:
-            ids = self.rows.known(list(reversed(recent[-self.history :])))
-            queries.append((ids, [self.decay**age for age in range(len(ids))]))
-        return self.rows.top_many(queries, platform, cosine=True, n=n)
-
-    def __len__(self) -> int:
-        return len(self.rows)
+    def _query(self, recent: list[str]) -> tuple[list[int], list[float]]:
+        ids = self.rows.known(list(reversed(recent[-self.history :])))
+        return ids, [self.decay**age for age in range(len(ids))]
 
 
-class Transitions:
+class Transitions(NeighbourSignal):
     """What comes next: how often ``b`` directly followed ``a`` in one person's history.
 
     Where :class:`CoVisitation` is symmetric and spans a window, this is directed and one step:
@@ -488,22 +485,6 @@ class Transitions:
         newest = self.rows.id_of(history[-1])
         self.rows.add_pairs(self.rows.id_of(history[-2]), [newest], [1.0], directed=True)
 
-    def candidates(self, recent: list[str], platform: str, n: int) -> dict[str, float]:
-        """Items of ``platform`` that followed the newest of ``recent``, scores in [0, 1]."""
-        return self.rows.as_dict(*self.candidate_ids(recent, platform, n))
-
-    def candidate_ids(
-        self, recent: list[str], platform: str, n: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`candidates` as arrays: ids in ``self.rows``, scores, best first."""
-        return self.candidate_ids_many([recent], platform, n)[0]
-
-    def candidate_ids_many(
-        self, histories: Sequence[list[str]], platform: str, n: int
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """:meth:`candidate_ids` for several persons at once."""
-        queries = []
-        for recent in histories:
-            ids = self.rows.known(recent[-1:])
-            queries.append((ids, [1.0] * len(ids)))
-        return self.rows.top_many(queries, platform, cosine=False, n=n)
+    def _query(self, recent: list[str]) -> tuple[list[int], list[float]]:
+        ids = self.rows.known(recent[-1:])
+        return ids, [1.0] * len(ids)
