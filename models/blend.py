@@ -7,6 +7,11 @@ signals that predict engagement on a platform gain weight there (``learn_one`` i
 pointwise River-style variant). The weights are pulled towards the prior (L2) so a quiet
 platform keeps sane defaults.
 
+The weights served are a running average of the SGD iterate (``raw``), each update moving them
+``averaging`` of the way: single noisy pairs then barely move a ranking, and on MovieLens the
+averaged blend ranked better and varied less between random seeds (NDCG@10 0.0801 / 0.0805 vs
+0.0795 / 0.0802 with the iterate itself).
+
 Examples
 --------
 >>> b = AdaptiveBlend(prior=(("content", 1.0), ("popularity", 1.0)), learning_rate=0.5)
@@ -37,6 +42,9 @@ SIGNALS = (
     "item_knn",
     "transition",
     "consumed_covisit",
+    "covisit_share",
+    "transition_share",
+    "consumed_covisit_share",
 )
 DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
     ("head", 1.0),
@@ -51,6 +59,9 @@ DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
     ("item_knn", 1.0),
     ("transition", 0.5),
     ("consumed_covisit", 1.0),
+    ("covisit_share", 1.0),
+    ("transition_share", 1.0),
+    ("consumed_covisit_share", 1.0),
 )
 
 
@@ -60,11 +71,14 @@ class AdaptiveBlend:
         prior: tuple[tuple[str, float], ...] = DEFAULT_PRIOR,
         learning_rate: float = 0.05,
         l2: float = 0.01,
+        averaging: float = 0.002,
     ) -> None:
         self.prior = dict(prior)
         self.learning_rate = learning_rate
         self.l2 = l2
-        self.weights: dict[str, float] = dict(prior)
+        self.averaging = averaging
+        self.raw: dict[str, float] = dict(prior)  # the SGD iterate
+        self.weights: dict[str, float] = dict(prior)  # served: the running average of ``raw``
         self.bias = 0.0
         self.updates = 0
 
@@ -76,12 +90,23 @@ class AdaptiveBlend:
         return {k: self.weights.get(k, 0.0) * v for k, v in x.items()}
 
     def learn_one(self, x: Mapping[str, float], y: bool) -> None:
-        error = float(y) - self.predict_one(x)
-        lr = self.learning_rate
+        raw = self.raw
+        z = self.bias + sum(raw.get(k, 0.0) * v for k, v in x.items())
+        error = float(y) - 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+        self._step(x, error)
+        self.bias += self.learning_rate * error
+
+    def _step(self, x: Mapping[str, float], gradient: float) -> None:
+        """One SGD step of ``raw`` along ``gradient · x`` (L2 towards the prior), then move the
+        served weights towards it."""
+        raw, lr = self.raw, self.learning_rate
         for k, v in x.items():
-            w = self.weights.get(k, 0.0)
-            self.weights[k] = w + lr * (error * v - self.l2 * (w - self.prior.get(k, 0.0)))
-        self.bias += lr * error
+            w = raw.get(k, 0.0)
+            raw[k] = w + lr * (gradient * v - self.l2 * (w - self.prior.get(k, 0.0)))
+        weights, rate = self.weights, self.averaging
+        for k, w in raw.items():
+            served = weights.get(k, 0.0)
+            weights[k] = served + rate * (w - served)
         self.updates += 1
 
     def learn_pair(self, preferred: Mapping[str, float], other: Mapping[str, float]) -> None:
@@ -91,13 +116,8 @@ class AdaptiveBlend:
         untouched because it cannot change an order.
         """
         diff = {k: preferred.get(k, 0.0) - other.get(k, 0.0) for k in {*preferred, *other}}
-        z = sum(self.weights.get(k, 0.0) * v for k, v in diff.items())
-        g = 1.0 / (1.0 + math.exp(max(-30.0, min(30.0, z))))  # 1 - σ(z)
-        lr = self.learning_rate
-        for k, v in diff.items():
-            w = self.weights.get(k, 0.0)
-            self.weights[k] = w + lr * (g * v - self.l2 * (w - self.prior.get(k, 0.0)))
-        self.updates += 1
+        z = sum(self.raw.get(k, 0.0) * v for k, v in diff.items())
+        self._step(diff, 1.0 / (1.0 + math.exp(max(-30.0, min(30.0, z)))))  # 1 - σ(z)
 
 
 class PlatformBlends:

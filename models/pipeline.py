@@ -38,7 +38,14 @@ from models.events import (
 from models.preference import PreferenceModel
 from models.ranker import DENSE_FEATURES
 from models.session import LastRecommendation, SessionState
-from models.signals import CoVisitation, ItemKNN, NeighbourSignal, Popularity, Transitions
+from models.signals import (
+    CoVisitation,
+    ItemKNN,
+    Neighbours,
+    NeighbourSignal,
+    Popularity,
+    Transitions,
+)
 
 
 class Encoder(Protocol):
@@ -164,10 +171,12 @@ class Ranking:
 
 @dataclass(frozen=True)
 class _Scored:
-    """Candidates of one source: catalog rows (distinct) and their scores, best first."""
+    """Candidates of one source: catalog rows (distinct) and their scores, best first (the
+    best is 1), and the best one's unscaled score (:attr:`models.signals.Neighbours.strength`)."""
 
     rows: np.ndarray
     scores: np.ndarray
+    strength: float = 0.0
 
     def at(self, rows: np.ndarray) -> np.ndarray:
         """The score of each of ``rows`` (0 where this source did not propose it), float32."""
@@ -178,6 +187,13 @@ class _Scored:
             pos = np.minimum(np.searchsorted(mine, rows), len(mine) - 1)
             hit = mine[pos] == rows
             out[hit] = self.scores[order[pos[hit]]]
+        return out
+
+    def share_at(self, rows: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+        """The unscaled score of each of ``rows`` (``scaled``: what :meth:`at` gave for them),
+        square-rooted: shares of a row's mass are mostly a few percent, and the root spreads
+        them over the range the blend weighs."""
+        out: np.ndarray = np.sqrt(scaled * np.float32(self.strength))
         return out
 
 
@@ -193,14 +209,17 @@ class _CatalogRows:
         self._keys = keys  # the signal's list, read as it grows
         self._rows = np.zeros(0, np.int64)
 
-    def __call__(self, ids: np.ndarray, scores: np.ndarray) -> _Scored:
+    def __call__(self, found: Neighbours) -> _Scored:
+        ids, scores, strength = found
         if len(self._rows) < len(self._keys):
             index = self._catalog.index
             new = [index.get(k, -1) for k in self._keys[len(self._rows) :]]
             self._rows = np.concatenate([self._rows, np.array(new, np.int64)])
         rows = self._rows[ids]
         known = rows >= 0
-        return _Scored(rows[known], scores[known]) if not known.all() else _Scored(rows, scores)
+        if not known.all():
+            rows, scores = rows[known], scores[known]
+        return _Scored(rows, scores, strength)
 
 
 @dataclass
@@ -517,11 +536,14 @@ class Pipeline:
             )
             all_rows.append(rows)
             all_dense.append(dense)
-            blend_only = np.zeros((len(keys), 4), dtype=np.float32)
+            blend_only = np.zeros((len(keys), 7), dtype=np.float32)
             blend_only[:, 0] = prep.cross_covisit.at(rows)
             blend_only[:, 1] = prep.item_knn.at(rows)
             blend_only[:, 2] = prep.transition.at(rows)
             blend_only[:, 3] = prep.consumed_covisit.at(rows)
+            blend_only[:, 4] = prep.covisit.share_at(rows, dense[:, 3])
+            blend_only[:, 5] = prep.transition.share_at(rows, blend_only[:, 2])
+            blend_only[:, 6] = prep.consumed_covisit.share_at(rows, blend_only[:, 3])
             all_blend_only.append(blend_only)
             spans.append((start, start + len(keys)))
             keys_per_request.append(keys)
@@ -618,7 +640,7 @@ class Pipeline:
             histories: list[list[str]],
             n: int,
         ) -> list[_Scored]:
-            return [rows(*found) for found in signal.candidate_ids_many(histories, platform, n)]
+            return [rows(found) for found in signal.candidate_ids_many(histories, platform, n)]
 
         n = cfg.covisit_candidates
         covisit = many(self.covisitation, self._covisit_rows, [p.recent for p in prepared], n)

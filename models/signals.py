@@ -25,6 +25,7 @@ import math
 from array import array
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -161,6 +162,29 @@ class Popularity:
         return cached[1][:n]
 
 
+class Neighbours(NamedTuple):
+    """What a neighbour signal found for one history, best first.
+
+    ``scores`` are scaled so the best is 1, which says how the items compare; ``strength`` is
+    the best one's score before scaling, over the history's total age weight (for shares of
+    row totals, an age-weighted mean share in [0, 1]), which says how strongly the history
+    points at anything at all: a row where one successor took 40 % of the mass and one where
+    the best took 2 % both scale to 1.
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+    strength: float = 0.0
+
+    def unscaled(self) -> np.ndarray:
+        """The scores before scaling: ``scores × strength``."""
+        out: np.ndarray = self.scores * self.strength
+        return out
+
+
+_EMPTY = Neighbours(np.zeros(0, np.int64), np.zeros(0, np.float64))
+
+
 class NeighbourRows:
     """Per-item neighbour weights: the storage of the co-occurrence signals.
 
@@ -248,10 +272,11 @@ class NeighbourRows:
 
     def top(
         self, ids: list[int], age_weights: list[float], platform: str, cosine: bool, n: int
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> Neighbours:
         """The top ``n`` items of ``platform`` by ``Σ_h age_weight(h) · sim(h, item)`` over the
-        rows ``ids``, best first, as (item ids, scores scaled so the best is 1). ``sim`` is the
-        weight over the row's total, or with ``cosine`` over ``sqrt(n(h) · n(item))``."""
+        rows ``ids``, best first (:class:`Neighbours`: item ids, scores scaled so the best is
+        1, strength). ``sim`` is the weight over the row's total, or with ``cosine`` over
+        ``sqrt(n(h) · n(item))``."""
         return self.top_many([(ids, age_weights)], platform, cosine, n)[0]
 
     def top_many(
@@ -260,14 +285,13 @@ class NeighbourRows:
         platform: str,
         cosine: bool,
         n: int,
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    ) -> list[Neighbours]:
         """:meth:`top` for each ``(ids, age_weights)`` of ``queries``, in one vectorised pass
         (numpy call overhead, not arithmetic, is what a single small query costs). Every sum
         adds the same terms in the same order as a query on its own, so the results are
         identical to it."""
-        empty = (np.zeros(0, np.int64), np.zeros(0, np.float64))
         code = self._platform_ids.get(platform)
-        out = [empty] * len(queries)
+        out = [_EMPTY] * len(queries)
         if code is None:
             return out
         size = len(self._keys)
@@ -285,8 +309,7 @@ class NeighbourRows:
         size: int,
         cosine: bool,
         n: int,
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        empty = (np.zeros(0, np.int64), np.zeros(0, np.float64))
+    ) -> list[Neighbours]:
         rows: list[int] = []
         ages: list[float] = []
         owners: list[int] = []
@@ -297,7 +320,7 @@ class NeighbourRows:
                     ages.append(a)
                     owners.append(q)
         if not rows:
-            return [empty] * len(queries)
+            return [_EMPTY] * len(queries)
         lengths = np.array([len(self._neighbours[h]) for h in rows])
         # Zero-copy views of the rows, concatenated: no Python per neighbour.
         nb = np.concatenate([np.frombuffer(self._neighbours[h], np.int64) for h in rows])
@@ -315,15 +338,16 @@ class NeighbourRows:
         scores = np.bincount(
             cell[here], weights=w[here], minlength=len(queries) * size
         ).reshape(len(queries), size)
-        found: list[tuple[np.ndarray, np.ndarray]] = []
-        for row in scores:
+        found: list[Neighbours] = []
+        for (_, age_weights), row in zip(queries, scores, strict=True):
             k = min(n, int(np.count_nonzero(row)))
             if k == 0:
-                found.append(empty)
+                found.append(_EMPTY)
                 continue
             top = np.argpartition(-row, k - 1)[:k]
             top = top[np.argsort(-row[top], kind="stable")]
-            found.append((top, row[top] / row[top[0]]))
+            best = float(row[top[0]])
+            found.append(Neighbours(top, row[top] / best, best / sum(age_weights)))
         return found
 
     def as_dict(self, ids: np.ndarray, scores: np.ndarray) -> dict[str, float]:
@@ -362,17 +386,17 @@ class NeighbourSignal:
 
     def candidates(self, recent: list[str], platform: str, n: int) -> dict[str, float]:
         """The top ``n`` items of ``platform`` for ``recent`` (newest last), scores in [0, 1]."""
-        return self.rows.as_dict(*self.candidate_ids(recent, platform, n))
+        found = self.candidate_ids(recent, platform, n)
+        return self.rows.as_dict(found.ids, found.scores)
 
-    def candidate_ids(
-        self, recent: list[str], platform: str, n: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`candidates` as arrays: ids in ``self.rows``, scores, best first."""
+    def candidate_ids(self, recent: list[str], platform: str, n: int) -> Neighbours:
+        """:meth:`candidates` as arrays: ids in ``self.rows``, scores, best first, and the
+        strength of the best."""
         return self.candidate_ids_many([recent], platform, n)[0]
 
     def candidate_ids_many(
         self, histories: Sequence[list[str]], platform: str, n: int
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    ) -> list[Neighbours]:
         """:meth:`candidate_ids` for several persons at once, in one pass over the rows."""
         queries = [self._query(recent) for recent in histories]
         return self.rows.top_many(queries, platform, cosine=self.cosine, n=n)

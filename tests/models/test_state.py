@@ -160,11 +160,31 @@ def test_many_queries_at_once_equal_each_query_alone(monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(NeighbourRows, "cells_per_pass", chunk)
         for signal in (knn, cv):
             together = signal.candidate_ids_many(asked, "m", 25)
-            for h, (ids, scores) in zip(asked, together, strict=True):
-                alone_ids, alone_scores = signal.candidate_ids_many([h], "m", 25)[0]
-                assert np.array_equal(ids, alone_ids)
-                assert np.array_equal(scores, alone_scores)  # the very same floats
-    assert sum(len(ids) > 0 for ids, _ in together) >= 25
+            for h, found in zip(asked, together, strict=True):
+                alone = signal.candidate_ids_many([h], "m", 25)[0]
+                assert np.array_equal(found.ids, alone.ids)
+                assert np.array_equal(found.scores, alone.scores)  # the very same floats
+                assert found.strength == alone.strength
+    assert sum(len(found.ids) > 0 for found in together) >= 25
+
+
+def test_strength_is_the_best_items_age_weighted_mean_share() -> None:
+    tr = Transitions()
+    for nxt in ("m:b", "m:b", "m:c", "m:d"):  # after a: b 2 of 4, c and d 1 of 4
+        tr.learn_one(["m:a", nxt])
+    for i in range(20):  # after x: 20 different items, 1 of 20 each
+        tr.learn_one(["m:x", f"m:y{i}"])
+    sharp, diffuse = tr.candidate_ids(["m:a"], "m", 5), tr.candidate_ids(["m:x"], "m", 5)
+    assert sharp.scores[0] == diffuse.scores[0] == 1.0  # scaled, both look alike
+    assert sharp.strength == 0.5 and diffuse.strength == 1 / 20  # unscaled, they do not
+    assert np.allclose(sharp.unscaled(), [0.5, 0.25, 0.25])
+    cv = CoVisitation(window=2)
+    cv.learn_one(["m:a", "m:b"])
+    cv.learn_one(["m:c", "m:d"])
+    # last items c (age weight 1) and a (1/2): d is all of c's row, b all of a's row
+    found = cv.candidate_ids(["m:a", "m:c"], "m", 5)
+    assert found.strength == 1.0 / (1.0 + 0.5)
+    assert cv.rows.keys[found.ids[0]] == "m:d"
 
 
 def test_pruned_rows_keep_counting_the_neighbours_they_kept() -> None:
@@ -245,3 +265,14 @@ def test_popularity_normalised_many_matches_one_by_one() -> None:
     many = pop.normalised_many(keys, "shop")
     assert np.allclose(many, [pop.normalised(k, "shop") for k in keys], atol=1e-6)
     assert many[2] == 0.0 and many[0] == 1.0
+
+
+def test_served_blend_weights_are_a_running_average_of_the_iterate() -> None:
+    b = AdaptiveBlend(prior=(("a", 1.0), ("b", 1.0)), learning_rate=0.5, averaging=0.1)
+    b.learn_pair({"a": 1.0, "b": 0.0}, {"a": 0.0, "b": 1.0})
+    assert b.raw["a"] > 1.0 > b.raw["b"]
+    assert b.weights["a"] - 1.0 == pytest.approx(0.1 * (b.raw["a"] - 1.0))
+    assert b.weights["b"] - 1.0 == pytest.approx(0.1 * (b.raw["b"] - 1.0))
+    plain = AdaptiveBlend(prior=(("a", 1.0), ("b", 1.0)), learning_rate=0.5, averaging=1.0)
+    plain.learn_pair({"a": 1.0, "b": 0.0}, {"a": 0.0, "b": 1.0})
+    assert plain.weights == plain.raw and plain.raw == b.raw
