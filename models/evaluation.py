@@ -240,11 +240,11 @@ class CoVisitationBaseline(_Baseline):
 
     def __init__(self, catalog: Catalog, config: PipelineConfig = DEFAULT_CONFIG) -> None:
         super().__init__(catalog, config)
-        self.covisitation = CoVisitation()
+        self.covisitation = CoVisitation(half_life_s=config.covisit_half_life_s)
         self.recent: dict[str, list[str]] = defaultdict(list)
 
     def learn_positive(self, person: str, key: str, event: Event, weight: float) -> None:
-        self.covisitation.learn_one(_remember(self.recent[person], key))
+        self.covisitation.learn_one(_remember(self.recent[person], key), event.ts)
 
     def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
         out = []
@@ -558,7 +558,9 @@ class ConsumedCoVisitationBaseline(CoVisitationBaseline):
         last = session.consumed[-1:]
         apply_to_session(session, event, self.catalog, self.config)
         if session.consumed[-1:] != last:  # newly consumed, liked or not
-            self.covisitation.learn_one(_remember(self.recent[person], session.consumed[-1]))
+            self.covisitation.learn_one(
+                _remember(self.recent[person], session.consumed[-1]), event.ts
+            )
 
 
 def _remember(recent: list[str], key: str) -> list[str]:

@@ -114,6 +114,8 @@ class PipelineConfig:
     candidates_per_source: int = 50
     interest_half_life_s: float = 3 * 24 * 3600.0
     popularity_half_life_s: float = 7 * 24 * 3600.0
+    # co-visitation and transitions: older pairs fade (see models.signals.NeighbourSignal)
+    covisit_half_life_s: float | None = 365 * 24 * 3600.0
     fresh_half_life_s: float = 7 * 24 * 3600.0
     cross_platform: bool = True  # off: ignore other platforms even with consent (ablation)
     covisit_candidates: int = 100
@@ -260,12 +262,12 @@ class Pipeline:
         self.config = config
         self.catalog = catalog or Catalog(encoder.dim)
         self.popularity = Popularity(config.popularity_half_life_s)
-        self.covisitation = CoVisitation()
+        self.covisitation = CoVisitation(half_life_s=config.covisit_half_life_s)
         self.item_knn = ItemKNN()
         # Over the sequence of everything consumed, liked or not: what people go through next
         # follows what they just had, whatever they thought of it.
-        self.transitions = Transitions()
-        self.consumed_covisitation = CoVisitation()
+        self.transitions = Transitions(half_life_s=config.covisit_half_life_s)
+        self.consumed_covisitation = CoVisitation(half_life_s=config.covisit_half_life_s)
         self._covisit_rows = _CatalogRows(self.catalog, self.covisitation.rows.keys)
         self._item_knn_rows = _CatalogRows(self.catalog, self.item_knn.rows.keys)
         self._transition_rows = _CatalogRows(self.catalog, self.transitions.rows.keys)
@@ -421,8 +423,8 @@ class Pipeline:
         key = apply_to_session(session, event, self.catalog, self.config)
         if session.consumed[-1:] != last_consumed:  # newly consumed, liked or not
             consumed = consumed_on(session, event.platform, self.consumed_covisitation.window + 1)
-            self.consumed_covisitation.learn_one(consumed)
-            self.transitions.learn_one(consumed)
+            self.consumed_covisitation.learn_one(consumed, event.ts)
+            self.transitions.learn_one(consumed, event.ts)
         if key is None:
             return
         self._learn_blend(person, event.platform, key)
@@ -431,7 +433,7 @@ class Pipeline:
             preference_user(person, event.platform), key, self._platform_keys(event.platform)
         )
         self.popularity.learn_one(key, event.platform, event.ts, weight)
-        self.covisitation.learn_one(self._timeline(session, event.platform, key))
+        self.covisitation.learn_one(self._timeline(session, event.platform, key), event.ts)
         self.item_knn.learn_one(session.recent.get(event.platform, []))
 
     def _timeline(self, session: SessionState, platform: str, newest: str) -> list[str]:

@@ -276,3 +276,19 @@ def test_served_blend_weights_are_a_running_average_of_the_iterate() -> None:
     plain = AdaptiveBlend(prior=(("a", 1.0), ("b", 1.0)), learning_rate=0.5, averaging=1.0)
     plain.learn_pair({"a": 1.0, "b": 0.0}, {"a": 0.0, "b": 1.0})
     assert plain.weights == plain.raw and plain.raw == b.raw
+
+
+def test_time_decayed_pairs_fade_and_break_ties_by_recency() -> None:
+    plain, decayed = Transitions(), Transitions(half_life_s=10.0)
+    for tr in (plain, decayed):
+        tr.learn_one(["m:a", "m:b"], ts=0.0)
+        tr.learn_one(["m:a", "m:c"], ts=10.0)  # one half-life later: twice the weight
+    assert plain.candidates(["m:a"], "m", 5) == {"m:b": 1.0, "m:c": 1.0}  # a tie, first seen
+    assert decayed.candidates(["m:a"], "m", 5) == {"m:c": 1.0, "m:b": 0.5}
+    assert decayed.candidate_ids(["m:a"], "m", 5).strength == pytest.approx(2 / 3)
+    cv = CoVisitation(window=1, half_life_s=1.0)
+    cv.learn_one(["m:a", "m:b"], ts=0.0)
+    cv.learn_one(["m:a", "m:c"], ts=50.0)  # 2**50 > 1e12: the rows are rescaled, not overflowed
+    assert cv._origin == 50.0
+    scores = cv.candidates(["m:a"], "m", 5)
+    assert list(scores) == ["m:c", "m:b"] and scores["m:b"] == pytest.approx(2.0**-50, rel=1e-9)
