@@ -265,8 +265,8 @@ class NeighbourRows:
     def rescale(self, factor: float) -> None:
         """Multiply every weight by ``factor`` (shares and rankings are unchanged)."""
         for row in self._weights:
-            for slot in range(len(row)):
-                row[slot] *= factor
+            if row:
+                np.frombuffer(row, np.float64)[:] *= factor  # in place, through a view
 
     def _prune(self, item: int) -> None:
         weights = self._weights[item]
