@@ -110,6 +110,7 @@ from models.pipeline import (
     RankRequest,
     Scorer,
     apply_to_session,
+    is_new_consumption,
 )
 from models.preference import PreferenceModel
 from models.session import MAX_RECENT, SessionState
@@ -555,9 +556,9 @@ class ConsumedCoVisitationBaseline(CoVisitationBaseline):
     name = "covisit-consumed"
 
     def learn(self, person: str, event: Event, session: SessionState) -> None:
-        last = session.consumed[-1:]
+        new_consumption = is_new_consumption(session, event)
         apply_to_session(session, event, self.catalog, self.config)
-        if session.consumed[-1:] != last:  # newly consumed, liked or not
+        if new_consumption:
             self.covisitation.learn_one(
                 _remember(self.recent[person], session.consumed[-1]), event.ts
             )

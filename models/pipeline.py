@@ -419,9 +419,9 @@ class Pipeline:
         is_item_event = event.type in ITEM_EVENTS and event.item is not None
         if is_item_event and item_key(event.platform, event.item or "") not in self.catalog:
             raise InvalidEventError(f"unknown item {event.item!r} on platform {event.platform!r}")
-        last_consumed = session.consumed[-1:]
+        new_consumption = is_new_consumption(session, event)
         key = apply_to_session(session, event, self.catalog, self.config)
-        if session.consumed[-1:] != last_consumed:  # newly consumed, liked or not
+        if new_consumption:
             consumed = consumed_on(session, event.platform, self.consumed_covisitation.window + 1)
             self.consumed_covisitation.learn_one(consumed, event.ts)
             self.transitions.learn_one(consumed, event.ts)
@@ -736,6 +736,16 @@ def apply_to_session(
         weight=EVENT_WEIGHT[event.type],
     )
     return key
+
+
+def is_new_consumption(session: SessionState, event: Event) -> bool:
+    """Will :func:`apply_to_session` add ``event``'s item to what the person consumed (liked or
+    not)? Asked before applying it."""
+    return (
+        event.type in CONSUMED_EVENTS
+        and event.item is not None
+        and item_key(event.platform, event.item) not in session.consumed
+    )
 
 
 def consumed_on(session: SessionState, platform: str, n: int) -> list[str]:
