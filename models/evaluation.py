@@ -49,10 +49,11 @@ learned, in stream order. What that changes, and what it does not:
 
 Baselines share the :class:`Recommender` interface (``rank`` / ``learn``) and reuse the
 pipeline's own signal classes: most popular (:class:`~models.signals.Popularity`), item
-co-visitation (:class:`~models.signals.CoVisitation`), item-based collaborative filtering
-(:class:`~models.signals.ItemKNN`), co-visitation over every consumed item, disliked ones
-included (``covisit-consumed``, the blend's ``consumed_covisit`` signal alone), River BiasedMF
-(:class:`~models.preference.PreferenceModel`) and text similarity (the catalog's embeddings).
+co-visitation (:class:`~models.signals.CoVisitation`, with the pipeline's time decay),
+item-based collaborative filtering (:class:`~models.signals.ItemKNN`), co-visitation over every
+consumed item, disliked ones included (``covisit-consumed``, the blend's ``consumed_covisit``
+signal alone), River BiasedMF (:class:`~models.preference.PreferenceModel`) and text similarity
+(the catalog's embeddings).
 
 Examples
 --------
