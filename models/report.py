@@ -154,16 +154,23 @@ def plot(result: dict[str, Any], out: Path) -> list[str]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import EngFormatter
     except ImportError:
         return []
+    events = EngFormatter()  # 150k, not 150000 running into its neighbour
     names = []
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for name, m in result["models"].items():
         pts = [p for p in m["series"] if "hr@10" in p]
         if pts:
-            ax.plot([p["event"] for p in pts], [p["hr@10"] for p in pts], label=name, lw=1.2)
-    ax.set_xlabel("event in the stream")
-    ax.set_ylabel("HR@10 (per window of targets)")
+            # by target, not by event: Amazon's evaluated users come in bursts at each step,
+            # and windows of targets piled up on the same events read as spikes
+            xs = [p["targets"] for p in pts]
+            line = ax.plot(xs, [p["hr@10_cumulative"] for p in pts], label=name, lw=1.6)[0]
+            ax.plot(xs, [p["hr@10"] for p in pts], color=line.get_color(), lw=0.7, alpha=0.3)
+    ax.set_xlabel("evaluated targets, in stream order")
+    ax.xaxis.set_major_formatter(events)
+    ax.set_ylabel("HR@10 so far (faint: per window of targets)")
     ax.set_title(f"{result['dataset']}: HR@10 along the stream")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -176,21 +183,26 @@ def plot(result: dict[str, Any], out: Path) -> list[str]:
     pts = [p for p in (blend or {}).get("series", []) if "weights" in p]
     platforms = sorted({pl for p in pts for pl in p["weights"]})
     if platforms:  # none when the blend never ranked (e.g. --limit before the first target)
+        # more signals than the default colour cycle: one fixed colour per signal, all plots
+        names_seen = sorted({s for p in pts for w in p["weights"].values() for s in w})
+        palette = plt.get_cmap("tab20")
+        colour = {s: palette(i % 20) for i, s in enumerate(names_seen)}
         fig, axes = plt.subplots(
-            1, max(1, len(platforms)), figsize=(6 * len(platforms), 4), squeeze=False
+            1, len(platforms), figsize=(6 * len(platforms), 4.5), squeeze=False
         )
-        for ax, pl in zip(axes[0], platforms, strict=False):
+        for ax, pl in zip(axes[0], platforms, strict=True):
             signals = sorted({s for p in pts for s in p["weights"].get(pl, {})})
             for s in signals:
                 xs = [p["event"] for p in pts if pl in p["weights"]]
                 ys = [p["weights"][pl][s] for p in pts if pl in p["weights"]]
-                ax.plot(xs, ys, label=s)
-            ax.set_title(f"blend weights: {pl}")
+                ax.plot(xs, ys, label=s, color=colour[s], linewidth=1.2)
+            ax.set_title(f"blend weights served: {pl}")
             ax.set_xlabel("event in the stream")
+            ax.xaxis.set_major_formatter(events)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+        axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
-        fig.savefig(out / "blend_weights.png", dpi=110)
+        fig.savefig(out / "blend_weights.png", dpi=110, bbox_inches="tight")
         plt.close(fig)
         names.append("blend_weights.png")
     return names
