@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from itertools import repeat
 
 import numpy as np
 from river import optim, reco
@@ -100,7 +101,7 @@ class PreferenceModel:
         u_bias = mf.u_biases[person]
         u_latent = mf.u_latents[person]
         row_of = self._row
-        rows = [row_of.get(i, -1) for i in items]
+        rows = list(map(row_of.get, items, repeat(-1)))
         if -1 in rows:  # unseen items: created in River (in order), then mirrored
             rows = [r if r >= 0 else self._mirror(i) for r, i in zip(rows, items, strict=True)]
         index = np.array(rows, np.int64)

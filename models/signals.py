@@ -25,6 +25,7 @@ import math
 from array import array
 from collections import defaultdict
 from collections.abc import Sequence
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -141,7 +142,7 @@ class Popularity:
         """:meth:`normalised` for many keys at once (float32)."""
         top = self._max_scaled.get(platform, 0.0)
         scaled = self._scaled
-        values = np.fromiter((scaled.get(k, 0.0) for k in keys), np.float64, len(keys))
+        values = np.fromiter(map(scaled.get, keys, repeat(0.0)), np.float64, len(keys))
         if top <= 0.0:
             return np.zeros(len(keys), np.float32)
         out = np.log1p(np.maximum(values, 0.0) / top * 1000.0) / _LOG1P_1000
