@@ -191,8 +191,8 @@ class _Scored:
             out[hit] = self.scores[order[pos[hit]]]
         return out
 
-    def share_at(self, rows: np.ndarray, scaled: np.ndarray) -> np.ndarray:
-        """The unscaled score of each of ``rows`` (``scaled``: what :meth:`at` gave for them),
+    def shares(self, scaled: np.ndarray) -> np.ndarray:
+        """The unscaled scores of candidates whose scaled ones :meth:`at` gave as ``scaled``,
         square-rooted: shares of a row's mass are mostly a few percent, and the root spreads
         them over the range the blend weighs."""
         out: np.ndarray = np.sqrt(scaled * np.float32(self.strength))
@@ -543,9 +543,9 @@ class Pipeline:
             blend_only[:, 1] = prep.item_knn.at(rows)
             blend_only[:, 2] = prep.transition.at(rows)
             blend_only[:, 3] = prep.consumed_covisit.at(rows)
-            blend_only[:, 4] = prep.covisit.share_at(rows, dense[:, 3])
-            blend_only[:, 5] = prep.transition.share_at(rows, blend_only[:, 2])
-            blend_only[:, 6] = prep.consumed_covisit.share_at(rows, blend_only[:, 3])
+            blend_only[:, 4] = prep.covisit.shares(dense[:, 3])
+            blend_only[:, 5] = prep.transition.shares(blend_only[:, 2])
+            blend_only[:, 6] = prep.consumed_covisit.shares(blend_only[:, 3])
             all_blend_only.append(blend_only)
             spans.append((start, start + len(keys)))
             keys_per_request.append(keys)

@@ -177,11 +177,6 @@ class Neighbours(NamedTuple):
     scores: np.ndarray
     strength: float = 0.0
 
-    def unscaled(self) -> np.ndarray:
-        """The scores before scaling: ``scores × strength``."""
-        out: np.ndarray = self.scores * self.strength
-        return out
-
 
 _EMPTY = Neighbours(np.zeros(0, np.int64), np.zeros(0, np.float64))
 

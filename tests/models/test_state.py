@@ -177,7 +177,7 @@ def test_strength_is_the_best_items_age_weighted_mean_share() -> None:
     sharp, diffuse = tr.candidate_ids(["m:a"], "m", 5), tr.candidate_ids(["m:x"], "m", 5)
     assert sharp.scores[0] == diffuse.scores[0] == 1.0  # scaled, both look alike
     assert sharp.strength == 0.5 and diffuse.strength == 1 / 20  # unscaled, they do not
-    assert np.allclose(sharp.unscaled(), [0.5, 0.25, 0.25])
+    assert np.allclose(sharp.scores * sharp.strength, [0.5, 0.25, 0.25])  # the shares
     cv = CoVisitation(window=2)
     cv.learn_one(["m:a", "m:b"])
     cv.learn_one(["m:c", "m:d"])
