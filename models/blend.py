@@ -83,8 +83,7 @@ class AdaptiveBlend:
         self.updates = 0
 
     def predict_one(self, x: Mapping[str, float]) -> float:
-        z = self.bias + sum(self.weights.get(k, 0.0) * v for k, v in x.items())
-        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+        return _sigmoid(self.bias + sum(self.weights.get(k, 0.0) * v for k, v in x.items()))
 
     def contributions(self, x: Mapping[str, float]) -> dict[str, float]:
         return {k: self.weights.get(k, 0.0) * v for k, v in x.items()}
@@ -92,7 +91,7 @@ class AdaptiveBlend:
     def learn_one(self, x: Mapping[str, float], y: bool) -> None:
         raw = self.raw
         z = self.bias + sum(raw.get(k, 0.0) * v for k, v in x.items())
-        error = float(y) - 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+        error = float(y) - _sigmoid(z)
         self._step(x, error)
         self.bias += self.learning_rate * error
 
@@ -117,7 +116,12 @@ class AdaptiveBlend:
         """
         diff = {k: preferred.get(k, 0.0) - other.get(k, 0.0) for k in {*preferred, *other}}
         z = sum(self.raw.get(k, 0.0) * v for k, v in diff.items())
-        self._step(diff, 1.0 / (1.0 + math.exp(max(-30.0, min(30.0, z)))))  # 1 - σ(z)
+        self._step(diff, _sigmoid(-z))  # 1 - σ(z)
+
+
+def _sigmoid(z: float) -> float:
+    """σ(z), with z clipped to ±30 so exp never overflows."""
+    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
 
 class PlatformBlends:
