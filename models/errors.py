@@ -24,6 +24,10 @@ class ModelLoadError(StreamrecError):
     """A model artifact is missing, corrupt or of the wrong shape."""
 
 
+class ModelNotReadyError(StreamrecError):
+    """A model was asked for predictions before it learned enough to make any."""
+
+
 class ExportError(StreamrecError):
     """Exporting or training a model failed."""
 

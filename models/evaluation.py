@@ -110,6 +110,7 @@ from models.pipeline import (
     PipelineConfig,
     RankRequest,
     Scorer,
+    Shown,
     apply_to_session,
     is_new_consumption,
 )
@@ -153,7 +154,7 @@ class BlendRecommender:
         # person and platform). A batch may rank the same person several times before it
         # learns any of those events, so each ranking's entry is taken out as it is made and
         # put back just before its own event is learned (see :meth:`before_learn`).
-        self._captured: list[tuple[list[str], np.ndarray]] = []
+        self._captured: list[Shown] = []
         remember = pipeline._remember_for_feedback
 
         def capture(ranking: Any) -> None:
@@ -162,7 +163,7 @@ class BlendRecommender:
             self._captured.append(pipeline._feedback.pop(key))
 
         setattr(pipeline, "_remember_for_feedback", capture)  # noqa: B010 (instance hook)
-        self._slots: list[tuple[tuple[str, str], tuple[list[str], np.ndarray]]] = []
+        self._slots: list[tuple[tuple[str, str], Shown]] = []
 
     def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
         self._captured = []

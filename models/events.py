@@ -120,8 +120,11 @@ class CatalogItem(BaseModel):
 class ScoredItem(BaseModel):
     item: str
     platform: str
-    score: float
-    contributions: dict[str, float] = Field(description="each signal's share of the score")
+    score: float = Field(
+        description="what the list is ordered by: the reranker's probability once it has been"
+        " fitted, until then the blend's score (the sum of the contributions)"
+    )
+    contributions: dict[str, float] = Field(description="each signal's term in the blend's score")
 
 
 class Recommendation(BaseModel):

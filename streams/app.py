@@ -73,7 +73,9 @@ def load_pipeline(settings: Settings) -> Pipeline:
     encoder = TextEncoder.from_artifacts(settings.artifacts_dir)
     ranker = RankingHead.from_artifacts(settings.artifacts_dir)
     config = PipelineConfig(
-        top_k=settings.top_k, candidates_per_source=settings.candidates_per_source
+        top_k=settings.top_k,
+        candidates_per_source=settings.candidates_per_source,
+        rerank_in_background=True,  # a fit takes seconds: never stall the stream for it
     )
     return Pipeline(encoder, ranker, config)
 
@@ -261,6 +263,7 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
                 "model_versions": pipeline.model_versions,
                 "stats": pipeline.stats,
                 "blend_weights": pipeline.blends.snapshot(),
+                "reranker_fits": pipeline.reranker.fits if pipeline.reranker else None,
                 "platforms": list(settings.platforms),
             }
         )

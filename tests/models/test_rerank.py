@@ -1,0 +1,143 @@
+"""The second-stage reranker, alone and inside the pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.errors import ModelNotReadyError
+from models.events import CatalogItem
+from models.pipeline import Pipeline, PipelineConfig, RankRequest
+from models.rerank import Reranker
+from models.session import SessionState
+
+from ..fakes import HashingEncoder
+from .test_pipeline import THEMES, ev, run
+
+
+def xor_list(rng: np.random.Generator, n: int = 40) -> tuple[np.ndarray, int]:
+    """A list whose engaged candidate is the one where two signals disagree (XOR): no linear
+    blend of the two can put it first."""
+    f = np.zeros((n, 2), np.float32)
+    f[: n // 2, 0] = 1.0
+    f[: n // 4, 1] = 1.0
+    f[n // 2 : 3 * n // 4, 1] = 1.0
+    f[:, :] += rng.normal(0, 0.05, f.shape).astype(np.float32)
+    positive = n // 4  # x0 = 1, x1 = 0: the first of the XOR rows
+    f[n // 4 + 1 : n // 2, 0] = 0.0  # the other (1, 0) rows become (0, 0): one XOR row left
+    order = rng.permutation(n)
+    return f[order], int(np.flatnonzero(order == positive)[0])
+
+
+def test_not_ready_before_the_first_fit() -> None:
+    rr = Reranker(retrain_every=3, max_iter=10)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ModelNotReadyError):
+        rr.score(xor_list(rng)[0])
+    rr.learn_one(*xor_list(rng))
+    rr.learn_one(*xor_list(rng))
+    assert not rr.ready and rr.fits == 0
+    rr.learn_one(*xor_list(rng))
+    assert rr.ready and rr.fits == 1
+
+
+def test_learns_an_interaction_a_linear_blend_cannot() -> None:
+    rng = np.random.default_rng(1)
+    rr = Reranker(retrain_every=300, negatives=10, max_iter=50)
+    for _ in range(300):
+        rr.learn_one(*xor_list(rng))
+    first = []
+    for _ in range(50):
+        f, positive = xor_list(rng)
+        first.append(int(np.argmax(rr.score(f))) == positive)
+    assert np.mean(first) > 0.9
+
+
+def test_inputs_add_the_blend_position() -> None:
+    f = np.ones((3, 2), np.float32)
+    assert np.allclose(Reranker.inputs(f)[:, 2], [1.0, 0.5, 1.0 / 3])
+
+
+def test_keeps_only_the_latest_lists() -> None:
+    rr = Reranker(retrain_every=1000, negatives=2, max_lists=5)
+    rng = np.random.default_rng(2)
+    for _ in range(12):
+        rr.learn_one(*xor_list(rng))
+    assert len(rr._lists) == 5
+    assert all(len(rows) == 3 for rows in rr._lists)  # the positive and 2 negatives
+
+
+def test_background_fit_swaps_the_trees_in_when_done() -> None:
+    rr = Reranker(retrain_every=50, negatives=5, max_iter=20, background=True)
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        rr.learn_one(*xor_list(rng))
+    rr.wait()
+    assert rr.ready and rr.fits == 1
+    assert rr.score(xor_list(rng)[0]).shape == (40,)
+
+
+def themed_pipeline(rerank_every: int | None) -> Pipeline:
+    p = Pipeline(HashingEncoder(dim=64), None, PipelineConfig(rerank_every=rerank_every))
+    p.add_items(
+        [
+            CatalogItem(item=f"{t}-{i}", platform="shop", title=f"{w} {t} {i}", tags=[t])
+            for t, w in THEMES.items()
+            for i in range(8)
+        ]
+    )
+    return p
+
+
+def engage(p: Pipeline, rounds: int) -> list:
+    """People view an item, then click the 4th item of the list they were shown."""
+    sessions: dict[str, SessionState] = {}
+    ids: dict[str, str] = {}
+    recs = []
+    n = 0
+    for r in range(rounds):
+        user = f"u{r}"
+        n += 1
+        rec = run(p, [ev(n, "shop", user, f"{list(THEMES)[r % 3]}-{r % 8}")], sessions, ids)[0]
+        recs.append(rec)
+        n += 1
+        run(p, [ev(n, "shop", user, rec.items[3].item, "click")], sessions, ids)
+    return recs
+
+
+def test_pipeline_serves_the_reranked_order_and_feeds_back_the_blend_order() -> None:
+    p = themed_pipeline(rerank_every=40)
+    p.reranker = Reranker(retrain_every=40, min_samples_leaf=5)  # 40 lists: small leaves
+    engage(p, 40)  # the blend's order is served until the fit on the 40th answered list
+    assert p.reranker is not None and p.reranker.fits == 1
+    request = RankRequest(
+        "new",
+        "shop",
+        SessionState(person="new"),
+        p.catalog.vector("shop:jazz-1"),
+        frozenset({"shop:jazz-1"}),
+        ts=2000.0,
+    )
+    ranking = p.recommend([request])[0]
+    assert ranking.by_blend is not None
+    blend_keys, blend_features = ranking.by_blend
+    assert sorted(blend_keys) == sorted(ranking.keys)
+    # people always took the blend's 4th: the trees learned it and serve it first
+    assert ranking.keys[0] == blend_keys[3]
+    assert list(ranking.scores) == sorted(ranking.scores, reverse=True)
+    rec = run(p, [ev(999, "shop", "late", "run-1")], {}, {})[0]
+    scores = [item.score for item in rec.items]  # the trees' probabilities, best first
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    # the blend and the trees learn from the list in the blend's order
+    shown = p._feedback[("new", "shop")]
+    assert shown.keys == blend_keys and np.array_equal(shown.features, blend_features)
+    assert shown.kept[:10] == list(range(10))
+
+
+def test_pipeline_without_reranker_serves_the_blend() -> None:
+    p = themed_pipeline(rerank_every=None)
+    recs = engage(p, 12)
+    assert p.reranker is None
+    for rec in recs:
+        totals = [sum(item.contributions.values()) for item in rec.items]
+        assert np.allclose([item.score for item in rec.items], totals, atol=1e-4)
