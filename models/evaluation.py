@@ -400,6 +400,7 @@ class Run:
     series: list[dict[str, Any]] = field(default_factory=list)  # along the stream
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     heldout_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # what only this model has
 
     @property
     def events_per_s(self) -> float:
@@ -425,6 +426,7 @@ class Run:
                 },
             },
             "series": self.series,
+            **self.details,
         }
 
 
@@ -921,6 +923,12 @@ def evaluate(
                 batch_size=batch_size,
             )
             runs[name].series.append({"event": len(dataset.events), "weights": blend.weights()})
+            if pipeline.reranker is not None:
+                runs[name].details["reranker"] = {
+                    "answered_lists": pipeline.reranker.answered,
+                    "fitted_at": pipeline.reranker.fitted_at,
+                    "fit_seconds": round(pipeline.reranker.fit_seconds, 2),
+                }
         else:
             base = BASELINES[name](catalog, config)
             # Baselines stay exact (batch 1): they are fast without batching, and batching

@@ -102,6 +102,15 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
             f"{_f(first.get('hr@10'))} | {_f(later.get('hr@10'))} | "
             f"{m['repeats_skipped']} |"
         )
+    for name, m in models.items():
+        rr = m.get("reranker")
+        if rr is not None:
+            fits = ", ".join(f"{n:,}" for n in rr["fitted_at"]) or "never (too few)"
+            out.append(
+                f"\n{name}: the reranker learned from {rr['answered_lists']:,} answered lists "
+                f"and was fitted after {fits} of them ({rr['fit_seconds']} s of fitting, "
+                f"inside the replay's time)."
+            )
     out += ["", "## Targets", ""]
     checks = result.get("checks", {})
     if "blend_vs_best_baseline" in checks:

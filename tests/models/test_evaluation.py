@@ -29,7 +29,7 @@ from models.evaluation import (
     replay,
 )
 from models.events import CatalogItem, Event, EventType
-from models.pipeline import RankRequest
+from models.pipeline import PipelineConfig, RankRequest
 from models.report import write_report
 from models.session import SessionState
 
@@ -223,6 +223,19 @@ def test_evaluate_runs_every_model_and_writes_the_report(tmp_path: Path) -> None
     pytest.importorskip("matplotlib")
     assert (tmp_path / "toy" / "hr_along_stream.png").stat().st_size > 1000
     assert (tmp_path / "toy" / "blend_weights.png").stat().st_size > 1000
+
+
+def test_the_report_says_when_the_reranker_was_fitted(tmp_path: Path) -> None:
+    ds = two_platform_world()
+    vectors = ENCODER.encode([it.text() for it in ds.items])
+    result = evaluate(ds, ENCODER, None, vectors=vectors, progress=False, models=("blend",),
+                      config=PipelineConfig(rerank_every=20))
+    rr = result["models"]["blend"]["reranker"]
+    assert rr["answered_lists"] >= 40
+    assert rr["fitted_at"] == [20 * (i + 1) for i in range(rr["answered_lists"] // 20)]
+    text = write_report(result, tmp_path / "toy").read_text()
+    assert f"learned from {rr['answered_lists']:,} answered lists" in text
+    assert "fitted after 20, 40" in text
 
 
 def test_cross_platform_history_helps_cold_start_in_a_world_where_it_should() -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 from models.errors import ModelNotReadyError
 from models.events import CatalogItem
 from models.pipeline import Pipeline, PipelineConfig, RankRequest
-from models.rerank import Reranker
+from models.rerank import Reranker, trees_to_onnx
 from models.session import SessionState
 
 from ..fakes import HashingEncoder
@@ -75,6 +76,34 @@ def test_background_fit_swaps_the_trees_in_when_done() -> None:
     rr.wait()
     assert rr.ready and rr.fits == 1
     assert rr.score(xor_list(rng)[0]).shape == (40,)
+
+
+def test_onnx_trees_give_sklearns_margins_even_on_the_thresholds() -> None:
+    rng = np.random.default_rng(4)
+    # few distinct values: sklearn then splits halfway between two of them, a float64 that
+    # float32 cannot hold (with many values it splits on quantiles, which are data values)
+    x = (rng.integers(0, 40, (3000, 4)) / 7).astype(np.float32)
+    y = ((x[:, 0] > 2.5) ^ (x[:, 1] > 1.5)).astype(int)
+    for leaves in (15, 2):
+        model = HistGradientBoostingClassifier(max_iter=30, max_leaf_nodes=leaves).fit(x, y)
+        _check_onnx(model, x, rng)
+
+
+def _check_onnx(
+    model: HistGradientBoostingClassifier, x: np.ndarray, rng: np.random.Generator
+) -> None:
+    session = trees_to_onnx(model, 4)
+    # rows sitting on each split's threshold, and the float32s either side of it (with stumps,
+    # max_leaf_nodes=2, every row reaches every split)
+    nodes = [n for (p,) in model._predictors for n in p.nodes if not n["is_leaf"]]
+    edge = np.tile(x[:1], (3 * len(nodes), 1))
+    for i, n in enumerate(nodes):
+        t = np.float32(n["num_threshold"])
+        for j, v in enumerate((np.nextafter(t, -np.inf), t, np.nextafter(t, np.inf))):
+            edge[3 * i + j, n["feature_idx"]] = v
+    for rows in (rng.random((500, 4)).astype(np.float32), edge, x[:1]):
+        got = session.run(None, {"x": rows})[0][:, 0]
+        assert np.allclose(got, model.decision_function(rows), atol=1e-5)
 
 
 def themed_pipeline(rerank_every: int | None) -> Pipeline:
