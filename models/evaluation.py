@@ -46,6 +46,8 @@ learned, in stream order. What that changes, and what it does not:
   ranked. ``batch_size=1`` is the exact per-event replay (the unit tests check it reproduces it).
 * the random draws of the blend's feedback sampling and of River's initialiser come in another
   order, so numbers differ slightly even where the lag does not matter.
+* the blend's reranker (:mod:`models.rerank`) fits inline, on lists already answered: a fit
+  never sees a target before it is ranked, and the replay stays reproducible.
 
 Baselines share the :class:`Recommender` interface (``rank`` / ``learn``) and reuse the
 pipeline's own signal classes: most popular (:class:`~models.signals.Popularity`), item

@@ -105,12 +105,16 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
     for name, m in models.items():
         rr = m.get("reranker")
         if rr is not None:
-            fits = ", ".join(f"{n:,}" for n in rr["fitted_at"]) or "never (too few)"
-            out.append(
-                f"\n{name}: the reranker learned from {rr['answered_lists']:,} answered lists "
-                f"and was fitted after {fits} of them ({rr['fit_seconds']} s of fitting, "
-                f"inside the replay's time)."
-            )
+            said = f"\n{name}: the reranker learned from {rr['answered_lists']:,} answered lists "
+            if rr["fitted_at"]:
+                fits = ", ".join(f"{n:,}" for n in rr["fitted_at"])
+                said += (
+                    f"and was fitted after {fits} of them ({rr['fit_seconds']} s of fitting, "
+                    f"inside the replay's time)."
+                )
+            else:
+                said += "and was never fitted (too few): the blend's order was served."
+            out.append(said)
     out += ["", "## Targets", ""]
     checks = result.get("checks", {})
     if "blend_vs_best_baseline" in checks:

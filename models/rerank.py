@@ -186,7 +186,9 @@ class Reranker:
         )
         model.fit(x, y)
         session = trees_to_onnx(model, x.shape[1])
-        check = x[self._rng.choice(len(x), min(len(x), 2000), replace=False)]
+        # its own generator: checking a fit must not change the negatives drawn next
+        pick = np.random.default_rng(self.seed + self._fits)
+        check = x[pick.choice(len(x), min(len(x), 2000), replace=False)]
         _validate(session, model, check)
         self._model = session  # one assignment: a ranking in flight keeps the trees it read
         self._fits += 1

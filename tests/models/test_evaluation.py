@@ -236,6 +236,10 @@ def test_the_report_says_when_the_reranker_was_fitted(tmp_path: Path) -> None:
     text = write_report(result, tmp_path / "toy").read_text()
     assert f"learned from {rr['answered_lists']:,} answered lists" in text
     assert "fitted after 20, 40" in text
+    result = evaluate(ds, ENCODER, None, vectors=vectors, progress=False, models=("blend",),
+                      config=PipelineConfig(rerank_every=10**6))
+    text = write_report(result, tmp_path / "never").read_text()
+    assert "and was never fitted (too few): the blend's order was served." in text
 
 
 def test_cross_platform_history_helps_cold_start_in_a_world_where_it_should() -> None:
