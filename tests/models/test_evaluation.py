@@ -137,6 +137,11 @@ def test_only_evaluated_positive_events_are_ranked_and_repeats_skipped() -> None
     run = replay(ds, spy, catalog_for(ds), progress=False)
     assert [c for c in spy.calls if c[0] == "rank"] == [("rank", "p")]
     assert run.repeats_skipped == 1 and [h.rank for h in run.hits] == [1]
+    # rank_all: the blend's way: every positive is ranked (feedback), only evaluated ones count
+    spy = Spy(["shop:b"])
+    run = replay(ds, spy, catalog_for(ds), progress=False, rank_all=True)
+    assert [c for c in spy.calls if c[0] == "rank"] == [("rank", "p"), ("rank", "p")]
+    assert run.repeats_skipped == 1 and [h.rank for h in run.hits] == [1]
 
 
 def test_context_prefers_the_same_platform_and_respects_the_cross_switch() -> None:
@@ -303,14 +308,22 @@ def test_embeddings_are_cached_on_disk(tmp_path: Path) -> None:
 
 
 def test_report_of_a_stream_without_targets(tmp_path: Path) -> None:
-    """A --limit that ends before the first evaluated event: the blend never ranked."""
-    ds = two_platform_world()
-    ds = dataset(ds.events[:20], ds.items, evaluated=[False] * 20)
+    """A --limit that ends before the first evaluated event: the blend ranked (for feedback)
+    but recorded nothing; and a stream with no positive at all: it never ranked."""
+    world = two_platform_world()
+    ds = dataset(world.events[:20], world.items, evaluated=[False] * 20)
     vectors = ENCODER.encode([it.text() for it in ds.items])
     result = evaluate(ds, ENCODER, None, vectors=vectors, progress=False, models=("blend",))
-    assert result["models"]["blend"]["series"][-1]["weights"] == {}
+    blend = result["models"]["blend"]
+    assert blend["prequential"].get("all", {}).get("n", 0) == 0
+    assert not [p for p in blend["series"] if "hr@10" in p] and blend["series"][-1]["weights"]
     md = write_report(result, tmp_path / "toy")
     assert md.read_text().startswith("# Replay evaluation: toy")
+    low = [e.model_copy(update={"type": EventType.RATING, "value": 1.0}) for e in ds.events]
+    result = evaluate(dataset(low, ds.items, evaluated=[True] * 20), ENCODER, None,
+                      vectors=vectors, progress=False, models=("blend",))
+    assert result["models"]["blend"]["series"][-1]["weights"] == {}
+    assert write_report(result, tmp_path / "none").read_text().startswith("# Replay")
 
 
 def test_main_says_clearly_when_data_are_missing(tmp_path: Path,
