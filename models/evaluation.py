@@ -21,7 +21,7 @@ The blend ranks every other positive event too, the non-evaluated users' include
 nothing for them: the stream shows each of those people a list, and their answers are feedback
 its blend weights and reranker learn from (``rank_all``). On Amazon, where the evaluated split
 is 1 in 25 events, that took the blend's NDCG@10 from 0.0633 to 0.0698 and its replay from
-~4,400 to ~340 events/s. The baselines learn nothing from their lists and rank only targets.
+~4,400 to ~490 events/s. The baselines learn nothing from their lists and rank only targets.
 
 A target the person already consumed (a repeat) is skipped and counted, since every model here
 filters consumed items. Metrics: HR@10, NDCG@10 and MRR (over the returned list: every
