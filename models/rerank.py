@@ -1,11 +1,12 @@
 """A second stage over the blend: gradient-boosted trees, retrained on the lists people answered.
 
-The adaptive blend is linear in the signals and learns online, pair by pair. Some of what
-predicts the next item is not linear: a strong co-visitation share means more when the
-transition agrees, and popularity helps the person with a thin history more. Online learners
-over products of signals did worse than the blend on MovieLens (noisy pairs, too few of them),
-but trees fitted on a batch of logged lists find those interactions; Metarank trains its
-LambdaMART the same way, on the feature values it logged at ranking time.
+The adaptive blend is linear in the signals and learns online, pair by pair. On the MovieLens
+replay's logged signals, trees fitted offline ranked ~3 % better than the best linear model of
+the same signals, and only through interactions between them (trees restricted to one signal
+each did worse than linear). Online learners of interactions (a small MLP, pairwise products in
+the blend) did worse than the blend itself (noisy pairs, too few of them), but trees refitted
+on batches of logged lists keep the gain; Metarank trains its LambdaMART the same way, on the
+feature values it logged at ranking time.
 
 So every list the pipeline shows is kept with its feature matrix, in the blend's order; when the
 person then engages with one of its candidates, :meth:`Reranker.learn_one` stores that row as a
