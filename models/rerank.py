@@ -162,6 +162,8 @@ class Reranker:
             pending.result()
 
     def _fit(self) -> None:
+        if self.background and self._pending is not None and not self._pending.done():
+            return  # still fitting the previous batch: the next trigger takes the new lists
         self.fitted_at.append(self.answered)
         lists = list(self._lists)
         x = np.concatenate(lists)
@@ -170,8 +172,6 @@ class Reranker:
         if not self.background:
             self._train(x, y)
             return
-        if self._pending is not None and not self._pending.done():
-            return  # still fitting the previous batch: the next trigger takes the new lists
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="reranker-fit")
         self._pending = self._pool.submit(self._train, x, y)

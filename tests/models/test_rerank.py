@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -76,6 +78,10 @@ def test_background_fit_swaps_the_trees_in_when_done() -> None:
     rr.wait()
     assert rr.ready and rr.fits == 1
     assert rr.score(xor_list(rng)[0]).shape == (40,)
+    rr._pending = Future()  # a fit still running: the next trigger is skipped, not recorded
+    for _ in range(50):
+        rr.learn_one(*xor_list(rng))
+    assert rr.fitted_at == [50] and rr.fits == 1
 
 
 def test_onnx_trees_give_sklearns_margins_even_on_the_thresholds() -> None:
