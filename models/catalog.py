@@ -38,6 +38,7 @@ class Catalog:
         # rebuilt only when the catalog changed, not gathered again for every query.
         self._search_cache: dict[str, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}
         self.version = 0  # bumps on every change; lets callers cache derived data
+        self._key_array: tuple[int, np.ndarray] = (0, np.zeros(0, dtype=object))
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -71,6 +72,14 @@ class Catalog:
             new = np.zeros((n, *old.shape[1:]), dtype=old.dtype)
             new[: len(old)] = old
             setattr(self, name, new)
+
+    @property
+    def key_array(self) -> np.ndarray:
+        """``keys`` as a numpy object array: ``key_array[rows].tolist()`` gathers many keys
+        several times faster than a list comprehension."""
+        if self._key_array[0] != len(self.keys):
+            self._key_array = (len(self.keys), np.array(self.keys, dtype=object))
+        return self._key_array[1]
 
     @property
     def vectors(self) -> np.ndarray:

@@ -202,15 +202,15 @@ class _Scored:
     scores: np.ndarray
     strength: float = 0.0
 
-    def at(self, rows: np.ndarray) -> np.ndarray:
-        """The score of each of ``rows`` (0 where this source did not propose it), float32."""
-        out = np.zeros(len(rows), np.float32)
-        if len(self.rows) and len(rows):
-            order = np.argsort(self.rows)
-            mine = self.rows[order]
-            pos = np.minimum(np.searchsorted(mine, rows), len(mine) - 1)
-            hit = mine[pos] == rows
-            out[hit] = self.scores[order[pos[hit]]]
+    def at(self, rows: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+        """The score of each of ``rows`` (0 where this source did not propose it), float32.
+        ``scratch``: float32 zeros, one per catalog row, left as zeros (a scatter and a gather
+        instead of sorting this source's rows for every request)."""
+        if not len(self.rows):
+            return np.zeros(len(rows), np.float32)
+        scratch[self.rows] = self.scores
+        out = scratch[rows]
+        scratch[self.rows] = 0.0
         return out
 
     def shares(self, scaled: np.ndarray) -> np.ndarray:
@@ -307,6 +307,7 @@ class Pipeline:
         )
         self._feedback: OrderedDict[tuple[str, str], Shown] = OrderedDict()
         self._rng = random.Random(config.seed)
+        self._scratch = np.zeros(0, np.float32)  # _Scored.at: one float per catalog row
         self._texts: dict[str, str] = {}  # item key → the text its vector was encoded from
         self._negative_pool: dict[str, tuple[int, list[str]]] = {}  # platform → (version, keys)
         self.stats = {
@@ -524,6 +525,13 @@ class Pipeline:
             for i, r in zip(idx, rows, strict=True):
                 neighbour_rows[i] = r
 
+        scratch = self._scratch
+        if len(scratch) < len(self.catalog):
+            scratch = self._scratch = np.zeros(2 * len(self.catalog), np.float32)
+        weights_of = {
+            p: np.array([self.blends[p].weights[k] for k in SIGNALS], np.float32)
+            for p in by_platform
+        }
         all_rows: list[np.ndarray] = []
         all_dense: list[np.ndarray] = []
         all_blend_only: list[np.ndarray] = []
@@ -531,7 +539,7 @@ class Pipeline:
         keys_per_request: list[list[str]] = []
         start = 0
         available = self.catalog.available
-        catalog_keys = self.catalog.keys
+        catalog_keys = self.catalog.key_array
         for i, (req, prep) in enumerate(zip(requests, prepared, strict=True)):
             popular = self.popularity.top(req.platform, cfg.candidates_per_source, 0.0)
             proposed = np.concatenate(
@@ -551,18 +559,18 @@ class Pipeline:
             _, first = np.unique(proposed, return_index=True)
             rows = proposed[np.sort(first)]
             rows = rows[available[rows]]
-            keys = [catalog_keys[r] for r in rows.tolist()]
+            keys = catalog_keys[rows].tolist()
             if req.exclude:
-                keep = [k not in req.exclude for k in keys]
-                if not all(keep):
-                    rows = rows[np.array(keep)]
-                    keys = [k for k, ok in zip(keys, keep, strict=True) if ok]
+                drop = np.fromiter(map(req.exclude.__contains__, keys), bool, len(keys))
+                if drop.any():
+                    rows = rows[~drop]
+                    keys = catalog_keys[rows].tolist()
             vecs = self.catalog.vectors[rows]
             dense = np.zeros((len(keys), len(DENSE_FEATURES)), dtype=np.float32)
             dense[:, 0] = vecs @ prep.u_same
             dense[:, 1] = vecs @ prep.u_cross
             dense[:, 2] = vecs @ prep.context
-            dense[:, 3] = prep.covisit.at(rows)
+            dense[:, 3] = prep.covisit.at(rows, scratch)
             dense[:, 4] = self.popularity.normalised_many(keys, req.platform)
             age = np.maximum(0.0, req.ts - self.catalog.added_ts[rows])
             dense[:, 5] = 0.5 ** (age / cfg.fresh_half_life_s)
@@ -572,10 +580,10 @@ class Pipeline:
             all_rows.append(rows)
             all_dense.append(dense)
             blend_only = np.zeros((len(keys), 7), dtype=np.float32)
-            blend_only[:, 0] = prep.cross_covisit.at(rows)
-            blend_only[:, 1] = prep.item_knn.at(rows)
-            blend_only[:, 2] = prep.transition.at(rows)
-            blend_only[:, 3] = prep.consumed_covisit.at(rows)
+            blend_only[:, 0] = prep.cross_covisit.at(rows, scratch)
+            blend_only[:, 1] = prep.item_knn.at(rows, scratch)
+            blend_only[:, 2] = prep.transition.at(rows, scratch)
+            blend_only[:, 3] = prep.consumed_covisit.at(rows, scratch)
             blend_only[:, 4] = prep.covisit.shares(dense[:, 3])
             blend_only[:, 5] = prep.transition.shares(blend_only[:, 2])
             blend_only[:, 6] = prep.consumed_covisit.shares(blend_only[:, 3])
@@ -606,8 +614,7 @@ class Pipeline:
             requests, spans, keys_per_request, prepared, strict=True
         ):
             f = features[s:e]
-            weights = np.array([self.blends[req.platform].weights[k] for k in SIGNALS], np.float32)
-            contrib = f * weights
+            contrib = f * weights_of[req.platform]
             scores = contrib.sum(axis=1)
             order = np.argsort(-scores, kind="stable")
             ranked_keys = [keys[j] for j in order]

@@ -118,20 +118,26 @@ class Reranker:
         return self._fits
 
     @staticmethod
-    def inputs(features: np.ndarray) -> np.ndarray:
-        """The trees' inputs for a list in the blend's order: its signals and ``1/(1+rank)``."""
-        position = 1.0 / (1.0 + np.arange(len(features), dtype=np.float32))
+    def inputs(features: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """The trees' inputs for a list in the blend's order: its signals and ``1/(1+rank)``;
+        only those of ``rows`` if given."""
+        if rows is None:
+            rows = np.arange(len(features))
+        else:
+            features = features[rows]
+        position = 1.0 / (1.0 + rows.astype(np.float32))
         return np.concatenate([features, position[:, None]], axis=1)
 
     def learn_one(self, features: np.ndarray, positive: int) -> None:
         """The person engaged with candidate ``positive`` of a list shown in the blend's order
         (``features``: one row per candidate, as the pipeline logged them)."""
-        rows = self.inputs(features)
-        others = np.delete(np.arange(len(rows)), positive)
-        if len(others) == 0:
+        n = len(features)
+        if n < 2:
             return
-        picked = self._rng.choice(others, min(self.negatives, len(others)), replace=False)
-        self._lists.append(np.concatenate([rows[positive : positive + 1], rows[picked]]))
+        # the same draws as choosing among the other candidates themselves
+        picked = self._rng.choice(n - 1, min(self.negatives, n - 1), replace=False)
+        picked += picked >= positive
+        self._lists.append(self.inputs(features, np.concatenate([[positive], picked])))
         self.answered += 1
         self._since_fit += 1
         if self._since_fit >= self.retrain_every:
