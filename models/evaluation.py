@@ -60,8 +60,10 @@ pipeline's own signal classes: most popular (:class:`~models.signals.Popularity`
 co-visitation (:class:`~models.signals.CoVisitation`, with the pipeline's time decay),
 item-based collaborative filtering (:class:`~models.signals.ItemKNN`), co-visitation over every
 consumed item, disliked ones included (``covisit-consumed``, the blend's ``consumed_covisit``
-signal alone), River BiasedMF (:class:`~models.preference.PreferenceModel`) and text similarity
-(the catalog's embeddings).
+signal alone), River BiasedMF (:class:`~models.preference.PreferenceModel`), text similarity
+(the catalog's embeddings) and the person's other platforms alone (``cross-history``: items here
+co-visited with their items elsewhere, then the most popular), which measures what a newcomer's
+history elsewhere says about them beyond popularity.
 
 Examples
 --------
@@ -264,6 +266,36 @@ class CoVisitationBaseline(_Baseline):
                 self.recent.get(r.person, []), r.platform, DEPTH + len(r.exclude)
             )
             out.append(self._filter(scores, r.exclude))  # best first already
+        return out
+
+
+class CrossHistoryBaseline(_Baseline):
+    """What the person's *other* platforms alone say about this one: items here co-visited
+    (in everyone's histories across platforms) with their recent items elsewhere, then the
+    platform's most popular. Its cold-start columns against :class:`PopularityBaseline`'s
+    show how much a newcomer's history elsewhere tells about them here beyond popularity."""
+
+    name = "cross-history"
+
+    def __init__(self, catalog: Catalog, config: PipelineConfig = DEFAULT_CONFIG) -> None:
+        super().__init__(catalog, config)
+        self.covisitation = CoVisitation(half_life_s=config.covisit_half_life_s)
+        self.popularity = Popularity(config.popularity_half_life_s)
+        self.recent: dict[str, list[str]] = defaultdict(list)  # across platforms, newest last
+
+    def learn_positive(self, person: str, key: str, event: Event, weight: float) -> None:
+        self.covisitation.learn_one(_remember(self.recent[person], key), event.ts)
+        self.popularity.learn_one(key, event.platform, event.ts, weight)
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
+        out = []
+        for r in requests:
+            here = f"{r.platform}:"
+            elsewhere = [k for k in self.recent.get(r.person, []) if not k.startswith(here)]
+            depth = DEPTH + len(r.exclude)
+            scores = self.covisitation.candidates(elsewhere, r.platform, depth)
+            popular = self.popularity.top(r.platform, depth, r.ts)
+            out.append(self._filter(dict.fromkeys([*scores, *popular]), r.exclude))
         return out
 
 
@@ -891,6 +923,7 @@ BASELINES: dict[str, type[_Baseline]] = {
     "popularity": PopularityBaseline,
     "covisit": CoVisitationBaseline,
     "covisit-consumed": ConsumedCoVisitationBaseline,
+    "cross-history": CrossHistoryBaseline,
     "item-knn": ItemKNNBaseline,
     "river-mf": PreferenceBaseline,
     "content": ContentBaseline,
@@ -908,6 +941,7 @@ def evaluate(
         "popularity",
         "covisit",
         "covisit-consumed",
+        "cross-history",
         "item-knn",
         "river-mf",
         "content",
@@ -1083,7 +1117,7 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
     parser.add_argument("--cache", type=Path, default=Path(".cache/embeddings"))
     parser.add_argument(
         "--models",
-        default="popularity,covisit,covisit-consumed,item-knn,river-mf,content,blend,blend-no-cross",
+        default=",".join([*BASELINES, "blend", "blend-no-cross"]),
         help="comma-separated subset to run",
     )
     parser.add_argument("--no-ranker", action="store_true", help="ignore artifacts/ranker")

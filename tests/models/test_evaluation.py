@@ -16,6 +16,7 @@ from models.evaluation import (
     ConsumedCoVisitationBaseline,
     ContentBaseline,
     CoVisitationBaseline,
+    CrossHistoryBaseline,
     Hit,
     ItemKNNBaseline,
     PopularityBaseline,
@@ -206,8 +207,8 @@ def test_evaluate_runs_every_model_and_writes_the_report(tmp_path: Path) -> None
     vectors = ENCODER.encode([it.text() for it in ds.items])
     result = evaluate(ds, ENCODER, None, vectors=vectors, progress=False)
     models = result["models"]
-    assert set(models) == {"popularity", "covisit", "covisit-consumed", "item-knn", "river-mf",
-                           "content", "blend", "blend-no-cross"}
+    assert set(models) == {"popularity", "covisit", "covisit-consumed", "cross-history",
+                           "item-knn", "river-mf", "content", "blend", "blend-no-cross"}
     for m in models.values():
         assert m["prequential"]["all"]["n"] == len(ds.events)  # no repeats here
         assert set(m["leave_last_out"]) == {"shop", "all"}
@@ -261,11 +262,31 @@ def test_cross_platform_history_helps_cold_start_in_a_world_where_it_should() ->
     assert low <= cold["lift"] <= high
 
 
+def test_cross_history_knows_a_newcomer_only_through_their_other_platforms() -> None:
+    ds = two_platform_world()  # everyone's theme on video carries over to shop
+    cat = catalog_for(ds)
+    run = replay(ds, CrossHistoryBaseline(cat), cat, progress=False)
+    popularity = replay(ds, PopularityBaseline(cat), cat, progress=False)
+    first = run.summary()["cold_start"]["first_here"]
+    assert first["n"] == 24
+    assert first["hr@10"] > 2 * popularity.summary()["cold_start"]["first_here"]["hr@10"]
+    # a person with no other platform gets the platform's most popular items
+    base = CrossHistoryBaseline(cat)
+    for e in ds.events[:48]:
+        base.learn(e.user, e, SessionState(person=e.user))
+    bought = {"platform": "shop", "item": "jazz-0", "user": "p1"}
+    shop_event = ds.events[0].model_copy(update=bought)
+    base.learn("p1", shop_event, SessionState(person="p1"))
+    alone = _Replayer(cat, True).request("stranger", "shop", 1e4)
+    assert base.rank([alone])[0][0] == "shop:jazz-0"
+
+
 @pytest.mark.parametrize(
     "model",
     [
         CoVisitationBaseline,
         ConsumedCoVisitationBaseline,
+        CrossHistoryBaseline,
         ItemKNNBaseline,
         PreferenceBaseline,
         ContentBaseline,
