@@ -1049,6 +1049,17 @@ def summarise(
             "target": 0.25,
             **split,
         }
+        if "cross-history" in runs and "popularity" in runs:
+            # the ceiling of what other platforms say about a newcomer, against popularity
+            first = {
+                name: _cold_parts([h for h in runs[name].hits if h.cold])["first_here"]
+                for name in ("cross-history", "popularity")
+            }
+            checks["cold_start"]["first_here_other_platforms_alone"] = {
+                "n": len(first["popularity"]),
+                "hr@10_cross_history": _hr(first["cross-history"]),
+                "hr@10_popularity": _hr(first["popularity"]),
+            }
     if "blend" in runs and runs["blend"].heldout_metrics:
         checks["leave_last_out_ndcg@10"] = {
             p: m["ndcg@10"] for p, m in runs["blend"].heldout_metrics.items()

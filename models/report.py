@@ -142,6 +142,13 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
                     f"  - {label} ({p['n']}): {_f(p['hr@10_with_history'])} vs "
                     f"{_f(p['hr@10_without'])}, lift {_f(p['lift'], True)}"
                 )
+        if "first_here_other_platforms_alone" in c:
+            p = c["first_here_other_platforms_alone"]
+            out.append(
+                f"  - their first positive, on other platforms' history alone ({p['n']}): "
+                f"cross-history {_f(p['hr@10_cross_history'])} vs popularity "
+                f"{_f(p['hr@10_popularity'])}"
+            )
     if "leave_last_out_ndcg@10" in checks:
         c = checks["leave_last_out_ndcg@10"]
         out.append(

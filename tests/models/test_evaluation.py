@@ -223,8 +223,14 @@ def test_evaluate_runs_every_model_and_writes_the_report(tmp_path: Path) -> None
     low, high = checks["blend_vs_best_baseline"]["lift_95ci"]
     assert low <= checks["blend_vs_best_baseline"]["lift"] <= high
     assert 0.0 < models["blend"]["returned"] <= 1.0
+    alone = checks["cold_start"]["first_here_other_platforms_alone"]
+    assert alone["n"] == 24
+    assert alone["hr@10_cross_history"] == models["cross-history"]["cold_start"]["first_here"][
+        "hr@10"
+    ]
     md = write_report(result, tmp_path / "toy")
     assert md.read_text().startswith("# Replay evaluation: toy")
+    assert "on other platforms' history alone (24): cross-history" in md.read_text()
     assert json.loads((tmp_path / "toy" / "results.json").read_text())["dataset"] == "toy"
     pytest.importorskip("matplotlib")
     assert (tmp_path / "toy" / "hr_along_stream.png").stat().st_size > 1000
