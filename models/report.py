@@ -151,10 +151,16 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
             )
     if "leave_last_out_ndcg@10" in checks:
         c = checks["leave_last_out_ndcg@10"]
+        ci = checks.get("leave_last_out_ndcg@10_95ci", {})
+
+        def interval(p: str) -> str:
+            low, high = ci.get(p, (None, None))
+            return "" if low is None else f" ({_f(low)}-{_f(high)})"
+
         out.append(
             "- leave-last-out NDCG@10 (blend): "
-            + ", ".join(f"{p} {_f(v)}" for p, v in c.items() if p != "target")
-            + " (target 0.10 per domain)"
+            + ", ".join(f"{p} {_f(v)}{interval(p)}" for p, v in c.items() if p != "target")
+            + " (target 0.10 per domain; in brackets: 95% bootstrap interval over the targets)"
         )
     if "events_per_s" in checks:
         out.append(

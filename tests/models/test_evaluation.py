@@ -231,6 +231,11 @@ def test_evaluate_runs_every_model_and_writes_the_report(tmp_path: Path) -> None
     md = write_report(result, tmp_path / "toy")
     assert md.read_text().startswith("# Replay evaluation: toy")
     assert "on other platforms' history alone (24): cross-history" in md.read_text()
+    low, high = checks["leave_last_out_ndcg@10_95ci"]["shop"]
+    assert low - 1e-9 <= checks["leave_last_out_ndcg@10"]["shop"] <= high + 1e-9
+    assert f"shop {checks['leave_last_out_ndcg@10']['shop']:.4f} ({low:.4f}-{high:.4f})" in (
+        md.read_text()
+    )
     assert json.loads((tmp_path / "toy" / "results.json").read_text())["dataset"] == "toy"
     pytest.importorskip("matplotlib")
     assert (tmp_path / "toy" / "hr_along_stream.png").stat().st_size > 1000
