@@ -536,7 +536,6 @@ class Pipeline:
         all_dense: list[np.ndarray] = []
         all_blend_only: list[np.ndarray] = []
         spans: list[tuple[int, int]] = []
-        keys_per_request: list[list[str]] = []
         start = 0
         available = self.catalog.available
         catalog_keys = self.catalog.key_array
@@ -589,7 +588,6 @@ class Pipeline:
             blend_only[:, 6] = prep.consumed_covisit.shares(blend_only[:, 3])
             all_blend_only.append(blend_only)
             spans.append((start, start + len(keys)))
-            keys_per_request.append(keys)
             start += len(keys)
 
         rows_cat = np.concatenate(all_rows) if all_rows else np.zeros(0, np.int64)
@@ -610,14 +608,12 @@ class Pipeline:
         )
 
         rankings = []
-        for req, (s, e), keys, prep in zip(
-            requests, spans, keys_per_request, prepared, strict=True
-        ):
+        for req, (s, e), prep in zip(requests, spans, prepared, strict=True):
             f = features[s:e]
             contrib = f * weights_of[req.platform]
             scores = contrib.sum(axis=1)
             order = np.argsort(-scores, kind="stable")
-            ranked_keys = [keys[j] for j in order]
+            ranked_keys = catalog_keys[rows_cat[s:e][order]].tolist()
             ranking = Ranking(
                 req,
                 ranked_keys,
