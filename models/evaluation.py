@@ -1137,6 +1137,23 @@ def load_dataset(kind: str, data: Path | None, split: str) -> Dataset:
 #: nothing of Kafka, so the command line of the streams package passes it in.
 KafkaReplay = Callable[[Dataset, Path, bool], Run]
 
+#: Comparisons that only say something with people on several platforms.
+CROSS_PLATFORM_MODELS = ("cross-history", "blend-no-cross")
+
+
+def default_models(dataset: Dataset) -> list[str]:
+    """Every model; on a one-platform dataset, without :data:`CROSS_PLATFORM_MODELS` (there the
+    blend without cross-platform history is the blend, and ``cross-history`` is popularity) and
+    with a note in the report saying so."""
+    models = [*BASELINES, "blend", "blend-no-cross"]
+    if len(dataset.platforms) > 1:
+        return models
+    dataset.notes.append(
+        f"one platform: {', '.join(CROSS_PLATFORM_MODELS)} not run (they would repeat "
+        "popularity and the blend)"
+    )
+    return [m for m in models if m not in CROSS_PLATFORM_MODELS]
+
 
 def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -1156,8 +1173,9 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
     parser.add_argument("--cache", type=Path, default=Path(".cache/embeddings"))
     parser.add_argument(
         "--models",
-        default=",".join([*BASELINES, "blend", "blend-no-cross"]),
-        help="comma-separated subset to run",
+        default=None,
+        help="comma-separated subset to run (default: all; on a one-platform dataset, all but "
+        "the cross-platform comparisons)",
     )
     parser.add_argument("--no-ranker", action="store_true", help="ignore artifacts/ranker")
     parser.add_argument(
@@ -1191,7 +1209,10 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
 
             ranker = RankingHead.from_artifacts(args.artifacts)
         vectors = embed_items(dataset, encoder, args.cache, not args.no_progress)
-        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        if args.models is None:
+            models = default_models(dataset)
+        else:
+            models = [m.strip() for m in args.models.split(",") if m.strip()]
         unknown = set(models) - {*BASELINES, "blend", "blend-no-cross"}
         if unknown:
             parser.error(f"unknown models {sorted(unknown)}")

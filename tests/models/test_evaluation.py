@@ -23,6 +23,7 @@ from models.evaluation import (
     PreferenceBaseline,
     _Replayer,
     build_catalog,
+    default_models,
     embed_items,
     evaluate,
     main,
@@ -271,6 +272,17 @@ def test_cross_platform_history_helps_cold_start_in_a_world_where_it_should() ->
     assert first["n"] == 24 and first["hr@10_with_history"] > first["hr@10_without"]
     low, high = cold["lift_95ci"]
     assert low <= cold["lift"] <= high
+
+
+def test_one_platform_skips_the_cross_platform_comparisons() -> None:
+    two = two_platform_world()
+    assert {"cross-history", "blend-no-cross"} <= set(default_models(two))
+    shop_only = [e for e in two.events if e.platform == "shop"]
+    one = dataset(shop_only, [it for it in two.items if it.platform == "shop"])
+    models = default_models(one)
+    assert "blend" in models and "popularity" in models
+    assert not {"cross-history", "blend-no-cross"} & set(models)
+    assert any("cross-history, blend-no-cross not run" in n for n in one.notes)
 
 
 def test_cross_history_knows_a_newcomer_only_through_their_other_platforms() -> None:
