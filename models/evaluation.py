@@ -1143,15 +1143,10 @@ CROSS_PLATFORM_MODELS = ("cross-history", "blend-no-cross")
 
 def default_models(dataset: Dataset) -> list[str]:
     """Every model; on a one-platform dataset, without :data:`CROSS_PLATFORM_MODELS` (there the
-    blend without cross-platform history is the blend, and ``cross-history`` is popularity) and
-    with a note in the report saying so."""
+    blend without cross-platform history is the blend, and ``cross-history`` is popularity)."""
     models = [*BASELINES, "blend", "blend-no-cross"]
     if len(dataset.platforms) > 1:
         return models
-    dataset.notes.append(
-        f"one platform: {', '.join(CROSS_PLATFORM_MODELS)} not run (they would repeat "
-        "popularity and the blend)"
-    )
     return [m for m in models if m not in CROSS_PLATFORM_MODELS]
 
 
@@ -1211,6 +1206,11 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
         vectors = embed_items(dataset, encoder, args.cache, not args.no_progress)
         if args.models is None:
             models = default_models(dataset)
+            if skipped := [m for m in CROSS_PLATFORM_MODELS if m not in models]:
+                dataset.notes.append(
+                    f"one platform: {', '.join(skipped)} not run (they would repeat popularity "
+                    "and the blend; name them in --models to run them)"
+                )
         else:
             models = [m.strip() for m in args.models.split(",") if m.strip()]
         unknown = set(models) - {*BASELINES, "blend", "blend-no-cross"}
