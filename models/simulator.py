@@ -158,7 +158,7 @@ THEMES: dict[str, dict[str, list[str]]] = {
 TEMPLATES: dict[str, tuple[str, str]] = {
     # platform: (title, description)
     "shop": ("{noun}", "A {adj} {noun} for anyone into {theme}. Great for {word}."),
-    "video": ("{word}: {adj} guide to {noun}s", "A video about {theme} and {word}."),
+    "video": ("{word}: {adj} guide to {noun}", "A video about {theme} and {word}."),
     "music": ("{adj} {theme} playlist: {word}", "Songs and sounds for {theme} fans, {word} mood."),
     "news": ("{word} news: {adj} {noun} trend", "Latest {theme} story about {word}."),
 }
