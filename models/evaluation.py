@@ -269,7 +269,7 @@ class CoVisitationBaseline(_Baseline):
         return out
 
 
-class CrossHistoryBaseline(_Baseline):
+class CrossHistoryBaseline(CoVisitationBaseline):
     """What the person's *other* platforms alone say about this one: items here co-visited
     (in everyone's histories across platforms) with their recent items elsewhere, then the
     platform's most popular. Its cold-start columns against :class:`PopularityBaseline`'s
@@ -279,12 +279,10 @@ class CrossHistoryBaseline(_Baseline):
 
     def __init__(self, catalog: Catalog, config: PipelineConfig = DEFAULT_CONFIG) -> None:
         super().__init__(catalog, config)
-        self.covisitation = CoVisitation(half_life_s=config.covisit_half_life_s)
         self.popularity = Popularity(config.popularity_half_life_s)
-        self.recent: dict[str, list[str]] = defaultdict(list)  # across platforms, newest last
 
     def learn_positive(self, person: str, key: str, event: Event, weight: float) -> None:
-        self.covisitation.learn_one(_remember(self.recent[person], key), event.ts)
+        super().learn_positive(person, key, event, weight)
         self.popularity.learn_one(key, event.platform, event.ts, weight)
 
     def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
@@ -1075,13 +1073,13 @@ def summarise(
         if "cross-history" in runs and "popularity" in runs:
             # the ceiling of what other platforms say about a newcomer, against popularity
             first = {
-                name: _cold_parts([h for h in runs[name].hits if h.cold])["first_here"]
+                name: result["models"][name]["cold_start"]["first_here"]
                 for name in ("cross-history", "popularity")
             }
             checks["cold_start"]["first_here_other_platforms_alone"] = {
-                "n": len(first["popularity"]),
-                "hr@10_cross_history": _hr(first["cross-history"]),
-                "hr@10_popularity": _hr(first["popularity"]),
+                "n": first["popularity"]["n"],
+                "hr@10_cross_history": first["cross-history"]["hr@10"],
+                "hr@10_popularity": first["popularity"]["hr@10"],
             }
     if "blend" in runs and runs["blend"].heldout_metrics:
         checks["leave_last_out_ndcg@10"] = {
