@@ -101,14 +101,18 @@ class Popularity:
         if cached is None:
             return
         size, top = cached
-        if key in top:
-            top.remove(key)
-        elif len(top) >= size:  # full: the key must beat the last one to get in
-            if not self._before(key, top[-1]):
-                return
-            top.pop()
-        # else: the list holds every key of the platform, so the new one belongs in it
-        i = len(top)
+        try:
+            # The key only went up, so it moves up from where it was: walking from there
+            # (not from the end) finds the same place in a few steps.
+            i = top.index(key)
+            del top[i]
+        except ValueError:
+            if len(top) >= size:  # full: the key must beat the last one to get in
+                if not self._before(key, top[-1]):
+                    return
+                top.pop()
+            # else: the list holds every key of the platform, so the new one belongs in it
+            i = len(top)
         while i > 0 and self._before(key, top[i - 1]):
             i -= 1
         top.insert(i, key)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 
@@ -51,6 +53,21 @@ def test_popularity_ranks_per_platform_and_decays() -> None:
     assert pop.top("shop", 2, ts=100.0) == ["shop:c", "shop:a"]
     assert pop.top("video", 5, ts=100.0) == ["video:b"]
     assert pop.normalised("shop:c", "shop") == 1.0
+
+
+def test_popularity_top_list_kept_up_to_date_equals_recomputing_it() -> None:
+    rng = random.Random(3)
+    pop = Popularity(half_life_s=50.0)
+    keys = [f"shop:{i}" for i in range(300)]
+    for step in range(3000):
+        # integer counts at one time make many ties; later steps grow the scale
+        ts = 0.0 if step < 1500 else float(step - 1500)
+        pop.learn_one(rng.choice(keys[: 20 + step // 10]), "shop", ts=ts)
+        if step % 7 == 0:
+            n = rng.choice([5, 40, 120])
+            kept = pop.top("shop", n, ts=ts)
+            ranked = sorted(pop._keys_of["shop"], key=pop._scaled.__getitem__, reverse=True)
+            assert kept == ranked[:n]
 
 
 def test_covisitation_links_across_platforms_and_prunes() -> None:
