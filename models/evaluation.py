@@ -126,7 +126,7 @@ from models.pipeline import (
 )
 from models.preference import PreferenceModel
 from models.session import MAX_RECENT, SessionState
-from models.signals import CoVisitation, ItemKNN, Popularity
+from models.signals import CoVisitation, ItemKNN, PersonKNN, Popularity
 
 K = 10
 DEPTH = 200  # how deep a baseline ranks (for MRR)
@@ -613,6 +613,32 @@ class ItemKNNBaseline(_Baseline):
         return out
 
 
+class PersonKNNBaseline(_Baseline):
+    """What the people most like the person chose on the platform (user-based kNN over their
+    recent items, any platform): the blend's ``person_knn`` signal on its own."""
+
+    name = "person-knn"
+
+    def __init__(self, catalog: Catalog, config: PipelineConfig = DEFAULT_CONFIG) -> None:
+        super().__init__(catalog, config)
+        self.person_knn = PersonKNN()
+        self.recent: dict[str, list[str]] = defaultdict(list)  # any platform, newest last
+
+    def learn_positive(self, person: str, key: str, event: Event, weight: float) -> None:
+        self.person_knn.learn_one(person, key)
+        _remember(self.recent[person], key)
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
+        keys = self.person_knn.keys
+        out = []
+        for r in requests:
+            found = self.person_knn.candidate_ids_many(
+                [(r.person, self.recent.get(r.person, []))], r.platform, DEPTH + len(r.exclude)
+            )[0]
+            out.append(self._filter([keys[i] for i in found.ids.tolist()], r.exclude))
+        return out
+
+
 class ConsumedCoVisitationBaseline(CoVisitationBaseline):
     """Co-visitation over everything the person consumed, disliked items included: the
     blend's ``consumed_covisit`` signal on its own, so the blend is compared with a baseline
@@ -946,6 +972,7 @@ BASELINES: dict[str, type[_Baseline]] = {
     "covisit-consumed": ConsumedCoVisitationBaseline,
     "cross-history": CrossHistoryBaseline,
     "item-knn": ItemKNNBaseline,
+    "person-knn": PersonKNNBaseline,
     "river-mf": PreferenceBaseline,
     "content": ContentBaseline,
 }
@@ -964,6 +991,7 @@ def evaluate(
         "covisit-consumed",
         "cross-history",
         "item-knn",
+        "person-knn",
         "river-mf",
         "content",
         "blend",

@@ -1,5 +1,5 @@
-"""Global, online signals learned from the whole stream: popularity, co-visitation, item-kNN
-and next-item transitions.
+"""Global, online signals learned from the whole stream: popularity, co-visitation, item-kNN,
+next-item transitions and people alike (person-kNN, the ``person-knn`` baseline).
 
 Popularity decays with event time so the system follows trends; all are bounded in memory.
 
@@ -547,3 +547,181 @@ class Transitions(NeighbourSignal):
     def _query(self, recent: list[str]) -> tuple[list[int], list[float]]:
         ids = self.rows.known(recent[-1:])
         return ids, [1.0] * len(ids)
+
+
+class PersonKNN:
+    """People like this person (user-based, session kNN): the people who recently engaged
+    with this person's recent items, and what else they engaged with on a platform.
+
+    Where :class:`ItemKNN` sums item-to-item similarities, this finds whole people first:
+    ``sim(me, p) = Σ decay**age`` over my last ``history`` items that ``p`` also engaged with,
+    over ``sqrt(len(p's items))``; the ``neighbours`` most similar people each vote their
+    similarity for every item of theirs on the platform. It sees combinations of items, not
+    pairs, and a history on one platform finds people who also use another: the items they
+    chose there. Memory is bounded: each person keeps their last ``per_person`` items, each
+    item its last ``per_item`` people.
+
+    Examples
+    --------
+    >>> knn = PersonKNN()
+    >>> for person, items in {"ann": ["shop:a", "shop:b", "video:x"],
+    ...                       "bob": ["shop:a", "video:y"], "cy": ["shop:c", "video:z"]}.items():
+    ...     for key in items:
+    ...         knn.learn_one(person, key)
+    >>> found = knn.candidate_ids_many([("dee", ["shop:a", "shop:b"])], "video", n=5)[0]
+    >>> [knn.keys[i] for i in found.ids], found.scores.round(2).tolist()
+    (['video:x', 'video:y'], [1.0, 0.54])
+    """
+
+    #: candidate_ids_many scores a chunk of queries as a dense (queries x items) matrix of this
+    #: many floats at most
+    cells_per_pass = 1_000_000
+
+    def __init__(
+        self,
+        neighbours: int = 300,
+        history: int = 10,
+        decay: float = 0.8,
+        per_person: int = 50,
+        per_item: int = 500,
+    ) -> None:
+        self.neighbours = neighbours
+        self.history = history
+        self.decay = decay
+        self.per_person = per_person
+        self.per_item = per_item
+        self._ids: dict[str, int] = {}  # item key → id
+        self._keys: list[str] = []
+        self._people_of: list[array[int]] = []  # item id → person ids, oldest first
+        self._person_ids: dict[str, int] = {}
+        # person id → their last per_person item ids (a ring, -1: empty) and how many they had
+        self._items_of = np.full((64, per_person), -1, np.int64)
+        self._count = np.zeros(64, np.int64)
+        self._platform_ids: dict[str, int] = {}
+        self._platform = np.zeros(64, np.int32)  # item id → platform code
+
+    @property
+    def keys(self) -> list[str]:
+        """Item keys by id (append-only)."""
+        return self._keys
+
+    def _item_id(self, key: str) -> int:
+        i = self._ids.get(key)
+        if i is not None:
+            return i
+        i = self._ids[key] = len(self._keys)
+        self._keys.append(key)
+        self._people_of.append(array("q"))
+        if i == len(self._platform):
+            self._platform = np.concatenate([self._platform, np.zeros(i, np.int32)])
+        platform = key.split(":", 1)[0]
+        self._platform[i] = self._platform_ids.setdefault(platform, len(self._platform_ids))
+        return i
+
+    def _person_id(self, person: str) -> int:
+        p = self._person_ids.get(person)
+        if p is not None:
+            return p
+        p = self._person_ids[person] = len(self._person_ids)
+        if p == len(self._count):
+            self._items_of = np.concatenate([self._items_of, np.full_like(self._items_of, -1)])
+            self._count = np.concatenate([self._count, np.zeros(p, np.int64)])
+        return p
+
+    def learn_one(self, person: str, key: str) -> None:
+        """``person`` engaged with ``key`` (a positive)."""
+        i, p = self._item_id(key), self._person_id(person)
+        self._items_of[p, self._count[p] % self.per_person] = i
+        self._count[p] += 1
+        people = self._people_of[i]
+        people.append(p)
+        if len(people) > 2 * self.per_item:
+            del people[: len(people) - self.per_item]
+
+    def candidate_ids_many(
+        self, queries: Sequence[tuple[str, list[str]]], platform: str, n: int
+    ) -> list[Neighbours]:
+        """For each ``(person, recent items newest last)``, the top ``n`` items of
+        ``platform`` (:class:`Neighbours`: item ids, scores scaled so the best is 1, and the
+        best one's share of the neighbours' total similarity), the person's own votes left
+        out."""
+        code = self._platform_ids.get(platform)
+        out = [_EMPTY] * len(queries)
+        if code is None or not queries:
+            return out
+        size = max(len(self._keys), len(self._person_ids), 1)
+        chunk = max(1, self.cells_per_pass // size)
+        for start in range(0, len(queries), chunk):
+            part = queries[start : start + chunk]
+            for q, found in enumerate(self._chunk(part, code, n)):
+                out[start + q] = found
+        return out
+
+    def _chunk(
+        self, queries: Sequence[tuple[str, list[str]]], code: int, n: int
+    ) -> list[Neighbours]:
+        people: list[np.ndarray] = []
+        weights: list[float] = []
+        owners: list[int] = []
+        lengths: list[int] = []
+        for q, (_, recent) in enumerate(queries):
+            seen: set[int] = set()
+            age = 0
+            for key in reversed(recent):
+                i = self._ids.get(key)
+                if i is None or i in seen:
+                    continue
+                seen.add(i)
+                row = self._people_of[i]
+                if row:
+                    people.append(np.frombuffer(row, np.int64))
+                    weights.append(self.decay**age)
+                    owners.append(q)
+                    lengths.append(len(row))
+                age += 1
+                if age == self.history:
+                    break
+        if not people:
+            return [_EMPTY] * len(queries)
+        n_people = len(self._person_ids)
+        who = np.concatenate(people)
+        cell = np.repeat(np.array(owners, np.int64) * n_people, lengths) + who
+        sims: np.ndarray = np.bincount(
+            cell, weights=np.repeat(weights, lengths), minlength=len(queries) * n_people
+        ).reshape(len(queries), n_people)
+        sims /= np.sqrt(np.minimum(self._count[:n_people], self.per_person))[None, :]
+        for q, (person, _) in enumerate(queries):  # not one's own neighbour
+            me = self._person_ids.get(person)
+            if me is not None:
+                sims[q, me] = 0.0
+        k = min(self.neighbours, n_people)
+        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (queries, k)
+        near_sims = np.take_along_axis(sims, nearest, axis=1)
+        owner, slot = np.nonzero(near_sims > 0)  # people who share nothing vote nothing
+        votes = near_sims[owner, slot]
+        items = self._items_of[nearest[owner, slot]]  # (voters, per_person), -1: empty
+        filled = items >= 0
+        per_voter = filled.sum(axis=1)
+        items = items[filled]
+        here = self._platform[items] == code
+        size = len(self._keys)
+        cells = (np.repeat(owner, per_voter) * size + items)[here]
+        scores = np.bincount(
+            cells, weights=np.repeat(votes, per_voter)[here], minlength=len(queries) * size
+        ).reshape(len(queries), size)
+        found: list[Neighbours] = []
+        for q in range(len(queries)):
+            row = scores[q]
+            m = min(n, int(np.count_nonzero(row)))
+            if m == 0:
+                found.append(_EMPTY)
+                continue
+            top = np.argpartition(-row, m - 1)[:m]
+            top = top[np.argsort(-row[top], kind="stable")]
+            best = float(row[top[0]])
+            total = float(near_sims[q].sum())
+            found.append(Neighbours(top, row[top] / best, best / total if total > 0 else 0.0))
+        return found
+
+    def __len__(self) -> int:
+        return len(self._keys)

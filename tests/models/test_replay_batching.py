@@ -18,6 +18,7 @@ from models.evaluation import (
     ContentBaseline,
     CoVisitationBaseline,
     ItemKNNBaseline,
+    PersonKNNBaseline,
     PopularityBaseline,
     PreferenceBaseline,
     Recommender,
@@ -105,6 +106,7 @@ def models(catalog: Catalog) -> dict[str, Any]:
         "covisit": lambda: CoVisitationBaseline(catalog),
         "covisit-consumed": lambda: ConsumedCoVisitationBaseline(catalog),
         "item-knn": lambda: ItemKNNBaseline(catalog),
+        "person-knn": lambda: PersonKNNBaseline(catalog),
         "river-mf": lambda: PreferenceBaseline(catalog, refresh=50),
         "content": lambda: ContentBaseline(catalog),
     }
@@ -112,7 +114,16 @@ def models(catalog: Catalog) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "name",
-    ["blend", "popularity", "covisit", "covisit-consumed", "item-knn", "river-mf", "content"],
+    [
+        "blend",
+        "popularity",
+        "covisit",
+        "covisit-consumed",
+        "item-knn",
+        "person-knn",
+        "river-mf",
+        "content",
+    ],
 )
 def test_batch_size_one_is_the_old_per_event_replay(name: str) -> None:
     ds = world()

@@ -11,7 +11,14 @@ from models.blend import AdaptiveBlend
 from models.catalog import Catalog
 from models.pipeline import consumed_on
 from models.session import MAX_RECENT, SessionState
-from models.signals import CoVisitation, ItemKNN, NeighbourRows, Popularity, Transitions
+from models.signals import (
+    CoVisitation,
+    ItemKNN,
+    NeighbourRows,
+    PersonKNN,
+    Popularity,
+    Transitions,
+)
 
 
 def test_session_round_trip_and_bounds() -> None:
@@ -309,3 +316,37 @@ def test_time_decayed_pairs_fade_and_break_ties_by_recency() -> None:
     assert cv._origin == 50.0
     scores = cv.candidates(["m:a"], "m", 5)
     assert list(scores) == ["m:c", "m:b"] and scores["m:b"] == pytest.approx(2.0**-50, rel=1e-9)
+
+
+def test_person_knn_finds_people_alike_and_leaves_out_ones_own_votes() -> None:
+    knn = PersonKNN(neighbours=2)
+    histories = {
+        "ann": ["s:a", "s:b", "v:x"],  # shares a and b with dee
+        "bob": ["s:b", "v:y"],  # shares b, dee's newest
+        "cy": ["s:a", "v:z"],  # shares a, older, and is third: not a neighbour
+        "dee": ["s:a", "s:b", "v:own"],
+    }
+    for person, items in histories.items():
+        for key in items:
+            knn.learn_one(person, key)
+    found = knn.candidate_ids_many([("dee", ["s:a", "s:b"])], "v", n=5)[0]
+    assert [knn.keys[i] for i in found.ids] == ["v:x", "v:y"]  # not v:own, not cy's v:z
+    assert found.scores[0] == 1.0 and found.scores[1] < 1.0
+    assert knn.candidate_ids_many([("eve", ["s:unknown"])], "v", n=5)[0].ids.size == 0
+    assert knn.candidate_ids_many([("eve", ["s:a"])], "nowhere", n=5)[0].ids.size == 0
+
+
+def test_person_knn_is_bounded_and_chunking_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(5)
+    knn = PersonKNN(neighbours=5, per_person=4, per_item=3)
+    for _ in range(2000):
+        knn.learn_one(f"p{rng.randrange(60)}", f"{rng.choice('st')}:{rng.randrange(40)}")
+    assert all(len(row) <= 6 for row in knn._people_of)  # trimmed to 3 past 2 x 3
+    queries = [(f"p{i}", [f"s:{rng.randrange(40)}" for _ in range(6)]) for i in range(30)]
+    whole = knn.candidate_ids_many(queries, "t", n=10)
+    monkeypatch.setattr(PersonKNN, "cells_per_pass", 7 * 60)  # chunks of 7 queries
+    parts = knn.candidate_ids_many(queries, "t", n=10)
+    for a, b in zip(whole, parts, strict=True):
+        assert a.ids.tolist() == b.ids.tolist() and np.array_equal(a.scores, b.scores)
