@@ -45,6 +45,7 @@ SIGNALS = (
     "covisit_share",
     "transition_share",
     "consumed_covisit_share",
+    "person_knn",
 )
 DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
     ("head", 1.0),
@@ -62,6 +63,7 @@ DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
     ("covisit_share", 1.0),
     ("transition_share", 1.0),
     ("consumed_covisit_share", 1.0),
+    ("person_knn", 1.0),
 )
 
 

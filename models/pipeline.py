@@ -45,6 +45,7 @@ from models.signals import (
     ItemKNN,
     Neighbours,
     NeighbourSignal,
+    PersonKNN,
     Popularity,
     Transitions,
 )
@@ -123,6 +124,11 @@ class PipelineConfig:
     covisit_candidates: int = 100
     item_knn_candidates: int = 50
     transition_candidates: int = 50
+    person_knn_candidates: int = 50
+    # people alike (models.signals.PersonKNN): how many vote, and how many of each one's
+    # latest items (their cost grows with the product)
+    person_knn_neighbours: int = 100
+    person_knn_items: int = 30
     neighbour_candidates: int = 50
     # The other platforms' profile counts as this many items' worth of history here: it
     # shapes a thin history and fades as the person's own grows (shrinkage).
@@ -263,6 +269,8 @@ class _Prepared:
     item_knn: _Scored = _NOTHING  # liked by the people who liked their recent items here
     transition: _Scored = _NOTHING  # what others consumed right after their last one here
     consumed_covisit: _Scored = _NOTHING  # consumed close to their recent consumed items here
+    person_knn: _Scored = _NOTHING  # chosen here by the people most like them
+    knn_person: str = ""  # who they are to PersonKNN (Pipeline._knn_person)
 
 
 @dataclass
@@ -290,12 +298,16 @@ class Pipeline:
         # follows what they just had, whatever they thought of it.
         self.transitions = Transitions(half_life_s=config.covisit_half_life_s)
         self.consumed_covisitation = CoVisitation(half_life_s=config.covisit_half_life_s)
+        self.person_knn = PersonKNN(
+            config.person_knn_neighbours, per_person=config.person_knn_items
+        )
         self._covisit_rows = _CatalogRows(self.catalog, self.covisitation.rows.keys)
         self._item_knn_rows = _CatalogRows(self.catalog, self.item_knn.rows.keys)
         self._transition_rows = _CatalogRows(self.catalog, self.transitions.rows.keys)
         self._consumed_covisit_rows = _CatalogRows(
             self.catalog, self.consumed_covisitation.rows.keys
         )
+        self._person_knn_rows = _CatalogRows(self.catalog, self.person_knn.keys)
         self.preference = PreferenceModel(seed=config.seed)
         self.blends = PlatformBlends()
         self.reranker = (
@@ -465,6 +477,15 @@ class Pipeline:
         self.popularity.learn_one(key, event.platform, event.ts, weight)
         self.covisitation.learn_one(self._timeline(session, event.platform, key), event.ts)
         self.item_knn.learn_one(session.recent.get(event.platform, []))
+        self.person_knn.learn_one(self._knn_person(person, session, event.platform), key)
+
+    def _knn_person(self, person: str, session: SessionState, platform: str) -> str:
+        """Whom :class:`PersonKNN` files the person's items under: one person across the
+        platforms they allow, else one per platform (their history elsewhere neither finds
+        their neighbours here nor makes them anyone's neighbour across platforms)."""
+        if session.consent and self.config.cross_platform:
+            return person
+        return f"{person}@{platform}"
 
     def _timeline(self, session: SessionState, platform: str, newest: str) -> list[str]:
         """Recent items across the platforms this person allows, newest last."""
@@ -549,6 +570,7 @@ class Pipeline:
                     prep.item_knn.rows,
                     prep.transition.rows,
                     prep.consumed_covisit.rows,
+                    prep.person_knn.rows,
                     self._rows_of(popular),
                     self.catalog.newest(req.platform, cfg.candidates_per_source // 5),
                     self._rows_of(req.extra),
@@ -578,7 +600,7 @@ class Pipeline:
             )
             all_rows.append(rows)
             all_dense.append(dense)
-            blend_only = np.zeros((len(keys), 7), dtype=np.float32)
+            blend_only = np.zeros((len(keys), 8), dtype=np.float32)
             blend_only[:, 0] = prep.cross_covisit.at(rows, scratch)
             blend_only[:, 1] = prep.item_knn.at(rows, scratch)
             blend_only[:, 2] = prep.transition.at(rows, scratch)
@@ -586,6 +608,7 @@ class Pipeline:
             blend_only[:, 4] = prep.covisit.shares(dense[:, 3])
             blend_only[:, 5] = prep.transition.shares(blend_only[:, 2])
             blend_only[:, 6] = prep.consumed_covisit.shares(blend_only[:, 3])
+            blend_only[:, 7] = prep.person_knn.at(rows, scratch)
             all_blend_only.append(blend_only)
             spans.append((start, start + len(keys)))
             start += len(keys)
@@ -671,6 +694,7 @@ class Pipeline:
             recent=s.recent.get(req.platform, []),
             recent_elsewhere=[k for p in others for k in s.recent.get(p, [])[-3:]],
             consumed=consumed_on(s, req.platform, self.consumed_covisitation.window),
+            knn_person=self._knn_person(req.person, s, req.platform),
         )
 
     def _neighbour_candidates(self, prepared: list[_Prepared], platform: str) -> None:
@@ -704,9 +728,15 @@ class Pipeline:
         consumed_covisit = many(
             self.consumed_covisitation, self._consumed_covisit_rows, consumed, n
         )
+        people = self.person_knn.candidate_ids_many(
+            [(p.knn_person, [*p.recent_elsewhere, *p.recent]) for p in prepared],
+            platform,
+            cfg.person_knn_candidates,
+        )
         for i, p in enumerate(prepared):
             p.covisit, p.cross_covisit, p.item_knn = covisit[i], cross[i], knn[i]
             p.transition, p.consumed_covisit = transition[i], consumed_covisit[i]
+            p.person_knn = self._person_knn_rows(people[i])
 
     def _rows_of(self, keys: Sequence[str]) -> np.ndarray:
         index = self.catalog.index

@@ -709,18 +709,21 @@ class PersonKNN:
         scores = np.bincount(
             cells, weights=np.repeat(votes, per_voter)[here], minlength=len(queries) * size
         ).reshape(len(queries), size)
+        m = min(n, size)
+        top = np.argpartition(-scores, m - 1, axis=1)[:, :m]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        top_scores = np.take_along_axis(top_scores, order, axis=1)
+        totals = near_sims.sum(axis=1)
         found: list[Neighbours] = []
-        for q in range(len(queries)):
-            row = scores[q]
-            m = min(n, int(np.count_nonzero(row)))
-            if m == 0:
+        for ids, row, total in zip(top, top_scores, totals.tolist(), strict=True):
+            voted = row > 0
+            if not voted[0]:
                 found.append(_EMPTY)
                 continue
-            top = np.argpartition(-row, m - 1)[:m]
-            top = top[np.argsort(-row[top], kind="stable")]
-            best = float(row[top[0]])
-            total = float(near_sims[q].sum())
-            found.append(Neighbours(top, row[top] / best, best / total if total > 0 else 0.0))
+            best = float(row[0])
+            found.append(Neighbours(ids[voted], row[voted] / best, best / total))
         return found
 
     def __len__(self) -> int:

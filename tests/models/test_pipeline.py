@@ -279,3 +279,22 @@ def test_disliked_items_feed_the_consumed_sequence_signals_only() -> None:
     assert ranking.features[row, SIGNALS.index("transition")] == 1.0
     assert ranking.features[row, SIGNALS.index("consumed_covisit")] == 1.0
     assert ranking.features[row, SIGNALS.index("covisit")] == 0.0
+
+
+def test_people_alike_see_a_persons_platforms_together_only_with_consent() -> None:
+    p = make_pipeline()
+    sessions: dict[str, SessionState] = {}
+    ids: dict[str, str] = {}
+    link = [
+        ev(1, "shop", "a", type_="identify", person="P"),
+        ev(2, "video", "a", type_="identify", person="P"),
+    ]
+    run(p, link, sessions, ids)
+    run(p, [ev(3, "shop", "a", "jazz-0", "purchase"), ev(4, "video", "a", "jazz-1", "purchase")],
+        sessions, ids)
+    assert set(p.person_knn._person_ids) == {"P"}  # one person, both platforms
+    withdraw = route(ev(5, "video", "a", type_="identify", person="P", consent=False), ids)
+    p.handle(withdraw, sessions, now=0.0)
+    run(p, [ev(6, "shop", "a", "jazz-2", "purchase"), ev(7, "video", "a", "jazz-3", "purchase")],
+        sessions, ids)
+    assert set(p.person_knn._person_ids) == {"P", "P@shop", "P@video"}
