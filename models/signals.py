@@ -1,5 +1,5 @@
 """Global, online signals learned from the whole stream: popularity, co-visitation, item-kNN,
-next-item transitions and people alike (person-kNN, the ``person-knn`` baseline).
+next-item transitions and people alike (person-kNN).
 
 Popularity decays with event time so the system follows trends; all are bounded in memory.
 
