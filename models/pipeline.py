@@ -4,8 +4,9 @@ For every batch of messages routed to persons it (1) learns: applies each event 
 person's session, to the global signals (popularity, co-visitation, item-kNN, people alike, and
 co-visitation and next-item transitions over everything consumed), to the River preference
 model, and feeds the blend the outcome of the list it last showed; then (2) ranks: generates
-candidates for each event's platform, scores all of them across the batch in one ONNX call, blends the signals with the platform's adaptive weights, reorders the blend's top 50 with
-the reranker's trees once they are fitted (:mod:`models.rerank`), and keeps the top K.
+candidates for each event's platform, scores all of them across the batch in one ONNX call,
+blends the signals with the platform's adaptive weights, reorders the blend's top 50 with the
+reranker's trees once they are fitted (:mod:`models.rerank`), and keeps the top K.
 
 Replay evaluation uses the same two halves prequentially: ``recommend`` then ``learn``.
 """
