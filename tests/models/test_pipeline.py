@@ -77,6 +77,19 @@ def run(
     return out
 
 
+def linked_world() -> tuple[Pipeline, dict[str, SessionState], dict[str, str]]:
+    """A pipeline where user ``a`` of shop and of video is linked to person ``P``."""
+    p = make_pipeline()
+    sessions: dict[str, SessionState] = {}
+    ids: dict[str, str] = {}
+    link = [
+        ev(1, "shop", "a", type_="identify", person="P"),
+        ev(2, "video", "a", type_="identify", person="P"),
+    ]
+    run(p, link, sessions, ids)
+    return p, sessions, ids
+
+
 def test_recommends_same_platform_available_unconsumed_items() -> None:
     p = make_pipeline()
     sessions: dict[str, SessionState] = {}
@@ -102,14 +115,7 @@ def test_unavailable_items_are_never_recommended() -> None:
 
 def test_history_crosses_platforms_only_for_linked_persons_with_consent() -> None:
     """Same global state, same video event: only a linked person's shop history changes it."""
-    p = make_pipeline()
-    sessions: dict[str, SessionState] = {}
-    ids: dict[str, str] = {}
-    link = [
-        ev(1, "shop", "a", type_="identify", person="P"),
-        ev(2, "video", "a", type_="identify", person="P"),
-    ]
-    run(p, link, sessions, ids)
+    p, sessions, ids = linked_world()
     shop_history = [
         ev(10 + i, "shop", u, f"jazz-{i}", "purchase") for u in ("a", "b") for i in range(3)
     ]
@@ -282,14 +288,7 @@ def test_disliked_items_feed_the_consumed_sequence_signals_only() -> None:
 
 
 def test_people_alike_see_a_persons_platforms_together_only_with_consent() -> None:
-    p = make_pipeline()
-    sessions: dict[str, SessionState] = {}
-    ids: dict[str, str] = {}
-    link = [
-        ev(1, "shop", "a", type_="identify", person="P"),
-        ev(2, "video", "a", type_="identify", person="P"),
-    ]
-    run(p, link, sessions, ids)
+    p, sessions, ids = linked_world()
     run(p, [ev(3, "shop", "a", "jazz-0", "purchase"), ev(4, "video", "a", "jazz-1", "purchase")],
         sessions, ids)
     assert set(p.person_knn._person_ids) == {"P"}  # one person, both platforms
