@@ -558,8 +558,10 @@ class PersonKNN:
     over ``sqrt(len(p's items))``; the ``neighbours`` most similar people each vote their
     similarity for every item of theirs on the platform. It sees combinations of items, not
     pairs, and a history on one platform finds people who also use another: the items they
-    chose there. Memory is bounded: each person keeps their last ``per_person`` items, each
-    item its last ``per_item`` people.
+    chose there. Memory per person and per item is bounded: each person keeps their last
+    ``per_person`` items, each item its last ``per_item`` people. A query is scored densely
+    over all people and all items (like :class:`NeighbourRows`), which is fast up to about a
+    million of each; beyond that it needs a sparse pass.
 
     Examples
     --------
