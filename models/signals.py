@@ -185,7 +185,44 @@ class Neighbours(NamedTuple):
 _EMPTY = Neighbours(np.zeros(0, np.int64), np.zeros(0, np.float64))
 
 
-class NeighbourRows:
+class _ItemIds:
+    """Item keys to dense ids (append-only: an id never changes its key), with each item's
+    platform as a small integer code so scoring can keep one platform's items with a numpy
+    comparison. What the item-indexed stores share; a subclass makes room for a new item's
+    own storage in :meth:`_added`."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self._keys: list[str] = []
+        self._platform_ids: dict[str, int] = {}
+        self._platform = np.zeros(64, np.int32)  # item id → platform code
+
+    def id_of(self, key: str) -> int:
+        i = self._ids.get(key)
+        if i is not None:
+            return i
+        i = self._ids[key] = len(self._keys)
+        self._keys.append(key)
+        if i == len(self._platform):  # grow by doubling
+            self._platform = np.concatenate([self._platform, np.zeros(i, np.int32)])
+        platform = key.split(":", 1)[0]
+        self._platform[i] = self._platform_ids.setdefault(platform, len(self._platform_ids))
+        self._added(i)
+        return i
+
+    def _added(self, i: int) -> None:
+        """Item ``i`` was just given its id."""
+
+    @property
+    def keys(self) -> list[str]:
+        """Item keys by id (append-only: an id never changes its key)."""
+        return self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+class NeighbourRows(_ItemIds):
     """Per-item neighbour weights: the storage of the co-occurrence signals.
 
     A row is two growable C arrays (neighbour ids, weights) plus a dict from neighbour id to
@@ -200,31 +237,19 @@ class NeighbourRows:
     cells_per_pass = 1_000_000
 
     def __init__(self, capacity: int = 200) -> None:
+        super().__init__()
         self.capacity = capacity
-        self._ids: dict[str, int] = {}
-        self._keys: list[str] = []
         self._slots: list[dict[int, int]] = []  # per row: neighbour id → its slot
         self._neighbours: list[array[int]] = []
         self._weights: list[array[float]] = []
-        self._platform_ids: dict[str, int] = {}
-        self._platform = np.zeros(64, np.int32)
         self._count = np.zeros(64, np.float32)  # times the item was the newest of a history
 
-    def id_of(self, key: str) -> int:
-        i = self._ids.get(key)
-        if i is not None:
-            return i
-        i = self._ids[key] = len(self._keys)
-        self._keys.append(key)
+    def _added(self, i: int) -> None:
         self._slots.append({})
         self._neighbours.append(array("q"))
         self._weights.append(array("d"))
-        if i == len(self._count):  # grow the arrays by doubling
-            self._platform = np.concatenate([self._platform, np.zeros(i, np.int32)])
+        if i == len(self._count):  # grow by doubling
             self._count = np.concatenate([self._count, np.zeros(i, np.float32)])
-        platform = key.split(":", 1)[0]
-        self._platform[i] = self._platform_ids.setdefault(platform, len(self._platform_ids))
-        return i
 
     def count_one(self, item: int) -> None:
         """``item`` was the newest of a history once more (the ``n(item)`` of cosine)."""
@@ -361,11 +386,6 @@ class NeighbourRows:
         keys = self._keys
         return {keys[i]: v for i, v in zip(ids.tolist(), scores.tolist(), strict=True)}
 
-    @property
-    def keys(self) -> list[str]:
-        """Item keys by id (append-only: an id never changes its key)."""
-        return self._keys
-
     def known(self, keys: list[str]) -> list[int]:
         return [self._ids[k] for k in keys if k in self._ids]
 
@@ -373,9 +393,6 @@ class NeighbourRows:
         """How many neighbours ``key`` keeps (0 for an unknown key)."""
         i = self._ids.get(key)
         return 0 if i is None else len(self._neighbours[i])
-
-    def __len__(self) -> int:
-        return len(self._keys)
 
 
 class NeighbourSignal:
@@ -549,7 +566,7 @@ class Transitions(NeighbourSignal):
         return ids, [1.0] * len(ids)
 
 
-class PersonKNN:
+class PersonKNN(_ItemIds):
     """People like this person (user-based, session kNN): the people who recently engaged
     with this person's recent items, and what else they engaged with on a platform.
 
@@ -587,38 +604,20 @@ class PersonKNN:
         per_person: int = 50,
         per_item: int = 500,
     ) -> None:
+        super().__init__()
         self.neighbours = neighbours
         self.history = history
         self.decay = decay
         self.per_person = per_person
         self.per_item = per_item
-        self._ids: dict[str, int] = {}  # item key → id
-        self._keys: list[str] = []
         self._people_of: list[array[int]] = []  # item id → person ids, oldest first
         self._person_ids: dict[str, int] = {}
         # person id → their last per_person item ids (a ring, -1: empty) and how many they had
         self._items_of = np.full((64, per_person), -1, np.int64)
         self._count = np.zeros(64, np.int64)
-        self._platform_ids: dict[str, int] = {}
-        self._platform = np.zeros(64, np.int32)  # item id → platform code
 
-    @property
-    def keys(self) -> list[str]:
-        """Item keys by id (append-only)."""
-        return self._keys
-
-    def _item_id(self, key: str) -> int:
-        i = self._ids.get(key)
-        if i is not None:
-            return i
-        i = self._ids[key] = len(self._keys)
-        self._keys.append(key)
+    def _added(self, i: int) -> None:
         self._people_of.append(array("q"))
-        if i == len(self._platform):
-            self._platform = np.concatenate([self._platform, np.zeros(i, np.int32)])
-        platform = key.split(":", 1)[0]
-        self._platform[i] = self._platform_ids.setdefault(platform, len(self._platform_ids))
-        return i
 
     def _person_id(self, person: str) -> int:
         p = self._person_ids.get(person)
@@ -632,7 +631,7 @@ class PersonKNN:
 
     def learn_one(self, person: str, key: str) -> None:
         """``person`` engaged with ``key`` (a positive)."""
-        i, p = self._item_id(key), self._person_id(person)
+        i, p = self.id_of(key), self._person_id(person)
         self._items_of[p, self._count[p] % self.per_person] = i
         self._count[p] += 1
         people = self._people_of[i]
@@ -727,6 +726,3 @@ class PersonKNN:
             best = float(row[0])
             found.append(Neighbours(ids[voted], row[voted] / best, best / total))
         return found
-
-    def __len__(self) -> int:
-        return len(self._keys)
