@@ -252,6 +252,31 @@ class _CatalogRows:
         return _Scored(rows, scores, strength)
 
 
+class _RowMirrors:
+    """Arrays with one entry per catalog row (grown with it by :meth:`fit`): what ranking
+    would otherwise look up by key for each of a batch's thousands of candidates, kept by
+    row so one numpy gather reads it, plus the ranking's scratch space."""
+
+    def __init__(self) -> None:
+        self.scores = np.zeros(0, np.float32)  # _Scored.at's scratch, left as zeros
+        self.first = np.zeros(0, np.int64)  # scratch: a candidate's first place in a list
+        self.popularity = np.zeros(0, np.float64)  # Popularity.scaled of the row's key
+        self.popularity_rebases = 0  # Popularity.rebases the copy above is from
+        self.preference = np.zeros(0, np.int64)  # the row's PreferenceModel row, -1: unknown
+
+    def fit(self, rows: int) -> None:
+        """Make room for ``rows`` catalog rows (doubling, new entries at their empty value)."""
+        if len(self.scores) >= rows:
+            return
+        old = len(self.scores)
+        size = 2 * rows
+        for name, empty in (("scores", 0), ("first", 0), ("popularity", 0), ("preference", -1)):
+            before = getattr(self, name)
+            grown = np.full(size, empty, before.dtype)
+            grown[:old] = before
+            setattr(self, name, grown)
+
+
 @dataclass
 class _Prepared:
     u_same: np.ndarray  # the person's interest on the request's platform (unit)
@@ -319,7 +344,7 @@ class Pipeline:
         )
         self._feedback: OrderedDict[tuple[str, str], Shown] = OrderedDict()
         self._rng = random.Random(config.seed)
-        self._scratch = np.zeros(0, np.float32)  # _Scored.at: one float per catalog row
+        self._mirrors = _RowMirrors()
         self._texts: dict[str, str] = {}  # item key → the text its vector was encoded from
         self._negative_pool: dict[str, tuple[int, list[str]]] = {}  # platform → (version, keys)
         self.stats = {
@@ -475,9 +500,22 @@ class Pipeline:
             preference_user(person, event.platform), key, self._platform_keys(event.platform)
         )
         self.popularity.learn_one(key, event.platform, event.ts, weight)
+        self._mirror_popularity(key)
         self.covisitation.learn_one(self._timeline(session, event.platform, key), event.ts)
         self.item_knn.learn_one(session.recent.get(event.platform, []))
         self.person_knn.learn_one(self._knn_person(person, session, event.platform), key)
+
+    def _mirror_popularity(self, key: str) -> None:
+        """Copy ``key``'s new popularity count into the ranking's per-row array (all of them
+        when the counts were rescaled)."""
+        mirrors, popularity = self._mirrors, self.popularity
+        mirrors.fit(len(self.catalog))
+        if popularity.rebases != mirrors.popularity_rebases:
+            mirrors.popularity_rebases = popularity.rebases
+            counts = [popularity.scaled(k) for k in self.catalog.keys]
+            mirrors.popularity[: len(counts)] = counts
+        else:
+            mirrors.popularity[self.catalog.index[key]] = popularity.scaled(key)
 
     def _knn_person(self, person: str, session: SessionState, platform: str) -> str:
         """Whom :class:`PersonKNN` files the person's items under: one person across the
@@ -546,18 +584,15 @@ class Pipeline:
             for i, r in zip(idx, rows, strict=True):
                 neighbour_rows[i] = r
 
-        scratch = self._scratch
-        if len(scratch) < len(self.catalog):
-            scratch = self._scratch = np.zeros(2 * len(self.catalog), np.float32)
+        mirrors = self._mirrors
+        mirrors.fit(len(self.catalog))
+        scratch = mirrors.scores
         weights_of = {
             p: np.array([self.blends[p].weights[k] for k in SIGNALS], np.float32)
             for p in by_platform
         }
         all_rows: list[np.ndarray] = []
-        all_dense: list[np.ndarray] = []
-        all_blend_only: list[np.ndarray] = []
-        spans: list[tuple[int, int]] = []
-        start = 0
+        all_keys: list[list[str]] = []
         available = self.catalog.available
         catalog_keys = self.catalog.key_array
         for i, (req, prep) in enumerate(zip(requests, prepared, strict=True)):
@@ -576,9 +611,11 @@ class Pipeline:
                     self._rows_of(req.extra),
                 ]
             )
-            # Distinct, in the order proposed: ties in the blend keep that order.
-            _, first = np.unique(proposed, return_index=True)
-            rows = proposed[np.sort(first)]
+            # Distinct, in the order proposed (ties in the blend keep that order): the first
+            # place of each row, written last by assigning the places in reverse.
+            places = np.arange(len(proposed))
+            mirrors.first[proposed[::-1]] = places[::-1]
+            rows = proposed[mirrors.first[proposed] == places]
             rows = rows[available[rows]]
             keys = catalog_keys[rows].tolist()
             if req.exclude:
@@ -586,19 +623,30 @@ class Pipeline:
                 if drop.any():
                     rows = rows[~drop]
                     keys = catalog_keys[rows].tolist()
-            vecs = self.catalog.vectors[rows]
+            all_rows.append(rows)
+            all_keys.append(keys)
+
+        rows_cat = np.concatenate(all_rows) if all_rows else np.zeros(0, np.int64)
+        vectors = self.catalog.vectors[rows_cat]  # gathered once: the head reads them too
+        all_dense: list[np.ndarray] = []
+        all_blend_only: list[np.ndarray] = []
+        spans: list[tuple[int, int]] = []
+        start = 0
+        for req, prep, rows, keys in zip(requests, prepared, all_rows, all_keys, strict=True):
+            vecs = vectors[start : start + len(rows)]
             dense = np.zeros((len(keys), len(DENSE_FEATURES)), dtype=np.float32)
             dense[:, 0] = vecs @ prep.u_same
             dense[:, 1] = vecs @ prep.u_cross
             dense[:, 2] = vecs @ prep.context
             dense[:, 3] = prep.covisit.at(rows, scratch)
-            dense[:, 4] = self.popularity.normalised_many(keys, req.platform)
+            dense[:, 4] = self.popularity.normalise(mirrors.popularity[rows], req.platform)
             age = np.maximum(0.0, req.ts - self.catalog.added_ts[rows])
             dense[:, 5] = 0.5 ** (age / cfg.fresh_half_life_s)
+            preference_rows = mirrors.preference[rows]
             dense[:, 6] = self.preference.predict_many(
-                preference_user(req.person, req.platform), keys
+                preference_user(req.person, req.platform), keys, preference_rows
             )
-            all_rows.append(rows)
+            mirrors.preference[rows] = preference_rows
             all_dense.append(dense)
             blend_only = np.zeros((len(keys), 8), dtype=np.float32)
             blend_only[:, 0] = prep.cross_covisit.at(rows, scratch)
@@ -613,13 +661,12 @@ class Pipeline:
             spans.append((start, start + len(keys)))
             start += len(keys)
 
-        rows_cat = np.concatenate(all_rows) if all_rows else np.zeros(0, np.int64)
         dense_cat = np.concatenate(all_dense)
         if self.ranker is not None and len(rows_cat):
             head = self.ranker.score(
                 np.stack([p.person for p in prepared]),
                 np.stack([p.context for p in prepared]),
-                self.catalog.vectors[rows_cat],
+                vectors,
                 dense_cat,
                 np.repeat(np.arange(len(spans)), [e - s for s, e in spans]),
             )

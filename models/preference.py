@@ -83,7 +83,9 @@ class PreferenceModel:
                 if other != item:
                     self.learn_one({"person": person, "item": other}, 0.0)
 
-    def predict_many(self, person: str, items: Sequence[str]) -> np.ndarray:
+    def predict_many(
+        self, person: str, items: Sequence[str], rows: np.ndarray | None = None
+    ) -> np.ndarray:
         """:meth:`predict_one` for every item, as float32, with one matrix-vector product.
 
         Reads River's BiasedMF state (``global_mean``, the person's bias and factors) and the
@@ -93,6 +95,10 @@ class PreferenceModel:
         order (the person's, then each new item's in ``items`` order) so the model, and its
         random stream, end up exactly as after the per-item loop. The scores are the same
         floats as River's own up to the last bits of the dot product.
+
+        ``rows``: the items' rows in the mirror where the caller keeps them (int64, -1 where
+        it does not know one), which saves a dict lookup per item; the missing ones are
+        filled in place, so the caller can keep them for next time.
         """
         n = len(items)
         if n == 0:
@@ -101,14 +107,16 @@ class PreferenceModel:
         u_bias = mf.u_biases[person]
         u_latent = mf.u_latents[person]
         row_of = self._row
-        rows = list(map(row_of.get, items, repeat(-1)))
-        if -1 in rows:  # unseen items: created in River (in order), then mirrored
-            rows = [r if r >= 0 else self._mirror(i) for r, i in zip(rows, items, strict=True)]
-        index = np.array(rows, np.int64)
+        if rows is None:
+            rows = np.fromiter(map(row_of.get, items, repeat(-1)), np.int64, n)
+        for j in np.flatnonzero(rows < 0).tolist():
+            # unknown to the caller; unseen items are created in River (in order), mirrored
+            row = row_of.get(items[j])
+            rows[j] = self._mirror(items[j]) if row is None else row
         y = (
             (mf.global_mean.get() + u_bias)
-            + self._biases[index]
-            + self._latents[index] @ np.asarray(u_latent, np.float64)
+            + self._biases[rows]
+            + self._latents[rows] @ np.asarray(u_latent, np.float64)
         )
         out: np.ndarray = np.clip(y.astype(np.float32), 0.0, 1.0)
         return out

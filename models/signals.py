@@ -45,6 +45,7 @@ class Popularity:
         self._scaled: dict[str, float] = {}
         self._platform_of: dict[str, str] = {}
         self._origin: float | None = None
+        self.rebases = 0  # times every count was rescaled (see :meth:`scaled`)
         # platform → (size asked for, its exact top list), kept up to date on every learn_one
         # instead of recomputed over the whole platform on the next top().
         self._top_cache: dict[str, tuple[int, list[str]]] = {}
@@ -118,6 +119,7 @@ class Popularity:
         top.insert(i, key)
 
     def _rebase(self, ts: float) -> None:
+        self.rebases += 1
         factor = self._scale(ts)
         self._scaled = {k: v / factor for k, v in self._scaled.items()}
         self._max_scaled = defaultdict(float, {p: v / factor for p, v in self._max_scaled.items()})
@@ -144,13 +146,23 @@ class Popularity:
 
     def normalised_many(self, keys: list[str], platform: str) -> np.ndarray:
         """:meth:`normalised` for many keys at once (float32)."""
-        top = self._max_scaled.get(platform, 0.0)
         scaled = self._scaled
         values = np.fromiter(map(scaled.get, keys, repeat(0.0)), np.float64, len(keys))
+        return self.normalise(values, platform)
+
+    def normalise(self, values: np.ndarray, platform: str) -> np.ndarray:
+        """:meth:`normalised_many` of keys whose :meth:`scaled` counts are ``values``: for a
+        caller that keeps the counts in an array of its own (no dict lookup per key)."""
+        top = self._max_scaled.get(platform, 0.0)
         if top <= 0.0:
-            return np.zeros(len(keys), np.float32)
+            return np.zeros(len(values), np.float32)
         out = np.log1p(np.maximum(values, 0.0) / top * 1000.0) / _LOG1P_1000
         return out.astype(np.float32)
+
+    def scaled(self, key: str) -> float:
+        """``key``'s count in the current scale (0 if never seen). Every count is rescaled
+        when :attr:`rebases` goes up, so a copy of them must then be taken again."""
+        return self._scaled.get(key, 0.0)
 
     def top(self, platform: str, n: int, ts: float) -> list[str]:
         cached = self._top_cache.get(platform)
@@ -227,8 +239,8 @@ class NeighbourRows(_ItemIds):
 
     A row is two growable C arrays (neighbour ids, weights) plus a dict from neighbour id to
     slot. Learning is a few dict and array updates per pair, as cheap as a plain dict (it
-    happens for every event, most of which are never ranked for); scoring views the arrays
-    through ``np.frombuffer`` without copying them, so it costs no Python per neighbour. A
+    happens for every event, most of which are never ranked for); scoring joins the rows'
+    buffers in one C call and reads them with ``np.frombuffer``: no Python per neighbour. A
     row that grows past ``2 × capacity`` neighbours is pruned to its ``capacity`` heaviest,
     which bounds memory.
     """
@@ -352,10 +364,11 @@ class NeighbourRows(_ItemIds):
                     owners.append(q)
         if not rows:
             return [_EMPTY] * len(queries)
-        lengths = np.array([len(self._neighbours[h]) for h in rows])
-        # Zero-copy views of the rows, concatenated: no Python per neighbour.
-        nb = np.concatenate([np.frombuffer(self._neighbours[h], np.int64) for h in rows])
-        w = np.concatenate([np.frombuffer(self._weights[h], np.float64) for h in rows])
+        neighbours = [self._neighbours[h] for h in rows]
+        lengths = np.fromiter(map(len, neighbours), np.int64, len(rows))
+        # The rows' buffers joined in C: no Python per neighbour, nor a numpy view per row.
+        nb = np.frombuffer(bytearray().join(neighbours), np.int64)
+        w = np.frombuffer(bytearray().join([self._weights[h] for h in rows]), np.float64)
         if cosine:
             w /= np.sqrt(np.maximum(np.repeat(self._count[rows], lengths) * self._count[nb], 1.0))
         else:
@@ -661,7 +674,7 @@ class PersonKNN(_ItemIds):
     def _chunk(
         self, queries: Sequence[tuple[str, list[str]]], code: int, n: int
     ) -> list[Neighbours]:
-        people: list[np.ndarray] = []
+        people: list[array[int]] = []
         weights: list[float] = []
         owners: list[int] = []
         lengths: list[int] = []
@@ -675,7 +688,7 @@ class PersonKNN(_ItemIds):
                 seen.add(i)
                 row = self._people_of[i]
                 if row:
-                    people.append(np.frombuffer(row, np.int64))
+                    people.append(row)
                     weights.append(self.decay**age)
                     owners.append(q)
                     lengths.append(len(row))
@@ -685,7 +698,7 @@ class PersonKNN(_ItemIds):
         if not people:
             return [_EMPTY] * len(queries)
         n_people = len(self._person_ids)
-        who = np.concatenate(people)
+        who = np.frombuffer(bytearray().join(people), np.int64)  # the rows' buffers, joined in C
         cell = np.repeat(np.array(owners, np.int64) * n_people, lengths) + who
         sims: np.ndarray = np.bincount(
             cell, weights=np.repeat(weights, lengths), minlength=len(queries) * n_people
