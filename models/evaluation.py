@@ -34,7 +34,7 @@ what that history is worth there.
 End to end (``--through-kafka``): the streams package replays the dataset through a broker and a
 worker and :func:`served_run` scores the lists the worker published (model ``blend-kafka``).
 
-Batching (``batch_size``, ``--batch-size``: default 32 for the blend in :func:`evaluate` and on
+Batching (``batch_size``, ``--batch-size``: default 128 for the blend in :func:`evaluate` and on
 the command line; baselines are always replayed with 1, :func:`replay`'s default): consecutive
 events are collected into a batch, all of its targets are ranked in **one** ``rank`` call (one
 ONNX call for the blend), their ranks are recorded, and only then are the batch's events
@@ -130,10 +130,12 @@ from models.signals import CoVisitation, ItemKNN, PersonKNN, Popularity
 
 K = 10
 DEPTH = 200  # how deep a baseline ranks (for MRR)
-# Events per ranking call in evaluate() / the command line. Measured on this 2-core machine:
-# 32 beat 256 on speed (MovieLens 1,211 vs 927 events/s; Amazon 5,629 vs 1,163) because a
-# 256-event batch builds ~40k-row head inputs whose copies cost more than the calls saved.
-DEFAULT_BATCH = 32
+# Events per ranking call in evaluate() / the command line (the worker takes up to 256).
+# Measured on this 2-core machine with the current pipeline: 128 replays MovieLens ~19 % and
+# Amazon ~20 % faster than 32 (1,272 vs 1,072 and 687 vs 574 events/s) for NDCG@10 0.0878 vs
+# 0.0880 and 0.0693 vs 0.0700; on the first 50,000 MovieLens events 256 was no faster than
+# 128 and worse (0.0910 vs 0.0935): the global signals lag a whole batch.
+DEFAULT_BATCH = 128
 COLD_START_FIRST = 5
 DEFAULT_CONFIG = PipelineConfig()
 
