@@ -17,8 +17,10 @@ from models.pipeline import (
     Merge,
     PersonEvent,
     Pipeline,
+    PipelineConfig,
     RankRequest,
     consumed_on,
+    preference_user,
     rec_id_for,
 )
 from models.session import SessionState
@@ -32,8 +34,8 @@ THEMES = {
 }
 
 
-def make_pipeline() -> Pipeline:
-    p = Pipeline(HashingEncoder(dim=64), ranker=None)
+def make_pipeline(config: PipelineConfig | None = None) -> Pipeline:
+    p = Pipeline(HashingEncoder(dim=64), ranker=None, config=config or PipelineConfig())
     items = [
         CatalogItem(
             item=f"{theme}-{i}",
@@ -257,6 +259,30 @@ def test_ranking_features_are_the_scores_each_source_proposed() -> None:
             assert column[i] == np.float32(scores.get(key, 0.0)), (name, key)
     assert len(set(ranking.keys)) == len(ranking.keys)
     assert consumed and not set(ranking.keys) & consumed
+
+
+def test_popularity_and_river_columns_match_the_models_keyed_answers() -> None:
+    """Ranking reads popularity counts and River's item rows from per-row copies; they must
+    give what the models answer by key, also after popularity rescaled every count."""
+    p = make_pipeline(PipelineConfig(popularity_half_life_s=1.0))
+    sessions: dict[str, SessionState] = {}
+    items = ["jazz-0", "garden-1", "jazz-2", "run-3", "jazz-4", "garden-5"]
+    # 2 ** 40 > 1e12: with a one-second half-life popularity rescales every count at the
+    # 41st event, and only two items are learned after it
+    events = [ev(n, "shop", f"u{n % 3}", item, "purchase") for n, item in enumerate(items * 7)]
+    run(p, events, sessions, {})
+    assert p.popularity.rebases == 1
+    session = sessions["shop:u0"]
+    request = RankRequest("shop:u0", "shop", session, None, frozenset(session.consumed), 2000.0)
+    first = p.recommend([request])[0]
+    again = p.recommend([request])[0]  # River's rows now come from the ranking's copy
+    for ranking in (first, again):
+        popularity = ranking.features[:, SIGNALS.index("popularity")]
+        river = ranking.features[:, SIGNALS.index("river")]
+        assert popularity.tolist() == p.popularity.normalised_many(ranking.keys, "shop").tolist()
+        want = p.preference.predict_many(preference_user("shop:u0", "shop"), ranking.keys)
+        assert river.tolist() == want.tolist()
+        assert popularity.max() == 1.0 and river.any()
 
 
 def test_disliked_items_feed_the_consumed_sequence_signals_only() -> None:

@@ -263,6 +263,22 @@ def test_predict_many_matches_predict_one_and_leaves_the_same_model() -> None:
                                b.predict_many("new-1", items), atol=1e-6)
 
 
+def test_predict_many_with_cached_rows_fills_them_and_answers_the_same() -> None:
+    items = [f"shop:{i}" for i in range(20)]
+    a, b = PreferenceModel(seed=5), PreferenceModel(seed=5)
+    for m in (a, b):
+        for n in range(60):
+            m.learn_positive(f"p{n % 4}", items[n % 10], items[:10])
+    asked = [*items[5:15], "shop:new", items[7]]  # known, seen only as negatives, unseen
+    rows = np.full(len(asked), -1, np.int64)  # a caller's cache, empty at first
+    first = a.predict_many("p1", asked, rows)
+    assert (rows >= 0).all() and rows[1] != rows[0] and rows[-1] == rows[2]
+    again = a.predict_many("p1", asked, rows.copy())  # every row known: no lookups
+    want = b.predict_many("p1", asked)
+    assert first.tolist() == want.tolist() == again.tolist()
+    assert list(a._mf.i_latents) == list(b._mf.i_latents)  # created in the same order
+
+
 def test_evaluate_notes_the_batch_size() -> None:
     from models.evaluation import evaluate
 
