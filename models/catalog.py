@@ -1,7 +1,11 @@
 """In-memory item index: embeddings in one contiguous matrix, for brute-force neighbour search.
 
 The catalog agent upserts items as they arrive; every scoring call reads the matrix. With
-384-d float32 vectors, 100k items take 150 MB and one batched matmul scores them all.
+384-d float32 vectors, 100k items take 150 MB and one batched matmul scores them all. The
+search (the product and the top ``n`` of each row) runs as a two-node ONNX graph in ONNX
+Runtime, like the other models of the serving path: on this 2-core machine ~3x faster than
+numpy's product plus ``argpartition`` (9,742 items, 80 queries: 3.0 vs 9.3 ms), and it can
+run on a GPU with the same graph.
 
 Examples
 --------
@@ -19,9 +23,39 @@ Examples
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper
 
 from models.errors import InvalidEventError
+
+
+@functools.cache
+def _search_session() -> ort.InferenceSession:
+    """``(queries [q, d], matrix [n, d], k [1])`` → the ``k`` largest of ``queries @ matrix.T``
+    per row, best first (ties: the lower index first), and their indices. One per process,
+    shared by every catalog (a session is thread-safe, and a catalog stays copyable)."""
+    floats = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["queries", "matrix"], ["sims"], transB=1),
+            helper.make_node("TopK", ["sims", "k"], ["values", "indices"], axis=1),
+        ],
+        "catalog_search",
+        [
+            helper.make_tensor_value_info("queries", floats, ["queries", "dim"]),
+            helper.make_tensor_value_info("matrix", floats, ["items", "dim"]),
+            helper.make_tensor_value_info("k", TensorProto.INT64, [1]),
+        ],
+        [
+            helper.make_tensor_value_info("values", floats, ["queries", "k"]),
+            helper.make_tensor_value_info("indices", TensorProto.INT64, ["queries", "k"]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
 class Catalog:
@@ -113,14 +147,15 @@ class Catalog:
         if len(rows) == 0 or len(queries) == 0:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
-        # (items x dim) @ (dim x queries), transposed back: twice as fast with OpenBLAS as
-        # queries @ matrix.T for a few queries over a large catalog
-        sims = np.ascontiguousarray((matrix @ queries.astype(np.float32).T).T)
-        n = min(n, len(rows))
-        top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
-        top_sims = np.take_along_axis(sims, top, axis=1)
-        order = np.argsort(-top_sims, axis=1)
-        return rows[np.take_along_axis(top, order, axis=1)], np.take_along_axis(top_sims, order, 1)
+        sims, top = _search_session().run(
+            None,
+            {
+                "queries": np.ascontiguousarray(queries, dtype=np.float32),
+                "matrix": matrix,
+                "k": np.array([min(n, len(rows))], np.int64),
+            },
+        )
+        return rows[top], sims
 
     def newest(self, platform: str, n: int) -> np.ndarray:
         _, _, by_age = self._searchable(platform)
