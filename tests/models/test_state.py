@@ -273,6 +273,27 @@ def test_catalog_grows_and_filters_unavailable() -> None:
     assert len(c) == 2000 and c.keys[c.newest("shop", 1)[0]] == "shop:1998"
 
 
+def test_catalog_search_is_numpys_exact_top_n_on_the_platform() -> None:
+    rng = np.random.default_rng(3)
+    c = Catalog(dim=16)
+    vectors = rng.standard_normal((300, 16)).astype(np.float32)
+    for i, v in enumerate(vectors):
+        c.upsert(f"{('shop', 'video')[i % 2]}:{i}", ("shop", "video")[i % 2], v,
+                 available=i % 7 != 0, added_ts=0.0)
+    queries = rng.standard_normal((5, 16)).astype(np.float32)
+    shop = np.array([i for i in range(300) if i % 2 == 0 and i % 7 != 0])
+    for n in (1, 10, len(shop), len(shop) + 5):  # more than there are: all of them
+        rows, sims = c.neighbours(queries, "shop", n)
+        want = queries @ vectors[shop].T
+        assert rows.shape == sims.shape == (5, min(n, len(shop)))
+        for q in range(5):
+            order = np.argsort(-want[q], kind="stable")[: min(n, len(shop))]
+            assert rows[q].tolist() == shop[order].tolist()
+            np.testing.assert_allclose(sims[q], want[q][order], atol=1e-5)
+    rows, sims = c.neighbours(queries[:0], "shop", 3)
+    assert rows.shape == (0, 0) and c.neighbours(queries, "news", 3)[0].shape == (5, 0)
+
+
 def test_pairwise_blend_moves_weight_to_the_signal_that_ordered_correctly() -> None:
     b = AdaptiveBlend(prior=(("a", 1.0), ("b", 1.0)), learning_rate=0.5)
     bias = b.bias
