@@ -306,12 +306,15 @@ class NeighbourRows(_ItemIds):
                 np.frombuffer(row, np.float64)[:] *= factor  # in place, through a view
 
     def _prune(self, item: int) -> None:
-        weights = self._weights[item]
-        keep = heapq.nlargest(self.capacity, range(len(weights)), key=weights.__getitem__)
-        old = self._neighbours[item]
-        self._neighbours[item] = array("q", [old[s] for s in keep])
-        self._weights[item] = array("d", [weights[s] for s in keep])
-        self._slots[item] = {old[s]: new for new, s in enumerate(keep)}
+        weights = np.frombuffer(self._weights[item], np.float64)
+        # the heaviest first, ties in slot order: what heapq.nlargest keeps, without Python
+        # per neighbour
+        keep = np.argsort(-weights, kind="stable")[: self.capacity]
+        kept = np.frombuffer(self._neighbours[item], np.int64)[keep]
+        heavy = weights[keep]
+        self._neighbours[item] = array("q", kept.tobytes())
+        self._weights[item] = array("d", heavy.tobytes())
+        self._slots[item] = dict(zip(kept.tolist(), range(len(kept)), strict=True))
 
     def top(
         self, ids: list[int], age_weights: list[float], platform: str, cosine: bool, n: int
@@ -382,16 +385,22 @@ class NeighbourRows(_ItemIds):
         scores = np.bincount(
             cell[here], weights=w[here], minlength=len(queries) * size
         ).reshape(len(queries), size)
+        # The top n of every query in one call per step (each row as its own call would cost
+        # Python per query); a row's items past its nonzero ones are not candidates.
+        k = min(n, size)
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        top_scores = np.take_along_axis(top_scores, order, axis=1)
+        voted = np.minimum(np.count_nonzero(scores, axis=1), k).tolist()
         found: list[Neighbours] = []
-        for (_, age_weights), row in zip(queries, scores, strict=True):
-            k = min(n, int(np.count_nonzero(row)))
-            if k == 0:
+        for (_, age_weights), ids, row, m in zip(queries, top, top_scores, voted, strict=True):
+            if m == 0:
                 found.append(_EMPTY)
                 continue
-            top = np.argpartition(-row, k - 1)[:k]
-            top = top[np.argsort(-row[top], kind="stable")]
-            best = float(row[top[0]])
-            found.append(Neighbours(top, row[top] / best, best / sum(age_weights)))
+            best = float(row[0])
+            found.append(Neighbours(ids[:m], row[:m] / best, best / sum(age_weights)))
         return found
 
     def as_dict(self, ids: np.ndarray, scores: np.ndarray) -> dict[str, float]:
