@@ -197,6 +197,15 @@ class Neighbours(NamedTuple):
 _EMPTY = Neighbours(np.zeros(0, np.int64), np.zeros(0, np.float64))
 
 
+def _top_per_row(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The columns of each row's ``k`` largest ``scores`` and those scores, best first (ties
+    in the order the partition left them), for all rows in one call per step."""
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+
+
 class _ItemIds:
     """Item keys to dense ids (append-only: an id never changes its key), with each item's
     platform as a small integer code so scoring can keep one platform's items with a numpy
@@ -388,11 +397,7 @@ class NeighbourRows(_ItemIds):
         # The top n of every query in one call per step (each row as its own call would cost
         # Python per query); a row's items past its nonzero ones are not candidates.
         k = min(n, size)
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        top_scores = np.take_along_axis(top_scores, order, axis=1)
+        top, top_scores = _top_per_row(scores, k)
         voted = np.minimum(np.count_nonzero(scores, axis=1), k).tolist()
         found: list[Neighbours] = []
         for (_, age_weights), ids, row, m in zip(queries, top, top_scores, voted, strict=True):
@@ -732,12 +737,7 @@ class PersonKNN(_ItemIds):
         scores = np.bincount(
             cells, weights=np.repeat(votes, per_voter)[here], minlength=len(queries) * size
         ).reshape(len(queries), size)
-        m = min(n, size)
-        top = np.argpartition(-scores, m - 1, axis=1)[:, :m]
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        top_scores = np.take_along_axis(top_scores, order, axis=1)
+        top, top_scores = _top_per_row(scores, min(n, size))
         totals = near_sims.sum(axis=1)
         found: list[Neighbours] = []
         for ids, row, total in zip(top, top_scores, totals.tolist(), strict=True):
