@@ -613,10 +613,11 @@ class Pipeline:
                     self._rows_of(req.extra),
                 ]
             )
-            # Distinct, in the order proposed (ties in the blend keep that order): the first
-            # place of each row, written last by assigning the places in reverse.
+            # Distinct, in the order proposed (ties in the blend keep that order): each row's
+            # first place, by an unbuffered minimum (no sort)
             places = np.arange(len(proposed))
-            mirrors.first[proposed[::-1]] = places[::-1]
+            mirrors.first[proposed] = len(proposed)
+            np.minimum.at(mirrors.first, proposed, places)
             rows = proposed[mirrors.first[proposed] == places]
             rows = rows[available[rows]]
             keys = catalog_keys[rows].tolist()
