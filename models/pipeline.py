@@ -838,11 +838,11 @@ def _rerank(ranking: Ranking, probability: np.ndarray) -> None:
     of its first ``len(probability)`` candidates; ties keep the blend's order, which stays in
     ``ranking.by_blend`` for feedback. The rest follows in the blend's order, scored 0."""
     head = len(probability)
-    order = np.concatenate(
-        [np.argsort(-probability, kind="stable"), np.arange(head, len(ranking.keys))]
-    )
+    head_order = np.argsort(-probability, kind="stable")
+    order = np.concatenate([head_order, np.arange(head, len(ranking.keys))])
     ranking.by_blend = (ranking.keys, ranking.features)
-    ranking.keys = [ranking.keys[j] for j in order]
+    keys = ranking.keys
+    ranking.keys = [keys[j] for j in head_order.tolist()] + keys[head:]  # the tail stays put
     ranking.features = ranking.features[order]
     ranking.scores = np.concatenate(
         [probability, np.zeros(len(order) - head, np.float32)]
