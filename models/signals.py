@@ -197,13 +197,26 @@ class Neighbours(NamedTuple):
 _EMPTY = Neighbours(np.zeros(0, np.int64), np.zeros(0, np.float64))
 
 
-def _top_per_row(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The columns of each row's ``k`` largest ``scores`` and those scores, best first (ties
-    in the order the partition left them), for all rows in one call per step."""
+def _best_per_row(scores: np.ndarray, n: int, totals: Sequence[float]) -> list[Neighbours]:
+    """Each row of non-negative ``scores`` (queries x items) as :class:`Neighbours`: its top
+    ``n`` positive columns best first (ties in the order the partition left them), scaled so
+    the best is 1, and the best over the row's ``totals`` entry as the strength. All rows in
+    one call per numpy step: a call per row would cost Python per query."""
+    k = min(n, scores.shape[1])
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     top_scores = np.take_along_axis(scores, top, axis=1)
     order = np.argsort(-top_scores, axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+    top = np.take_along_axis(top, order, axis=1)
+    top_scores = np.take_along_axis(top_scores, order, axis=1)
+    positive = np.count_nonzero(top_scores > 0, axis=1).tolist()  # they come first
+    found: list[Neighbours] = []
+    for ids, row, m, total in zip(top, top_scores, positive, totals, strict=True):
+        if m == 0:
+            found.append(_EMPTY)
+            continue
+        best = float(row[0])
+        found.append(Neighbours(ids[:m], row[:m] / best, best / total))
+    return found
 
 
 class _ItemIds:
@@ -394,19 +407,7 @@ class NeighbourRows(_ItemIds):
         scores = np.bincount(
             cell[here], weights=w[here], minlength=len(queries) * size
         ).reshape(len(queries), size)
-        # The top n of every query in one call per step (each row as its own call would cost
-        # Python per query); a row's items past its nonzero ones are not candidates.
-        k = min(n, size)
-        top, top_scores = _top_per_row(scores, k)
-        voted = np.minimum(np.count_nonzero(scores, axis=1), k).tolist()
-        found: list[Neighbours] = []
-        for (_, age_weights), ids, row, m in zip(queries, top, top_scores, voted, strict=True):
-            if m == 0:
-                found.append(_EMPTY)
-                continue
-            best = float(row[0])
-            found.append(Neighbours(ids[:m], row[:m] / best, best / sum(age_weights)))
-        return found
+        return _best_per_row(scores, n, [sum(age_weights) for _, age_weights in queries])
 
     def as_dict(self, ids: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         """What :meth:`top` returned, as ``{item key: score}``, best first."""
@@ -737,14 +738,4 @@ class PersonKNN(_ItemIds):
         scores = np.bincount(
             cells, weights=np.repeat(votes, per_voter)[here], minlength=len(queries) * size
         ).reshape(len(queries), size)
-        top, top_scores = _top_per_row(scores, min(n, size))
-        totals = near_sims.sum(axis=1)
-        found: list[Neighbours] = []
-        for ids, row, total in zip(top, top_scores, totals.tolist(), strict=True):
-            voted = row > 0
-            if not voted[0]:
-                found.append(_EMPTY)
-                continue
-            best = float(row[0])
-            found.append(Neighbours(ids[voted], row[voted] / best, best / total))
-        return found
+        return _best_per_row(scores, n, near_sims.sum(axis=1).tolist())
