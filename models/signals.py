@@ -219,6 +219,41 @@ def _best_per_row(scores: np.ndarray, n: int, totals: Sequence[float]) -> list[N
     return found
 
 
+def _best_of_cells(
+    cells: np.ndarray, weights: np.ndarray, rows: int, size: int, n: int, totals: Sequence[float]
+) -> list[Neighbours]:
+    """:func:`_best_per_row` for a sparse (``rows`` x ``size``) matrix given as entries: flat
+    cell ``row * size + column`` and a weight, summed per cell. Each cell's sum adds the same
+    terms in the same order as ``np.bincount`` into the dense matrix, so the scores are
+    identical; ties come best first by column. Sorting the entries costs ``E log E`` against
+    the dense pass's ``rows * size``: far cheaper when histories are short and the catalog
+    large (Amazon: 39,000 items, a few thousand entries per query)."""
+    if not len(cells):
+        return [_EMPTY] * rows
+    unique, at = np.unique(cells, return_inverse=True)
+    sums = np.bincount(at, weights=weights)
+    positive = sums > 0
+    unique, sums = unique[positive], sums[positive]
+    owner = unique // size
+    order = np.lexsort((-sums, owner))  # by row, then best first; stable: ties by column
+    owner, unique, sums = owner[order], unique[order], sums[order]
+    starts = np.searchsorted(owner, np.arange(rows + 1)).tolist()
+    found: list[Neighbours] = []
+    for q, total in enumerate(totals):
+        start, end = starts[q], min(starts[q + 1], starts[q] + n)
+        if start == end:
+            found.append(_EMPTY)
+            continue
+        best = float(sums[start])
+        found.append(Neighbours(unique[start:end] - q * size, sums[start:end] / best, best / total))
+    return found
+
+
+#: Score a chunk from its entries (:func:`_best_of_cells`) when they are fewer than the dense
+#: matrix's cells over this: sorting an entry costs about this many dense cells' pass.
+SPARSE_BELOW = 1 / 16
+
+
 class _ItemIds:
     """Item keys to dense ids (append-only: an id never changes its key), with each item's
     platform as a small integer code so scoring can keep one platform's items with a numpy
@@ -403,11 +438,12 @@ class NeighbourRows(_ItemIds):
             w /= np.repeat(totals, lengths)
         w *= np.repeat(ages, lengths)
         here = self._platform[nb] == code
-        cell = np.repeat(np.array(owners, np.int64) * size, lengths) + nb
-        scores = np.bincount(
-            cell[here], weights=w[here], minlength=len(queries) * size
-        ).reshape(len(queries), size)
-        return _best_per_row(scores, n, [sum(age_weights) for _, age_weights in queries])
+        cell = (np.repeat(np.array(owners, np.int64) * size, lengths) + nb)[here]
+        totals = [sum(age_weights) for _, age_weights in queries]
+        if len(cell) < SPARSE_BELOW * len(queries) * size:
+            return _best_of_cells(cell, w[here], len(queries), size, n, totals)
+        scores = np.bincount(cell, weights=w[here], minlength=len(queries) * size)
+        return _best_per_row(scores.reshape(len(queries), size), n, totals)
 
     def as_dict(self, ids: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         """What :meth:`top` returned, as ``{item key: score}``, best first."""
@@ -735,7 +771,9 @@ class PersonKNN(_ItemIds):
         here = self._platform[items] == code
         size = len(self._keys)
         cells = (np.repeat(owner, per_voter) * size + items)[here]
-        scores = np.bincount(
-            cells, weights=np.repeat(votes, per_voter)[here], minlength=len(queries) * size
-        ).reshape(len(queries), size)
-        return _best_per_row(scores, n, near_sims.sum(axis=1).tolist())
+        cell_votes = np.repeat(votes, per_voter)[here]
+        totals = near_sims.sum(axis=1).tolist()
+        if len(cells) < SPARSE_BELOW * len(queries) * size:
+            return _best_of_cells(cells, cell_votes, len(queries), size, n, totals)
+        scores = np.bincount(cells, weights=cell_votes, minlength=len(queries) * size)
+        return _best_per_row(scores.reshape(len(queries), size), n, totals)
