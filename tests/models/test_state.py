@@ -371,3 +371,45 @@ def test_person_knn_is_bounded_and_chunking_changes_nothing(
     parts = knn.candidate_ids_many(queries, "t", n=10)
     for a, b in zip(whole, parts, strict=True):
         assert a.ids.tolist() == b.ids.tolist() and np.array_equal(a.scores, b.scores)
+
+
+@pytest.mark.parametrize("signal", ["item-knn", "covisit", "person-knn"])
+def test_sparse_and_dense_passes_find_the_same_neighbours(
+    signal: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Few entries per query are scored from the entries alone (sorted), many through a dense
+    (queries x items) matrix: the same floats either way; only ties may come out in another
+    order, and in the sparse pass they come by item id."""
+    import models.signals as signals
+
+    rng = np.random.default_rng(8)
+    knn, cv, people = ItemKNN(window=6, history=4), CoVisitation(window=3), PersonKNN(5)
+    histories: list[list[str]] = [[] for _ in range(40)]
+    for _ in range(3000):
+        who = int(rng.integers(40))
+        h = histories[who]
+        h.append(f"{rng.choice(['m', 's'])}:{int(rng.zipf(1.3)) % 300}")
+        knn.learn_one(h)
+        cv.learn_one(h)
+        people.learn_one(f"p{who}", h[-1])
+
+    def ask() -> list[signals.Neighbours]:
+        if signal == "person-knn":
+            return people.candidate_ids_many(
+                [(f"p{i}", h) for i, h in enumerate(histories)], "m", 20
+            )
+        return {"item-knn": knn, "covisit": cv}[signal].candidate_ids_many(histories, "m", 20)
+
+    monkeypatch.setattr(signals, "SPARSE_BELOW", 0.0)
+    dense = ask()
+    monkeypatch.setattr(signals, "SPARSE_BELOW", float("inf"))
+    sparse = ask()
+    assert sum(len(found.ids) > 0 for found in sparse) >= 30
+    for d, s in zip(dense, sparse, strict=True):
+        assert np.array_equal(d.scores, s.scores) and d.strength == s.strength
+        if len(s.ids):  # the same items above the cut (tied ones at it may differ)
+            cut = s.scores[-1]
+            assert set(d.ids[d.scores > cut].tolist()) == set(s.ids[s.scores > cut].tolist())
+        for score in np.unique(s.scores):  # ties by item id
+            tied = s.ids[s.scores == score]
+            assert np.array_equal(tied, np.sort(tied))
