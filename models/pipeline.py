@@ -339,7 +339,9 @@ class Pipeline:
         self.blends = PlatformBlends()
         self.reranker = (
             Reranker(
-                config.rerank_every, seed=config.seed, background=config.rerank_in_background
+                config.rerank_every,
+                seed=config.seed,
+                background=config.rerank_in_background,
             )
             if config.rerank_every
             else None
@@ -844,9 +846,7 @@ def _rerank(ranking: Ranking, probability: np.ndarray) -> None:
     keys = ranking.keys
     ranking.keys = [keys[j] for j in head_order.tolist()] + keys[head:]  # the tail stays put
     ranking.features = ranking.features[order]
-    ranking.scores = np.concatenate(
-        [probability, np.zeros(len(order) - head, np.float32)]
-    )[order]
+    ranking.scores = np.concatenate([probability, np.zeros(len(order) - head, np.float32)])[order]
     ranking.contributions = ranking.contributions[order]
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from concurrent.futures import Future
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from models.errors import ModelNotReadyError
+from models.errors import ExportValidationError, ModelNotReadyError
 from models.events import CatalogItem
 from models.pipeline import Pipeline, PipelineConfig, RankRequest
 from models.rerank import Reranker, trees_to_onnx
@@ -84,6 +85,41 @@ def test_background_fit_swaps_the_trees_in_when_done() -> None:
     assert rr.fitted_at == [50] and rr.fits == 1
 
 
+def test_a_background_fit_gives_the_inline_fits_trees() -> None:
+    rng = np.random.default_rng(5)
+    lists = [xor_list(rng) for _ in range(60)]
+    probe = xor_list(rng)[0]
+    scores = []
+    for background in (False, True):
+        rr = Reranker(retrain_every=60, negatives=5, max_iter=20, background=background)
+        for f, positive in lists:
+            rr.learn_one(f, positive)
+        rr.wait()
+        scores.append(rr.score(probe))
+    assert np.array_equal(scores[0], scores[1])
+
+
+def test_a_failed_background_fit_is_logged_and_the_old_trees_keep_serving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rr = Reranker(retrain_every=40, negatives=5, max_iter=20, background=True)
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        rr.learn_one(*xor_list(rng))
+    rr.wait()
+    served = rr._model
+    failed: Future = Future()
+    failed.set_exception(ExportValidationError("trees differ"))
+    rr._pending = failed
+    rr.learn_one(*xor_list(rng))
+    assert rr._model is served and rr.failed_fits == 1 and rr._pending is None
+    assert "trees differ" in caplog.text
+    for _ in range(40):  # and the next trigger fits again
+        rr.learn_one(*xor_list(rng))
+    rr.wait()
+    assert rr.fits == 2 and rr._model is not served
+
+
 def test_onnx_trees_give_sklearns_margins_even_on_the_thresholds() -> None:
     rng = np.random.default_rng(4)
     # few distinct values: sklearn then splits halfway between two of them, a float64 that
@@ -98,7 +134,7 @@ def test_onnx_trees_give_sklearns_margins_even_on_the_thresholds() -> None:
 def _check_onnx(
     model: HistGradientBoostingClassifier, x: np.ndarray, rng: np.random.Generator
 ) -> None:
-    session = trees_to_onnx(model, 4)
+    session = ort.InferenceSession(trees_to_onnx(model, 4), providers=["CPUExecutionProvider"])
     # rows sitting on each split's threshold, and the float32s either side of it (with stumps,
     # max_leaf_nodes=2, every row reaches every split)
     nodes = [n for (p,) in model._predictors for n in p.nodes if not n["is_leaf"]]
