@@ -27,7 +27,7 @@ from models.errors import ExportError, ExportValidationError
 from models.events import CatalogItem, Event, item_key
 from models.identity import route
 from models.pipeline import PersonEvent, Pipeline, PipelineConfig, RankRequest
-from models.ranker import DENSE_FEATURES, INPUTS, RankingHead
+from models.ranker import DENSE_FEATURES, INPUTS, ITEM_TOWER_FILE, RankingHead
 from models.session import SessionState
 
 
@@ -105,11 +105,13 @@ def flush_denormals(model: Any) -> int:
 
 
 def serving_graph(head: Any) -> Any:
-    """The exported graph: person and context once per *request*, candidates point at theirs.
+    """The exported scorer: person and context once per *request*, candidates point at theirs,
+    and each candidate comes as its item tower's output (:func:`item_tower_graph`).
 
-    Serving ranks ~200 candidates per request; encoding the person and context once per
+    Serving ranks ~350 candidates per request; encoding the person and context once per
     request and gathering (instead of repeating 384-d rows per candidate) saves two thirds of
-    the head's matrix products and the copies that fed them.
+    the head's matrix products, and the item tower, run once per catalog item and cached,
+    saves the last third.
     """
     torch = _torch()
 
@@ -118,12 +120,29 @@ def serving_graph(head: Any) -> Any:
             super().__init__()
             self.head = head
 
-        def forward(self, person: Any, context: Any, item: Any, dense: Any, request: Any) -> Any:
+        def forward(
+            self, person: Any, context: Any, item_hidden: Any, dense: Any, request: Any
+        ) -> Any:
             hp = self.head.person(person).index_select(0, request)
             hc = self.head.context(context).index_select(0, request)
-            return self.head.combine(hp, self.head.item(item), hc, dense)
+            return self.head.combine(hp, item_hidden, hc, dense)
 
     return ServingHead().eval()
+
+
+def item_tower_graph(head: Any) -> Any:
+    """The exported item tower: item embedding -> the scorer's ``item_hidden``."""
+    torch = _torch()
+
+    class ItemTower(torch.nn.Module):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = head
+
+        def forward(self, item: Any) -> Any:
+            return self.head.item(item)
+
+    return ItemTower().eval()
 
 
 def generate_examples(
@@ -357,25 +376,34 @@ def export_ranker(
         example = (
             torch.randn(3, dim),
             torch.randn(3, dim),
-            torch.randn(48, dim),
+            torch.randn(48, spec.hidden),
             torch.randn(48, n_dense),
             torch.arange(3).repeat_interleave(16),
         )
-        names = list(INPUTS)
         torch.onnx.export(
             serving_graph(model),
             example,
             str(staged / MODEL_FILE),
-            input_names=names,
+            input_names=list(INPUTS),
             output_names=["score"],
             dynamic_axes={
                 "person": {0: "requests"},
                 "context": {0: "requests"},
-                "item": {0: "candidates"},
+                "item_hidden": {0: "candidates"},
                 "dense": {0: "candidates"},
                 "request": {0: "candidates"},
                 "score": {0: "candidates"},
             },
+            opset_version=spec.opset,
+            dynamo=False,
+        )
+        torch.onnx.export(
+            item_tower_graph(model),
+            (torch.randn(48, dim),),
+            str(staged / ITEM_TOWER_FILE),
+            input_names=["item"],
+            output_names=["item_hidden"],
+            dynamic_axes={"item": {0: "items"}, "item_hidden": {0: "items"}},
             opset_version=spec.opset,
             dynamo=False,
         )
@@ -387,10 +415,11 @@ def export_ranker(
             "inputs": {
                 "person": ["requests", dim],
                 "context": ["requests", dim],
-                "item": ["candidates", dim],
+                "item_hidden": ["candidates", spec.hidden],
                 "dense": ["candidates", n_dense],
                 "request": ["candidates"],
             },
+            "item_tower": {"file": ITEM_TOWER_FILE, "item": ["items", dim]},
             "validation_max_abs_diff": diffs,
             "metrics": metrics,
             "encoder_version": encoder.version,
@@ -413,12 +442,16 @@ def export_ranker(
 def _validate(
     model: Any, staged: Path, spec: RankerExportSpec, dim: int, n_dense: int
 ) -> dict[str, float]:
-    """ONNX (per request, gathered) vs the torch head as trained (per candidate row), on
-    request/candidate counts the export did not use; uneven candidates per request."""
+    """ONNX (the item tower, then the scorer per request, gathered) vs the torch head as
+    trained (per candidate row), on request/candidate counts the export did not use; uneven
+    candidates per request."""
     torch = _torch()
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(staged / MODEL_FILE), providers=["CPUExecutionProvider"])
+    tower = ort.InferenceSession(
+        str(staged / ITEM_TOWER_FILE), providers=["CPUExecutionProvider"]
+    )
     rng = np.random.default_rng(123)
     diffs = {}
     for batch in spec.validation_batches:
@@ -430,7 +463,8 @@ def _validate(
         with torch.no_grad():
             rows = (person[request], item, context[request], dense)
             ref = model(*(torch.from_numpy(x) for x in rows)).numpy()
-        feeds = {"person": person, "context": context, "item": item, "dense": dense}
+        hidden = tower.run(["item_hidden"], {"item": item})[0]
+        feeds = {"person": person, "context": context, "item_hidden": hidden, "dense": dense}
         got = session.run(["score"], {**feeds, "request": request})[0]
         diff = float(np.max(np.abs(got - ref)))
         diffs[f"batch_{batch}"] = diff

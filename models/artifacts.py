@@ -42,17 +42,23 @@ SPEC_FILE = "spec.json"
 CURRENT_FILE = "CURRENT"
 
 
-def file_version(name: str, model_file: Path) -> str:
-    digest = hashlib.sha256(model_file.read_bytes()).hexdigest()[:12]
-    return f"{name}-{digest}"
+def file_version(name: str, model_file: Path, *others: Path) -> str:
+    """``name-<digest>`` of the model file, and of any ``others`` (other graphs of the same
+    model) by name and content; with none, the digest of the model file alone."""
+    digest = hashlib.sha256(model_file.read_bytes())
+    for other in others:
+        digest.update(other.name.encode() + b"\0" + other.read_bytes())
+    return f"{name}-{digest.hexdigest()[:12]}"
 
 
 def publish(root: Path, name: str, staged: Path, spec: dict[str, Any]) -> str:
-    """Move a staged artifact directory into place and make it current; returns its version."""
+    """Move a staged artifact directory into place and make it current; returns its version,
+    which names every ONNX graph in it."""
     model_file = staged / MODEL_FILE
     if not model_file.is_file():
         raise ModelLoadError(f"cannot publish {name}: {model_file} does not exist")
-    version = file_version(name, model_file)
+    others = sorted(p for p in staged.glob("*.onnx") if p.name != MODEL_FILE)
+    version = file_version(name, model_file, *others)
     spec = {**spec, "name": name, "version": version}
     (staged / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True))
     target = root / name / version

@@ -67,6 +67,7 @@ class Catalog:
         self._vectors = np.zeros((1024, dim), dtype=np.float32)
         self._available = np.zeros(1024, dtype=bool)
         self._added = np.zeros(1024, dtype=np.float64)
+        self._written = np.zeros(1024, dtype=np.int64)  # version at which the vector was set
         self._rows_by_platform: dict[str, np.ndarray] = {}
         # platform → (version, available rows, their vectors contiguous, rows newest first):
         # rebuilt only when the catalog changed, not gathered again for every query.
@@ -86,6 +87,7 @@ class Catalog:
         if vector.shape != (self.dim,):
             raise InvalidEventError(f"item {key}: vector shape {vector.shape} != ({self.dim},)")
         row = self.index.get(key)
+        new = row is None
         if row is None:
             row = len(self.keys)
             if row == len(self._vectors):
@@ -94,14 +96,16 @@ class Catalog:
             self.platforms.append(platform)
             self.index[key] = row
             self._rows_by_platform.pop(platform, None)
+        self.version += 1
+        if new or not np.array_equal(self._vectors[row], vector):
+            self._written[row] = self.version
         self._vectors[row] = vector
         self._available[row] = available
         self._added[row] = added_ts
-        self.version += 1
 
     def _grow(self) -> None:
         n = 2 * len(self._vectors)
-        for name in ("_vectors", "_available", "_added"):
+        for name in ("_vectors", "_available", "_added", "_written"):
             old = getattr(self, name)
             new = np.zeros((n, *old.shape[1:]), dtype=old.dtype)
             new[: len(old)] = old
@@ -118,6 +122,12 @@ class Catalog:
     @property
     def vectors(self) -> np.ndarray:
         return self._vectors[: len(self.keys)]
+
+    @property
+    def written(self) -> np.ndarray:
+        """Per row, the :attr:`version` at which its vector was last set: data derived from a
+        row's vector (the ranking head's item tower) is stale when this moved on."""
+        return self._written[: len(self.keys)]
 
     @property
     def available(self) -> np.ndarray:

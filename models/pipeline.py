@@ -60,12 +60,15 @@ class Encoder(Protocol):
 
 class Scorer(Protocol):
     version: str
+    hidden: int
+
+    def item_hidden(self, items: np.ndarray) -> np.ndarray: ...
 
     def score(
         self,
         person: np.ndarray,
         context: np.ndarray,
-        item: np.ndarray,
+        item_hidden: np.ndarray,
         dense: np.ndarray,
         request: np.ndarray,
     ) -> np.ndarray: ...
@@ -265,6 +268,11 @@ class _RowMirrors:
         self.popularity = np.zeros(0, np.float64)  # Popularity.scaled of the row's key
         self.popularity_rebases = 0  # Popularity.rebases the copy above is from
         self.preference = np.zeros(0, np.int64)  # the row's PreferenceModel row, -1: unknown
+        # the ranking head's item tower output for the row's vector, valid where its stamp is
+        # the row's Catalog.written, and only for the head it came from
+        self.item_hidden = np.zeros((0, 0), np.float32)
+        self.item_hidden_stamp = np.zeros(0, np.int64)
+        self.item_hidden_of: object = None
 
     def fit(self, rows: int) -> None:
         """Make room for ``rows`` catalog rows (doubling, new entries at their empty value)."""
@@ -272,11 +280,32 @@ class _RowMirrors:
             return
         old = len(self.scores)
         size = 2 * rows
-        for name, empty in (("scores", 0), ("first", 0), ("popularity", 0), ("preference", -1)):
+        for name, empty in (
+            ("scores", 0),
+            ("first", 0),
+            ("popularity", 0),
+            ("preference", -1),
+            ("item_hidden", 0),
+            ("item_hidden_stamp", -1),
+        ):
             before = getattr(self, name)
-            grown = np.full(size, empty, before.dtype)
+            grown = np.full((size, *before.shape[1:]), empty, before.dtype)
             grown[:old] = before
             setattr(self, name, grown)
+
+    def item_hidden_for(self, head: Scorer, rows: np.ndarray, catalog: Catalog) -> np.ndarray:
+        """``head``'s item tower output for catalog ``rows``, computed only for rows it has
+        not seen with their current vector (a new head starts afresh)."""
+        if self.item_hidden_of is not head or self.item_hidden.shape[1] != head.hidden:
+            self.item_hidden = np.zeros((len(self.scores), head.hidden), np.float32)
+            self.item_hidden_stamp[:] = -1
+            self.item_hidden_of = head
+        written = catalog.written
+        stale = np.unique(rows[self.item_hidden_stamp[rows] != written[rows]])
+        if len(stale):
+            self.item_hidden[stale] = head.item_hidden(catalog.vectors[stale])
+            self.item_hidden_stamp[stale] = written[stale]
+        return self.item_hidden[rows]
 
 
 @dataclass
@@ -632,7 +661,7 @@ class Pipeline:
             all_keys.append(keys)
 
         rows_cat = np.concatenate(all_rows) if all_rows else np.zeros(0, np.int64)
-        vectors = self.catalog.vectors[rows_cat]  # gathered once: the head reads them too
+        vectors = self.catalog.vectors[rows_cat]  # gathered once for the whole batch
         all_dense: list[np.ndarray] = []
         all_blend_only: list[np.ndarray] = []
         spans: list[tuple[int, int]] = []
@@ -671,7 +700,7 @@ class Pipeline:
             head = self.ranker.score(
                 np.stack([p.person for p in prepared]),
                 np.stack([p.context for p in prepared]),
-                vectors,
+                mirrors.item_hidden_for(self.ranker, rows_cat, self.catalog),
                 dense_cat,
                 np.repeat(np.arange(len(spans)), [e - s for s, e in spans]),
             )

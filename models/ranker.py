@@ -4,6 +4,11 @@ The head scores (person, item, context) triples: ``σ(W·(h_person ⊙ h_item �
 where the three representations come from text embeddings, never raw ids, so it scores items
 and platforms it has never seen. ``dense`` holds the other signals, in :data:`DENSE_FEATURES`
 order.
+
+It is served as two graphs, the classic two-tower split: the item tower
+``h_item = tanh(W_item · item + b)`` depends on the item alone, so it runs once per item
+(:meth:`RankingHead.item_hidden`, cached per catalog row by the pipeline) instead of once per
+candidate, and the scorer takes its output.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from models.artifacts import MODEL_FILE, current_dir, read_spec
 from models.errors import ModelLoadError
 
 DENSE_FEATURES = ("content", "cross", "context", "covisit", "popularity", "fresh", "river")
-#: The graph's inputs: person and context once per request, the rest once per candidate with
-#: ``request`` the row of its request (int64).
-INPUTS = ("person", "context", "item", "dense", "request")
+#: The scorer's inputs: person and context once per request, the rest once per candidate with
+#: ``request`` the row of its request (int64); ``item_hidden`` is the item tower's output.
+INPUTS = ("person", "context", "item_hidden", "dense", "request")
+#: The item tower's graph, beside the scorer's :data:`MODEL_FILE`: ``item`` -> ``item_hidden``.
+ITEM_TOWER_FILE = "item_tower.onnx"
 
 
 class RankingHead:
@@ -37,14 +44,24 @@ class RankingHead:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # denormal activations would slow the CPU kernels many times over; they change nothing
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
-        try:
-            self._session = ort.InferenceSession(
-                str(model_dir / MODEL_FILE),
-                sess_options=options,
-                providers=list(providers or ["CPUExecutionProvider"]),
-            )
-        except Exception as e:  # onnxruntime raises its own untyped errors
-            raise ModelLoadError(f"cannot load ranker {model_dir}: {e}") from e
+        sessions = []
+        for file in (MODEL_FILE, ITEM_TOWER_FILE):
+            if not (model_dir / file).is_file():
+                raise ModelLoadError(
+                    f"ranker {self.version} has no {file} (exported before the item tower was "
+                    "split off): re-export the ranker"
+                )
+            try:
+                sessions.append(
+                    ort.InferenceSession(
+                        str(model_dir / file),
+                        sess_options=options,
+                        providers=list(providers or ["CPUExecutionProvider"]),
+                    )
+                )
+            except Exception as e:  # onnxruntime raises its own untyped errors
+                raise ModelLoadError(f"cannot load ranker {model_dir / file}: {e}") from e
+        self._session, self._item_tower = sessions
         inputs = {i.name: i.shape for i in self._session.get_inputs()}
         if set(inputs) != set(INPUTS):
             raise ModelLoadError(
@@ -56,6 +73,8 @@ class RankingHead:
                 f"ranker {self.version}: its 'dense' input is {inputs['dense']}, "
                 f"this code passes {len(DENSE_FEATURES)} features: re-export the ranker"
             )
+        #: width of :meth:`item_hidden`'s rows
+        self.hidden: int = int(inputs["item_hidden"][-1])
 
     @classmethod
     def from_artifacts(
@@ -63,24 +82,34 @@ class RankingHead:
     ) -> RankingHead:
         return cls(current_dir(root, "ranker", version), providers)
 
+    def item_hidden(self, items: np.ndarray) -> np.ndarray:
+        """The item tower's output for item embeddings ``items`` [n, dim]: [n, hidden]."""
+        if len(items) == 0:
+            return np.zeros((0, self.hidden), dtype=np.float32)
+        out: np.ndarray = self._item_tower.run(
+            ["item_hidden"], {"item": np.ascontiguousarray(items, dtype=np.float32)}
+        )[0]
+        return out
+
     def score(
         self,
         person: np.ndarray,
         context: np.ndarray,
-        item: np.ndarray,
+        item_hidden: np.ndarray,
         dense: np.ndarray,
         request: np.ndarray,
     ) -> np.ndarray:
-        """``person``/``context``: one row per request; ``item``/``dense``: one per candidate,
-        ``request[j]`` the row of candidate ``j``'s request. Returns probabilities, shape [n]."""
-        if len(item) == 0:
+        """``person``/``context``: one row per request; ``item_hidden`` (:meth:`item_hidden`)
+        and ``dense``: one per candidate, ``request[j]`` the row of candidate ``j``'s request.
+        Returns probabilities, shape [n]."""
+        if len(item_hidden) == 0:
             return np.zeros(0, dtype=np.float32)
         out = self._session.run(
             ["score"],
             {
                 "person": np.ascontiguousarray(person, dtype=np.float32),
                 "context": np.ascontiguousarray(context, dtype=np.float32),
-                "item": np.ascontiguousarray(item, dtype=np.float32),
+                "item_hidden": np.ascontiguousarray(item_hidden, dtype=np.float32),
                 "dense": np.ascontiguousarray(dense, dtype=np.float32),
                 "request": np.ascontiguousarray(request, dtype=np.int64),
             },

@@ -30,3 +30,29 @@ class HashingEncoder:
             if norm > 0:
                 out[i] /= norm
         return out
+
+
+class TowerHead:
+    """A ranking head of the serving shape with a trivial item tower (the item's first
+    ``hidden`` components), which counts how many items it was asked to encode."""
+
+    version = "tower-test"
+
+    def __init__(self, hidden: int = 4) -> None:
+        self.hidden = hidden
+        self.encoded = 0
+
+    def item_hidden(self, items: np.ndarray) -> np.ndarray:
+        self.encoded += len(items)
+        return np.tanh(items[:, : self.hidden]).astype(np.float32)
+
+    def score(
+        self,
+        person: np.ndarray,
+        context: np.ndarray,
+        item_hidden: np.ndarray,
+        dense: np.ndarray,
+        request: np.ndarray,
+    ) -> np.ndarray:
+        logit = (item_hidden * person[request, : self.hidden]).sum(axis=1) + dense[:, 0]
+        return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)

@@ -11,7 +11,7 @@ import pytest
 
 from models.artifacts import current_dir, read_spec
 from models.errors import ExportValidationError, ModelLoadError
-from models.ranker import DENSE_FEATURES, RankingHead
+from models.ranker import DENSE_FEATURES, ITEM_TOWER_FILE, RankingHead
 
 from ..conftest import TEST_RANKER_SPEC
 
@@ -40,15 +40,35 @@ def test_serving_runtime_scores_any_number_of_requests_and_candidates(
         item = _unit(rng.standard_normal((n, 384)))
         dense = rng.random((n, len(DENSE_FEATURES)), dtype=np.float32)
         request = np.sort(rng.integers(0, requests, n))
-        scores = head.score(person, context, item, dense, request)
+        hidden = head.item_hidden(item)
+        assert hidden.shape == (n, head.hidden)
+        scores = head.score(person, context, hidden, dense, request)
         assert scores.shape == (n,) and ((scores > 0) & (scores < 1)).all()
-        # a candidate's score depends on its own request's person only
+        # a candidate's score depends on its own request's person only, and the item tower
+        # on the item only
         alone = head.score(
-            person[request[:1]], context[request[:1]], item[:1], dense[:1], np.zeros(1, np.int64)
+            person[request[:1]],
+            context[request[:1]],
+            head.item_hidden(item[:1]),
+            dense[:1],
+            np.zeros(1, np.int64),
         )
         assert np.allclose(alone, scores[:1], atol=1e-6)
     empty = np.zeros((0, 384), np.float32)
-    assert head.score(empty, empty, empty, np.zeros((0, 7), np.float32), np.zeros(0)).size == 0
+    no_hidden = head.item_hidden(empty)
+    assert no_hidden.shape == (0, head.hidden)
+    assert head.score(empty, empty, no_hidden, np.zeros((0, 7), np.float32), np.zeros(0)).size == 0
+
+
+def test_head_without_its_item_tower_is_refused(serving_artifacts: Path, tmp_path: Path) -> None:
+    import shutil
+
+    src = current_dir(serving_artifacts, "ranker")
+    dst = tmp_path / "ranker" / src.name
+    shutil.copytree(src, dst)
+    (dst / ITEM_TOWER_FILE).unlink()
+    with pytest.raises(ModelLoadError, match=r"no item_tower\.onnx .*re-export the ranker"):
+        RankingHead(dst)
 
 
 def test_head_with_other_features_is_refused(serving_artifacts: Path, tmp_path: Path) -> None:
@@ -75,12 +95,12 @@ def test_head_with_another_dense_width_is_refused(serving_artifacts: Path, tmp_p
     dst = tmp_path / "ranker" / src.name
     shutil.copytree(src, dst)
     wide = len(DENSE_FEATURES) + 1
-    example = (*(torch.randn(4, n) for n in (384, 384, 384, wide)), torch.arange(4))
+    example = (*(torch.randn(4, n) for n in (384, 384, 8, wide)), torch.arange(4))
     torch.onnx.export(
         serving_graph(build_head(8, 384, wide)),
         example,
         str(dst / "model.onnx"),
-        input_names=["person", "context", "item", "dense", "request"],
+        input_names=["person", "context", "item_hidden", "dense", "request"],
         output_names=["score"],
         dynamo=False,
     )

@@ -25,7 +25,7 @@ from models.pipeline import (
 )
 from models.session import SessionState
 
-from ..fakes import HashingEncoder
+from ..fakes import HashingEncoder, TowerHead
 
 THEMES = {
     "jazz": "saxophone bebop swing",
@@ -323,3 +323,39 @@ def test_people_alike_see_a_persons_platforms_together_only_with_consent() -> No
     run(p, [ev(6, "shop", "a", "jazz-2", "purchase"), ev(7, "video", "a", "jazz-3", "purchase")],
         sessions, ids)
     assert set(p.person_knn._person_ids) == {"P", "P@shop", "P@video"}
+
+
+def test_the_item_tower_runs_once_per_item_until_its_text_or_the_head_changes() -> None:
+    head = TowerHead()
+    p = make_pipeline()
+    p.ranker = head
+    sessions: dict[str, SessionState] = {}
+    ids: dict[str, str] = {}
+    first = run(p, [ev(1, "shop", "ann", "jazz-0")], sessions, ids)[0]
+    encoded = head.encoded
+    assert 0 < encoded <= len(p.catalog)
+    again = run(p, [ev(2, "shop", "bob", "jazz-0")], sessions, ids)[0]
+    assert head.encoded == encoded, "cached items were encoded again"
+    # what is cached is what the tower gives for the rows' vectors
+    rows = np.flatnonzero(p._mirrors.item_hidden_stamp[: len(p.catalog)] >= 0)
+    assert len(rows) == encoded
+    cached = p._mirrors.item_hidden[rows]
+    assert np.array_equal(cached, head.item_hidden(p.catalog.vectors[rows]))
+    head.encoded = encoded
+    # new text for one item: only that item is encoded again
+    p.add_items([CatalogItem(item="jazz-1", platform="shop", title="quiet piano ballads")])
+    run(p, [ev(3, "shop", "cy", "jazz-0")], sessions, ids)
+    assert head.encoded == encoded + 1
+    row = p.catalog.index["shop:jazz-1"]
+    fresh = head.item_hidden(p.catalog.vectors[[row]])[0]
+    assert np.array_equal(p._mirrors.item_hidden[row], fresh)
+    # an availability update with the same text keeps the cached output
+    head.encoded = encoded
+    p.add_items([CatalogItem(item="jazz-1", platform="shop", title="quiet piano ballads")])
+    run(p, [ev(4, "shop", "dee", "jazz-0")], sessions, ids)
+    assert head.encoded == encoded
+    # a new head (hot swap) starts afresh
+    p.ranker = swapped = TowerHead()
+    run(p, [ev(5, "shop", "eve", "jazz-0")], sessions, ids)
+    assert swapped.encoded > 0
+    assert first.items and again.items
