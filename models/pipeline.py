@@ -661,13 +661,13 @@ class Pipeline:
             all_keys.append(keys)
 
         rows_cat = np.concatenate(all_rows) if all_rows else np.zeros(0, np.int64)
-        vectors = self.catalog.vectors[rows_cat]  # gathered once for the whole batch
         all_dense: list[np.ndarray] = []
         all_blend_only: list[np.ndarray] = []
         spans: list[tuple[int, int]] = []
         start = 0
         for req, prep, rows, keys in zip(requests, prepared, all_rows, all_keys, strict=True):
-            vecs = vectors[start : start + len(rows)]
+            # gathered per request: read while still in cache by the three products below
+            vecs = self.catalog.vectors[rows]
             dense = np.zeros((len(keys), len(DENSE_FEATURES)), dtype=np.float32)
             dense[:, 0] = vecs @ prep.u_same
             dense[:, 1] = vecs @ prep.u_cross

@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from models import rerank
 from models.errors import ExportValidationError, ModelNotReadyError
 from models.events import CatalogItem
 from models.pipeline import Pipeline, PipelineConfig, RankRequest
@@ -212,3 +213,21 @@ def test_pipeline_without_reranker_serves_the_blend() -> None:
     for rec in recs:
         totals = [sum(item.contributions.values()) for item in rec.items]
         assert np.allclose([item.score for item in rec.items], totals, atol=1e-4)
+
+
+def test_scoring_in_threads_gives_every_row_the_same_float(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(8)
+    rr = Reranker(retrain_every=200, negatives=10, max_iter=30)
+    for _ in range(200):
+        rr.learn_one(*xor_list(rng))
+    lists = [xor_list(rng)[0] for _ in range(60)]  # 2,400 rows
+    monkeypatch.setattr(rerank, "SCORING_THREADS", 1)
+    alone = rr.score_many(lists)
+    for threads, per_thread in ((2, 512), (3, 100), (4, 1)):
+        monkeypatch.setattr(rerank, "SCORING_THREADS", threads)
+        monkeypatch.setattr(rerank, "ROWS_PER_THREAD", per_thread)
+        rerank._scorers.cache_clear()
+        split = rr.score_many(lists)
+        assert all(np.array_equal(a, b) for a, b in zip(alone, split, strict=True))
+    rerank._scorers.cache_clear()
+    assert all(np.array_equal(rr.score(f), a) for f, a in zip(lists[:5], alone[:5], strict=True))
