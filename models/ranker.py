@@ -73,6 +73,7 @@ class RankingHead:
                 f"ranker {self.version}: its 'dense' input is {inputs['dense']}, "
                 f"this code passes {len(DENSE_FEATURES)} features: re-export the ranker"
             )
+        self.dim: int = int(inputs["person"][-1])  # the text embeddings' width
         #: width of :meth:`item_hidden`'s rows
         self.hidden: int = int(inputs["item_hidden"][-1])
 
