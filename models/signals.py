@@ -254,6 +254,19 @@ def _best_of_cells(
 SPARSE_BELOW = 1 / 16
 
 
+def _best_of(
+    cells: np.ndarray, weights: np.ndarray, rows: int, size: int, n: int, totals: Sequence[float]
+) -> list[Neighbours]:
+    """The top ``n`` of each row of a (``rows`` x ``size``) matrix given as entries (flat cell
+    ``row * size + column``, a weight each, summed per cell) as :class:`Neighbours`: sorted
+    from the entries when they are few (:func:`_best_of_cells`), else through the dense
+    matrix (:func:`_best_per_row`); the same floats either way."""
+    if len(cells) < SPARSE_BELOW * rows * size:
+        return _best_of_cells(cells, weights, rows, size, n, totals)
+    scores = np.bincount(cells, weights=weights, minlength=rows * size)
+    return _best_per_row(scores.reshape(rows, size), n, totals)
+
+
 class _ItemIds:
     """Item keys to dense ids (append-only: an id never changes its key), with each item's
     platform as a small integer code so scoring can keep one platform's items with a numpy
@@ -440,10 +453,7 @@ class NeighbourRows(_ItemIds):
         here = self._platform[nb] == code
         cell = (np.repeat(np.array(owners, np.int64) * size, lengths) + nb)[here]
         totals = [sum(age_weights) for _, age_weights in queries]
-        if len(cell) < SPARSE_BELOW * len(queries) * size:
-            return _best_of_cells(cell, w[here], len(queries), size, n, totals)
-        scores = np.bincount(cell, weights=w[here], minlength=len(queries) * size)
-        return _best_per_row(scores.reshape(len(queries), size), n, totals)
+        return _best_of(cell, w[here], len(queries), size, n, totals)
 
     def as_dict(self, ids: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         """What :meth:`top` returned, as ``{item key: score}``, best first."""
@@ -772,8 +782,4 @@ class PersonKNN(_ItemIds):
         size = len(self._keys)
         cells = (np.repeat(owner, per_voter) * size + items)[here]
         cell_votes = np.repeat(votes, per_voter)[here]
-        totals = near_sims.sum(axis=1).tolist()
-        if len(cells) < SPARSE_BELOW * len(queries) * size:
-            return _best_of_cells(cells, cell_votes, len(queries), size, n, totals)
-        scores = np.bincount(cells, weights=cell_votes, minlength=len(queries) * size)
-        return _best_per_row(scores.reshape(len(queries), size), n, totals)
+        return _best_of(cells, cell_votes, len(queries), size, n, near_sims.sum(axis=1).tolist())
