@@ -625,7 +625,10 @@ class Pipeline:
             for p in by_platform
         }
         all_rows: list[np.ndarray] = []
-        all_keys: list[list[str]] = []
+        all_dense: list[np.ndarray] = []
+        all_blend_only: list[np.ndarray] = []
+        spans: list[tuple[int, int]] = []
+        start = 0
         available = self.catalog.available
         catalog_keys = self.catalog.key_array
         for i, (req, prep) in enumerate(zip(requests, prepared, strict=True)):
@@ -658,14 +661,6 @@ class Pipeline:
                     rows = rows[~drop]
                     keys = catalog_keys[rows].tolist()
             all_rows.append(rows)
-            all_keys.append(keys)
-
-        rows_cat = np.concatenate(all_rows) if all_rows else np.zeros(0, np.int64)
-        all_dense: list[np.ndarray] = []
-        all_blend_only: list[np.ndarray] = []
-        spans: list[tuple[int, int]] = []
-        start = 0
-        for req, prep, rows, keys in zip(requests, prepared, all_rows, all_keys, strict=True):
             # gathered per request: read while still in cache by the three products below
             vecs = self.catalog.vectors[rows]
             dense = np.zeros((len(keys), len(DENSE_FEATURES)), dtype=np.float32)
@@ -695,6 +690,7 @@ class Pipeline:
             spans.append((start, start + len(keys)))
             start += len(keys)
 
+        rows_cat = np.concatenate(all_rows) if all_rows else np.zeros(0, np.int64)
         dense_cat = np.concatenate(all_dense)
         if self.ranker is not None and len(rows_cat):
             head = self.ranker.score(
