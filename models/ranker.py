@@ -44,13 +44,13 @@ class RankingHead:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # denormal activations would slow the CPU kernels many times over; they change nothing
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        if not (model_dir / ITEM_TOWER_FILE).is_file():
+            raise ModelLoadError(
+                f"ranker {self.version} has no {ITEM_TOWER_FILE} (exported before the item "
+                "tower was split off): re-export the ranker"
+            )
         sessions = []
         for file in (MODEL_FILE, ITEM_TOWER_FILE):
-            if not (model_dir / file).is_file():
-                raise ModelLoadError(
-                    f"ranker {self.version} has no {file} (exported before the item tower was "
-                    "split off): re-export the ranker"
-                )
             try:
                 sessions.append(
                     ort.InferenceSession(
