@@ -180,6 +180,7 @@ class Shown:
     keys: list[str]  # the blend's order
     features: np.ndarray  # [len(keys), len(SIGNALS)], the blend's order
     kept: list[int]  # the top K and a sample of the rest, ascending
+    request_features: np.ndarray  # the reranker's inputs of the whole list (_request_features)
 
 
 @dataclass
@@ -194,6 +195,7 @@ class Ranking:
     context_vector: np.ndarray
     # the candidates and features in the blend's order, where the reranker changed it
     by_blend: tuple[list[str], np.ndarray] | None = None
+    request_features: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     def top(self, k: int) -> list[str]:
         return self.keys[:k]
@@ -582,7 +584,7 @@ class Pipeline:
             return
         at = shown.keys.index(positive)
         if self.reranker is not None:
-            self.reranker.learn_one(shown.features, at)
+            self.reranker.learn_one(shown.features, at, shown.request_features)
         if at not in shown.kept:
             return
         pos = shown.kept.index(at)
@@ -723,11 +725,14 @@ class Pipeline:
                 prep.history,
                 prep.person,
                 prep.context,
+                request_features=_request_features(req, prep),
             )
             rankings.append(ranking)
         if self.reranker is not None and self.reranker.ready:
             top = cfg.rerank_top
-            reranked = self.reranker.score_many([r.features[:top] for r in rankings])
+            reranked = self.reranker.score_many(
+                [r.features[:top] for r in rankings], [r.request_features for r in rankings]
+            )
             for ranking, p in zip(rankings, reranked, strict=True):
                 _rerank(ranking, p)
         for ranking in rankings:
@@ -826,7 +831,7 @@ class Pipeline:
         tail = list(range(k, len(keys)))
         keep += sorted(self._rng.sample(tail, min(self.config.feedback_tail, len(tail))))
         key = (ranking.request.person, ranking.request.platform)
-        self._feedback[key] = Shown(keys, features, keep)
+        self._feedback[key] = Shown(keys, features, keep, ranking.request_features)
         self._feedback.move_to_end(key)
         while len(self._feedback) > self.config.feedback_cache:
             self._feedback.popitem(last=False)
@@ -858,6 +863,25 @@ class Pipeline:
             event_ts=e.ts,
             published_ts=now,
         )
+
+
+def _request_features(req: RankRequest, prep: _Prepared) -> np.ndarray:
+    """What the reranker knows of a list beyond its candidates' signals: how much history the
+    person has here and elsewhere, and how strongly each neighbour signal points anywhere."""
+    s = req.session
+    return np.array(
+        [
+            np.log1p(len(prep.recent)),
+            np.log1p(len(prep.recent_elsewhere)),
+            np.log1p(s.events),
+            prep.covisit.strength,
+            prep.item_knn.strength,
+            prep.transition.strength,
+            prep.consumed_covisit.strength,
+            prep.person_knn.strength,
+        ],
+        np.float32,
+    )
 
 
 def _rerank(ranking: Ranking, probability: np.ndarray) -> None:

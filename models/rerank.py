@@ -15,7 +15,10 @@ positive and ``negatives`` other candidates drawn uniformly as negatives. Every
 on the latest ``max_lists`` of them (one model for all platforms: its inputs mean the same on
 each); until the first fit, the blend's order is served unchanged. The blend's position of a
 candidate (``1 / (1 + rank)``) is one more input, so the trees correct the blend rather than
-replace it.
+replace it. So are a few values of the request itself, the same on every row of a list (the
+pipeline's: how much history the person has here and elsewhere, and how strongly each
+neighbour signal points anywhere for them): a linear blend weighs a signal alike for everyone,
+the trees can trust co-visitation more for a person with a long history than for a newcomer.
 
 Each fit is turned into one ONNX ``TreeEnsembleRegressor`` (:func:`trees_to_onnx`) and served
 by ONNX Runtime, like the other models on the serving path: 2 ms for a batch of 32 lists of 50
@@ -125,26 +128,35 @@ class Reranker:
         return self._fits
 
     @staticmethod
-    def inputs(features: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """The trees' inputs for a list in the blend's order: its signals and ``1/(1+rank)``;
-        only those of ``rows`` if given."""
+    def inputs(
+        features: np.ndarray, rows: np.ndarray | None = None, request: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The trees' inputs for a list in the blend's order: its signals, ``1/(1+rank)``, and
+        the values of ``request`` (what describes the whole list: the same on every row); only
+        those of ``rows`` if given."""
         if rows is None:
             rows = np.arange(len(features))
         else:
             features = features[rows]
         position = 1.0 / (1.0 + rows.astype(np.float32))
-        return np.concatenate([features, position[:, None]], axis=1)
+        columns = [features, position[:, None]]
+        if request is not None:
+            columns.append(np.broadcast_to(request.astype(np.float32), (len(rows), len(request))))
+        return np.concatenate(columns, axis=1)
 
-    def learn_one(self, features: np.ndarray, positive: int) -> None:
+    def learn_one(
+        self, features: np.ndarray, positive: int, request: np.ndarray | None = None
+    ) -> None:
         """The person engaged with candidate ``positive`` of a list shown in the blend's order
-        (``features``: one row per candidate, as the pipeline logged them)."""
+        (``features``: one row per candidate, as the pipeline logged them; ``request``: the
+        list's own values, :meth:`inputs`)."""
         n = len(features)
         if n < 2:
             return
         # the same draws as choosing among the other candidates themselves
         picked = self._rng.choice(n - 1, min(self.negatives, n - 1), replace=False)
         picked += picked >= positive
-        self._lists.append(self.inputs(features, np.concatenate([[positive], picked])))
+        self._lists.append(self.inputs(features, np.concatenate([[positive], picked]), request))
         self.answered += 1
         self._since_fit += 1
         self._poll()
@@ -152,18 +164,23 @@ class Reranker:
             self._since_fit = 0
             self._fit()
 
-    def score(self, features: np.ndarray) -> np.ndarray:
+    def score(self, features: np.ndarray, request: np.ndarray | None = None) -> np.ndarray:
         """How likely each candidate of a list (in the blend's order) is to be engaged with."""
-        return self.score_many([features])[0]
+        return self.score_many([features], None if request is None else [request])[0]
 
-    def score_many(self, lists: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """:meth:`score` for several lists in one call of the trees."""
+    def score_many(
+        self, lists: Sequence[np.ndarray], requests: Sequence[np.ndarray] | None = None
+    ) -> list[np.ndarray]:
+        """:meth:`score` for several lists (and their ``requests``) in one call of the trees."""
         model = self._model
         if model is None:
             raise ModelNotReadyError("the reranker has not been fitted yet (check .ready)")
         if not lists:
             return []
-        x = np.concatenate([self.inputs(f) for f in lists]).astype(np.float32, copy=False)
+        per_list = requests if requests is not None else [None] * len(lists)
+        x = np.concatenate(
+            [self.inputs(f, None, r) for f, r in zip(lists, per_list, strict=True)]
+        ).astype(np.float32, copy=False)
         margin = _margins(model, x)
         p = (1.0 / (1.0 + np.exp(-margin))).astype(np.float32)
         bounds = np.cumsum([len(f) for f in lists])[:-1]

@@ -63,6 +63,42 @@ def test_inputs_add_the_blend_position() -> None:
     assert np.allclose(Reranker.inputs(f)[:, 2], [1.0, 0.5, 1.0 / 3])
 
 
+def test_inputs_repeat_the_request_values_on_every_row() -> None:
+    f = np.ones((3, 2), np.float32)
+    x = Reranker.inputs(f, np.array([2, 0]), np.array([7.0, 8.0]))
+    assert x.shape == (2, 5)
+    assert np.array_equal(x[:, 3:], [[7.0, 8.0], [7.0, 8.0]])
+
+
+def test_request_values_let_the_trees_trust_a_signal_for_some_people_only() -> None:
+    """People of one kind engage with the candidate best in signal 0, the others with the one
+    best in signal 1: a list's own signals cannot say which, its request value can."""
+    rng = np.random.default_rng(9)
+
+    def shown() -> tuple[np.ndarray, int, np.ndarray]:
+        f = rng.uniform(0.0, 0.8, (30, 2)).astype(np.float32)
+        f[0, 0] = f[1, 1] = 1.0  # the best in signal 0, the best in signal 1
+        kind = int(rng.integers(2))
+        order = rng.permutation(30)
+        return f[order], int(np.flatnonzero(order == kind)[0]), np.array([kind], np.float32)
+
+    hits = {}
+    for uses_request in (True, False):
+        rr = Reranker(retrain_every=300, negatives=10)
+        for _ in range(300):
+            f, positive, request = shown()
+            rr.learn_one(f, positive, request if uses_request else None)
+        tests = [shown() for _ in range(200)]
+        hits[uses_request] = np.mean(
+            [
+                int(np.argmax(rr.score(f, request if uses_request else None))) == positive
+                for f, positive, request in tests
+            ]
+        )
+    assert hits[True] > 0.9
+    assert hits[False] < 0.75  # a guess between the two signals' best
+
+
 def test_keeps_only_the_latest_lists() -> None:
     rr = Reranker(retrain_every=1000, negatives=2, max_lists=5)
     rng = np.random.default_rng(2)
@@ -204,6 +240,21 @@ def test_pipeline_serves_the_reranked_order_and_feeds_back_the_blend_order() -> 
     shown = p._feedback[("new", "shop")]
     assert shown.keys == blend_keys and np.array_equal(shown.features, blend_features)
     assert shown.kept[:10] == list(range(10))
+    # ...and from what was known of the request: no history for "new"
+    assert np.array_equal(shown.request_features, ranking.request_features)
+    assert ranking.request_features[:3].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_request_features_say_how_much_history_the_person_has() -> None:
+    p = themed_pipeline(rerank_every=None)
+    sessions: dict[str, SessionState] = {}
+    run(p, [ev(i, "shop", "ann", f"jazz-{i}") for i in range(1, 4)], sessions, {})
+    (person, session), *_ = sessions.items()
+    ranking = p.recommend([RankRequest(person, "shop", session, ts=100.0)])[0]
+    recent_here, recent_elsewhere, events = ranking.request_features[:3]
+    assert recent_here == pytest.approx(np.log1p(3)) and recent_elsewhere == 0.0
+    assert events == pytest.approx(np.log1p(3))
+    assert ranking.request_features[3] > 0  # co-visitation found something for her
 
 
 def test_pipeline_without_reranker_serves_the_blend() -> None:
