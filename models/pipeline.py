@@ -151,6 +151,10 @@ class PipelineConfig:
     seed: int = 7
 
 
+#: ``nearest``: a candidate's best text similarity to one of the person's this many latest
+#: items here (a profile's mean blurs a person with several interests)
+NEAREST_OF = 10
+
 #: How strongly each event type says "I like this".
 EVENT_WEIGHT = {
     EventType.VIEW: 0.5,
@@ -329,6 +333,8 @@ class _Prepared:
     consumed_covisit: _Scored = _NOTHING  # consumed close to their recent consumed items here
     person_knn: _Scored = _NOTHING  # chosen here by the people most like them
     knn_person: str = ""  # who they are to PersonKNN (Pipeline._knn_person)
+    # catalog rows of their latest NEAREST_OF items here (the ``nearest`` signal)
+    recent_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 @dataclass
@@ -663,7 +669,7 @@ class Pipeline:
                     rows = rows[~drop]
                     keys = catalog_keys[rows].tolist()
             all_rows.append(rows)
-            # gathered per request: read while still in cache by the three products below
+            # gathered per request: read while still in cache by the products below
             vecs = self.catalog.vectors[rows]
             dense = np.zeros((len(keys), len(DENSE_FEATURES)), dtype=np.float32)
             dense[:, 0] = vecs @ prep.u_same
@@ -679,7 +685,7 @@ class Pipeline:
             )
             mirrors.preference[rows] = preference_rows
             all_dense.append(dense)
-            blend_only = np.zeros((len(keys), 8), dtype=np.float32)
+            blend_only = np.zeros((len(keys), len(SIGNALS) - 1 - len(DENSE_FEATURES)), np.float32)
             blend_only[:, 0] = prep.cross_covisit.at(rows, scratch)
             blend_only[:, 1] = prep.item_knn.at(rows, scratch)
             blend_only[:, 2] = prep.transition.at(rows, scratch)
@@ -688,6 +694,8 @@ class Pipeline:
             blend_only[:, 5] = prep.transition.shares(blend_only[:, 2])
             blend_only[:, 6] = prep.consumed_covisit.shares(blend_only[:, 3])
             blend_only[:, 7] = prep.person_knn.at(rows, scratch)
+            if len(prep.recent_rows):  # nearest: the best cosine with one of them
+                blend_only[:, 8] = (vecs @ self.catalog.vectors[prep.recent_rows].T).max(axis=1)
             all_blend_only.append(blend_only)
             spans.append((start, start + len(keys)))
             start += len(keys)
@@ -777,6 +785,7 @@ class Pipeline:
             recent_elsewhere=[k for p in others for k in s.recent.get(p, [])[-3:]],
             consumed=consumed_on(s, req.platform, self.consumed_covisitation.window),
             knn_person=self._knn_person(req.person, s, req.platform),
+            recent_rows=self._rows_of(s.recent.get(req.platform, [])[-NEAREST_OF:]),
         )
 
     def _neighbour_candidates(self, prepared: list[_Prepared], platform: str) -> None:

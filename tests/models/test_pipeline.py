@@ -11,7 +11,9 @@ from models.blend import SIGNALS
 from models.errors import InvalidEventError
 from models.events import CatalogItem, Event, EventType
 from models.identity import route
+from models import pipeline as pipeline_module
 from models.pipeline import (
+    NEAREST_OF,
     Consent,
     Handoff,
     Merge,
@@ -259,6 +261,33 @@ def test_ranking_features_are_the_scores_each_source_proposed() -> None:
             assert column[i] == np.float32(scores.get(key, 0.0)), (name, key)
     assert len(set(ranking.keys)) == len(ranking.keys)
     assert consumed and not set(ranking.keys) & consumed
+
+
+def test_nearest_is_the_best_similarity_to_one_of_the_latest_items_here() -> None:
+    """Two interests: a candidate like one of them scores its cosine with that item, higher
+    than with the profile's mean (``content``); only the latest NEAREST_OF items count."""
+    p = make_pipeline()
+    sessions: dict[str, SessionState] = {}
+    history = ["jazz-0", "garden-1", "run-2", "jazz-3"]
+    run(p, [ev(n, "shop", "u", item, "purchase") for n, item in enumerate(history)], sessions, {})
+    session = sessions["shop:u"]
+    request = RankRequest("shop:u", "shop", session, None, frozenset(session.consumed), 100.0)
+    latest = session.recent["shop"][-NEAREST_OF:]
+    assert latest == [f"shop:{k}" for k in history]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline_module, "NEAREST_OF", 2)  # run-2 and jazz-3 only
+        ranking = p.recommend([request])[0]
+    nearest = ranking.features[:, SIGNALS.index("nearest")]
+    content = ranking.features[:, SIGNALS.index("content")]
+    latest_vectors = np.stack([p.catalog.vector(k) for k in ["shop:run-2", "shop:jazz-3"]])
+    for i, key in enumerate(ranking.keys):
+        want = float((latest_vectors @ p.catalog.vector(key)).max())
+        assert nearest[i] == pytest.approx(want, abs=1e-6), key
+    jazz = ranking.keys.index("shop:jazz-1")
+    assert nearest[jazz] > content[jazz]
+    # nobody's latest items here: 0
+    stranger = RankRequest("x", "shop", SessionState(person="x"), ts=100.0)
+    assert not p.recommend([stranger])[0].features[:, SIGNALS.index("nearest")].any()
 
 
 def test_popularity_and_river_columns_match_the_models_keyed_answers() -> None:
