@@ -7,11 +7,11 @@ import copy
 import numpy as np
 import pytest
 
+from models import pipeline as pipeline_module
 from models.blend import SIGNALS
 from models.errors import InvalidEventError
 from models.events import CatalogItem, Event, EventType
 from models.identity import route
-from models import pipeline as pipeline_module
 from models.pipeline import (
     NEAREST_OF,
     Consent,
