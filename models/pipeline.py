@@ -197,9 +197,9 @@ class Ranking:
     history_platforms: list[str]
     person_vector: np.ndarray  # what the ranking head saw, for training it offline
     context_vector: np.ndarray
+    request_features: np.ndarray  # the reranker's inputs of the whole list (_request_features)
     # the candidates and features in the blend's order, where the reranker changed it
     by_blend: tuple[list[str], np.ndarray] | None = None
-    request_features: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     def top(self, k: int) -> list[str]:
         return self.keys[:k]
@@ -774,6 +774,7 @@ class Pipeline:
         # history) plus the other platforms' profile counted as ``cross_prior`` items.
         person = _unit(s.interest.get(req.platform, zero) + self.config.cross_prior * u_cross)
         query = _unit(max(weights["content"], 0.0) * person + context)
+        recent = s.recent.get(req.platform, [])
         return _Prepared(
             u_same,
             u_cross,
@@ -781,11 +782,11 @@ class Pipeline:
             query,
             context,
             history,
-            recent=s.recent.get(req.platform, []),
+            recent=recent,
             recent_elsewhere=[k for p in others for k in s.recent.get(p, [])[-3:]],
             consumed=consumed_on(s, req.platform, self.consumed_covisitation.window),
             knn_person=self._knn_person(req.person, s, req.platform),
-            recent_rows=self._rows_of(s.recent.get(req.platform, [])[-NEAREST_OF:]),
+            recent_rows=self._rows_of(recent[-NEAREST_OF:]),
         )
 
     def _neighbour_candidates(self, prepared: list[_Prepared], platform: str) -> None:
