@@ -47,6 +47,7 @@ SIGNALS = (
     "consumed_covisit_share",
     "person_knn",
     "nearest",
+    "lexical",
 )
 DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
     ("head", 1.0),
@@ -66,6 +67,7 @@ DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
     ("consumed_covisit_share", 1.0),
     ("person_knn", 1.0),
     ("nearest", 0.0),  # learned from feedback: a prior of 0.5 did worse on Amazon
+    ("lexical", 0.0),
 )
 
 

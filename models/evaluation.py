@@ -1013,6 +1013,7 @@ def evaluate(
         if name in ("blend", "blend-no-cross"):
             cross = name == "blend"
             pipeline = Pipeline(encoder, ranker, replace(config, cross_platform=cross), catalog)
+            pipeline.index_texts(dataset.items)
             blend = BlendRecommender(pipeline, name)
             runs[name] = replay(
                 dataset,

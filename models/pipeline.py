@@ -2,7 +2,8 @@
 
 For every batch of messages routed to persons it (1) learns: applies each event to the
 person's session, to the global signals (popularity, co-visitation, item-kNN, people alike, and
-co-visitation and next-item transitions over everything consumed), to the River preference
+co-visitation and next-item transitions over everything consumed; item texts also feed a
+lexical TF-IDF index, :mod:`models.lexical`), to the River preference
 model, and feeds the blend the outcome of the list it last showed; then (2) ranks: generates
 candidates for each event's platform, scores all of them across the batch in one ONNX call,
 blends the signals with the platform's adaptive weights, reorders the blend's top 50 with the
@@ -36,6 +37,7 @@ from models.events import (
     ScoredItem,
     item_key,
 )
+from models.lexical import LexicalIndex
 from models.preference import PreferenceModel
 from models.ranker import DENSE_FEATURES
 from models.rerank import Reranker
@@ -128,6 +130,7 @@ class PipelineConfig:
     item_knn_candidates: int = 50
     transition_candidates: int = 50
     person_knn_candidates: int = 50
+    lexical_candidates: int = 50
     # people alike (models.signals.PersonKNN): how many vote, and how many of each one's
     # latest items (their cost grows with the product)
     person_knn_neighbours: int = 100
@@ -372,6 +375,7 @@ class Pipeline:
             self.catalog, self.consumed_covisitation.rows.keys
         )
         self._person_knn_rows = _CatalogRows(self.catalog, self.person_knn.keys)
+        self.lexical = LexicalIndex()
         self.preference = PreferenceModel(seed=config.seed)
         self.blends = PlatformBlends()
         self.reranker = (
@@ -425,7 +429,6 @@ class Pipeline:
             if i not in fresh:
                 vectors[i] = self.catalog.vector(it.key)
             self.index_item(it, vectors[i])
-            self._texts[it.key] = texts[i]
         self.stats["encoded_items"] += len(new)
         return vectors
 
@@ -433,6 +436,15 @@ class Pipeline:
         self.catalog.upsert(
             item.key, item.platform, vector, available=item.available, added_ts=item.ts or 0.0
         )
+        self.index_texts([item])
+
+    def index_texts(self, items: Sequence[CatalogItem]) -> None:
+        """Index the texts of items already in the catalog (a catalog built elsewhere, from
+        vectors computed once: the replay evaluation) for the ``lexical`` signal."""
+        for item in items:
+            text = item.text()
+            self.lexical.upsert(self.catalog.index[item.key], text)
+            self._texts[item.key] = text
 
     def check_event(self, event: Event) -> None:
         """Reject what the pipeline cannot use, before it is routed (→ dead-letter topic)."""
@@ -650,6 +662,9 @@ class Pipeline:
                     prep.transition.rows,
                     prep.consumed_covisit.rows,
                     prep.person_knn.rows,
+                    self.lexical.search(
+                        prep.recent_rows, self.catalog.rows(req.platform), cfg.lexical_candidates
+                    ),
                     self._rows_of(popular),
                     self.catalog.newest(req.platform, cfg.candidates_per_source // 5),
                     self._rows_of(req.extra),
@@ -696,6 +711,7 @@ class Pipeline:
             blend_only[:, 7] = prep.person_knn.at(rows, scratch)
             if len(prep.recent_rows):  # nearest: the best cosine with one of them
                 blend_only[:, 8] = (vecs @ self.catalog.vectors[prep.recent_rows].T).max(axis=1)
+                blend_only[:, 9] = self.lexical.nearest(rows, prep.recent_rows)
             all_blend_only.append(blend_only)
             spans.append((start, start + len(keys)))
             start += len(keys)

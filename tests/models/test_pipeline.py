@@ -6,6 +6,7 @@ import copy
 
 import numpy as np
 import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from models import pipeline as pipeline_module
 from models.blend import SIGNALS
@@ -288,6 +289,30 @@ def test_nearest_is_the_best_similarity_to_one_of_the_latest_items_here() -> Non
     # nobody's latest items here: 0
     stranger = RankRequest("x", "shop", SessionState(person="x"), ts=100.0)
     assert not p.recommend([stranger])[0].features[:, SIGNALS.index("nearest")].any()
+
+
+def test_lexical_is_the_best_tfidf_cosine_with_one_of_the_latest_items_here() -> None:
+    """The column is each candidate's best TF-IDF cosine (as scikit-learn weighs the catalog's
+    texts) with one of the person's latest NEAREST_OF items on this platform."""
+    p = make_pipeline()
+    sessions: dict[str, SessionState] = {}
+    history = ["jazz-0", "garden-1", "run-2", "jazz-3"]
+    run(p, [ev(n, "shop", "u", item, "purchase") for n, item in enumerate(history)], sessions, {})
+    session = sessions["shop:u"]
+    request = RankRequest("shop:u", "shop", session, None, frozenset(session.consumed), 100.0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline_module, "NEAREST_OF", 2)  # run-2 and jazz-3 only
+        ranking = p.recommend([request])[0]
+    lexical = ranking.features[:, SIGNALS.index("lexical")]
+    vectorizer = TfidfVectorizer(sublinear_tf=True, min_df=2)
+    x = vectorizer.fit_transform([p._texts[k] for k in p.catalog.keys]).toarray()
+    latest = x[[p.catalog.index[f"shop:{k}"] for k in ("run-2", "jazz-3")]]
+    for i, key in enumerate(ranking.keys):
+        want = float((latest @ x[p.catalog.index[key]]).max())
+        assert lexical[i] == pytest.approx(want, abs=1e-6), key
+    assert lexical.max() > 0.0
+    stranger = RankRequest("x", "shop", SessionState(person="x"), ts=100.0)
+    assert not p.recommend([stranger])[0].features[:, SIGNALS.index("lexical")].any()
 
 
 def test_popularity_and_river_columns_match_the_models_keyed_answers() -> None:

@@ -1,0 +1,207 @@
+"""Lexical similarity of item texts: sparse TF-IDF vectors, kept up to date as items arrive.
+
+The text encoder places "sulky rayon thread 250 yd" near every other thread; a person who
+buys Sulky thread tends to buy Sulky again. Shared rare words (brands, product lines, series)
+are what a sparse TF-IDF cosine sees and a 384-d sentence embedding blurs. On the Amazon
+Arts ↔ Office leave-last-out targets, ranking a domain by the best TF-IDF cosine with the
+person's 10 latest items there gave NDCG@10 0.0545 / 0.0314 (arts / office), the same ranking
+by MiniLM cosine 0.0494 / 0.0273.
+
+Document frequencies are counted online over every item indexed so far; the weighted,
+normalised matrix is rebuilt lazily, on the first query after the catalog's texts changed
+(~0.1 s for 38,000 items).
+
+Examples
+--------
+>>> import numpy as np
+>>> lex = LexicalIndex()
+>>> for row, text in enumerate(["sulky rayon thread red", "sulky rayon thread blue",
+...                             "gutermann thread red", "office desk lamp"]):
+...     lex.upsert(row, text)
+>>> sims = lex.nearest(np.array([1, 2, 3]), np.array([0]))
+>>> bool(sims[0] > sims[1] > sims[2] == 0.0)
+True
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import numpy as np
+import scipy.sparse as sp
+
+_TOKEN = re.compile(r"[^\W_]{2,}")
+
+
+def tokens(text: str) -> Counter[str]:
+    """Lower-cased words of two or more letters or digits, counted."""
+    return Counter(_TOKEN.findall(text.lower()))
+
+
+class LexicalIndex:
+    """Sublinear TF × smoothed IDF vectors, L2-normalised, one per catalog row.
+
+    ``min_df``: a word must occur in this many items to count; a word of one item only adds
+    nothing to any similarity but would dilute that item's norm. ``rare_share``: see
+    :meth:`search` (on Amazon, 0.02 found 93 % of the exact top 50 in 1.3 ms, 0.05 99 % in
+    2.4 ms, against 6 ms for the exact search).
+    """
+
+    def __init__(self, min_df: int = 2, rare_share: float = 0.02) -> None:
+        self.min_df = min_df
+        self.rare_share = rare_share
+        self._vocabulary: dict[str, int] = {}
+        self._df: list[int] = []
+        self._texts: dict[int, str] = {}
+        self._ids: dict[int, np.ndarray] = {}  # row → word ids
+        self._tf: dict[int, np.ndarray] = {}  # row → 1 + log(count)
+        self._rows = 0
+        self._built: sp.csr_matrix | None = None
+        self._scratch: dict[int, np.ndarray] = {}  # see nearest
+        self._among: tuple[object, sp.csc_matrix | None] = (None, None)  # see _postings
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def upsert(self, row: int, text: str) -> None:
+        if self._texts.get(row) == text:
+            return
+        for i in self._ids.get(row, ()):
+            self._df[i] -= 1
+        counts = tokens(text)
+        ids = np.empty(len(counts), np.int64)
+        for n, word in enumerate(counts):
+            i = self._vocabulary.get(word)
+            if i is None:
+                i = self._vocabulary[word] = len(self._df)
+                self._df.append(0)
+            self._df[i] += 1
+            ids[n] = i
+        self._texts[row] = text
+        self._ids[row] = ids
+        self._tf[row] = 1.0 + np.log(np.fromiter(counts.values(), np.float64, len(counts)))
+        self._rows = max(self._rows, row + 1)
+        self._built = None
+
+    @property
+    def matrix(self) -> sp.csr_matrix:
+        """``[rows, words]``: each row's unit TF-IDF vector (zeros for a row without text)."""
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def _build(self) -> sp.csr_matrix:
+        df = np.asarray(self._df, np.float64)
+        idf = np.log((1.0 + len(self._texts)) / (1.0 + df)) + 1.0
+        idf[df < self.min_df] = 0.0
+        lengths = np.zeros(self._rows, np.int64)
+        for row, ids in self._ids.items():
+            lengths[row] = len(ids)
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        indices = np.zeros(indptr[-1], np.int64)
+        data = np.zeros(indptr[-1], np.float64)
+        for row, ids in self._ids.items():
+            indices[indptr[row] : indptr[row + 1]] = ids
+            data[indptr[row] : indptr[row + 1]] = self._tf[row]
+        data *= idf[indices]
+        owner = np.repeat(np.arange(self._rows), lengths)
+        norms = np.sqrt(np.bincount(owner, data**2, minlength=self._rows))
+        norms[norms == 0.0] = 1.0  # every word too rare: the row stays zeros
+        data /= norms[owner]
+        shape = (self._rows, len(self._df))
+        return sp.csr_matrix((data.astype(np.float32), indices, indptr), shape=shape)
+
+    def nearest(self, rows: np.ndarray, of: np.ndarray) -> np.ndarray:
+        """For each of ``rows``, its best cosine with one of the rows ``of`` (0: no word in
+        common, or ``of`` empty). Rows not indexed yet score 0.
+
+        scipy's sparse-sparse product costs ~1.7 ms for 300 rows against 10; this scatters
+        the few hundred words of ``of`` into a dense zeroed table and multiplies the rows by
+        it, a sparse-dense product.
+        """
+        out = np.zeros(len(rows), np.float32)
+        m = self.matrix
+        rows = np.asarray(rows, np.int64)
+        of = np.asarray(of, np.int64)
+        of = of[of < m.shape[0]]
+        known = np.flatnonzero(rows < m.shape[0])
+        if len(of) == 0 or len(known) == 0:
+            return out
+        indptr, indices, data = m.indptr, m.indices, m.data
+        table = self._table(m.shape[1], len(of))
+        starts, ends = indptr[of], indptr[of + 1]
+        of_words = _ranges(starts, ends)
+        column = np.repeat(np.arange(len(of)), ends - starts)
+        table[indices[of_words], column] = data[of_words]
+        out[known] = (m[rows[known]] @ table).max(axis=1)
+        table[indices[of_words], column] = 0.0  # clean for the next call
+        return out
+
+    def search(self, of: np.ndarray, among: np.ndarray, n: int) -> np.ndarray:
+        """About the ``n`` rows of ``among`` with the best :meth:`nearest` to ``of`` (above 0),
+        best first.
+
+        Exact scoring of every row of a platform costs ~6 ms per query on Amazon (19,000
+        items). Instead the words of ``of`` that at most ``rare_share`` of ``among`` contain
+        find the rows that share them (an inverted index; common words such as the category
+        path would match nearly every row and say little), their partial sums pick the best
+        ``4 n``, and those are scored exactly.
+        """
+        m = self.matrix
+        of = np.asarray(of, np.int64)
+        of = of[of < m.shape[0]]
+        among = among[among < m.shape[0]]
+        if len(of) == 0 or len(among) == 0 or n <= 0:
+            return np.zeros(0, np.int64)
+        postings = self._postings(among)
+        starts, ends = m.indptr[of], m.indptr[of + 1]
+        of_words = _ranges(starts, ends)
+        column = np.repeat(np.arange(len(of)), ends - starts)
+        words = m.indices[of_words]
+        first, last = postings.indptr[words], postings.indptr[words + 1]
+        rare = (last - first) <= max(1, int(self.rare_share * len(among)))
+        first, last = first[rare], last[rare]
+        if not rare.any():
+            return np.zeros(0, np.int64)
+        hits = _ranges(first, last)
+        owner = np.repeat(np.flatnonzero(rare), last - first)
+        local = postings.indices[hits]  # positions in ``among``
+        partial = postings.data[hits] * m.data[of_words][owner]
+        cell, at = np.unique(local * len(of) + column[owner], return_inverse=True)
+        sums = np.bincount(at, partial)
+        found, at = np.unique(cell // len(of), return_inverse=True)
+        best = np.zeros(len(found))
+        np.maximum.at(best, at, sums)
+        k = min(4 * n, len(found))
+        shortlist = among[found[np.argpartition(-best, k - 1)[:k]]]
+        exact = self.nearest(shortlist, of)
+        order = np.argsort(-exact, kind="stable")[:n]
+        return shortlist[order[exact[order] > 0.0]]
+
+    def _postings(self, among: np.ndarray) -> sp.csc_matrix:
+        """``matrix[among]`` by column (word → positions in ``among``), cached for the last
+        ``among`` until the matrix is rebuilt."""
+        key = (id(self.matrix), len(among), int(among[0]), int(among[-1]))
+        if self._among[0] != key or self._among[1] is None:
+            self._among = (key, self.matrix[among].tocsc())
+        return self._among[1]
+
+    def _table(self, words: int, columns: int) -> np.ndarray:
+        """A zero ``[words, columns]`` table, one per width (a strided slice of a wider one
+        would be copied by every product)."""
+        t = self._scratch.get(columns)
+        if t is None or len(t) < words:
+            size = max(words, 2 * len(t) if t is not None else 0)
+            t = self._scratch[columns] = np.zeros((size, columns), np.float32)
+        return t[:words]
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The concatenation of ``range(s, e)`` for each pair, without a Python loop."""
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return shift + np.arange(total)
