@@ -119,3 +119,16 @@ def test_search_finds_rows_through_rare_words_only() -> None:
     assert found == [0]
     lex.upsert(6, "sulky thread red")  # a new item: the index is rebuilt
     assert lex.search(np.array([0]), np.arange(7), 10).tolist() == [0, 6]
+
+
+def test_the_matrix_is_rebuilt_once_enough_texts_changed() -> None:
+    lex = LexicalIndex(rebuild_share=0.01)
+    for row in range(200):
+        lex.upsert(row, f"item w{row % 20} v{row}")
+    lex.nearest(np.array([0]), np.array([1]))  # built
+    lex.upsert(200, "sulky rayon thread")
+    lex.upsert(201, "sulky rayon thread red")
+    # 2 of 202 changed, under 1 %: the matrix of 200 rows is still served
+    assert not lex.nearest(np.array([200]), np.array([201])).any()
+    lex.upsert(202, "sulky thread")
+    assert lex.nearest(np.array([200]), np.array([201]))[0] > 0.5
