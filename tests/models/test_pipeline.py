@@ -264,17 +264,25 @@ def test_ranking_features_are_the_scores_each_source_proposed() -> None:
     assert consumed and not set(ranking.keys) & consumed
 
 
+HISTORY_OF_TWO_INTERESTS = ["jazz-0", "garden-1", "run-2", "jazz-3"]
+
+
+def two_interests() -> tuple[Pipeline, RankRequest]:
+    """A pipeline after one person bought HISTORY_OF_TWO_INTERESTS, and their next request."""
+    p = make_pipeline()
+    sessions: dict[str, SessionState] = {}
+    history = HISTORY_OF_TWO_INTERESTS
+    run(p, [ev(n, "shop", "u", item, "purchase") for n, item in enumerate(history)], sessions, {})
+    session = sessions["shop:u"]
+    return p, RankRequest("shop:u", "shop", session, None, frozenset(session.consumed), 100.0)
+
+
 def test_nearest_is_the_best_similarity_to_one_of_the_latest_items_here() -> None:
     """Two interests: a candidate like one of them scores its cosine with that item, higher
     than with the profile's mean (``content``); only the latest NEAREST_OF items count."""
-    p = make_pipeline()
-    sessions: dict[str, SessionState] = {}
-    history = ["jazz-0", "garden-1", "run-2", "jazz-3"]
-    run(p, [ev(n, "shop", "u", item, "purchase") for n, item in enumerate(history)], sessions, {})
-    session = sessions["shop:u"]
-    request = RankRequest("shop:u", "shop", session, None, frozenset(session.consumed), 100.0)
-    latest = session.recent["shop"][-NEAREST_OF:]
-    assert latest == [f"shop:{k}" for k in history]
+    p, request = two_interests()
+    latest = request.session.recent["shop"][-NEAREST_OF:]
+    assert latest == [f"shop:{k}" for k in HISTORY_OF_TWO_INTERESTS]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(pipeline_module, "NEAREST_OF", 2)  # run-2 and jazz-3 only
         ranking = p.recommend([request])[0]
@@ -294,12 +302,7 @@ def test_nearest_is_the_best_similarity_to_one_of_the_latest_items_here() -> Non
 def test_lexical_is_the_best_tfidf_cosine_with_one_of_the_latest_items_here() -> None:
     """The column is each candidate's best TF-IDF cosine (as scikit-learn weighs the catalog's
     texts) with one of the person's latest NEAREST_OF items on this platform."""
-    p = make_pipeline()
-    sessions: dict[str, SessionState] = {}
-    history = ["jazz-0", "garden-1", "run-2", "jazz-3"]
-    run(p, [ev(n, "shop", "u", item, "purchase") for n, item in enumerate(history)], sessions, {})
-    session = sessions["shop:u"]
-    request = RankRequest("shop:u", "shop", session, None, frozenset(session.consumed), 100.0)
+    p, request = two_interests()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(pipeline_module, "NEAREST_OF", 2)  # run-2 and jazz-3 only
         ranking = p.recommend([request])[0]
