@@ -26,6 +26,7 @@ True
 from __future__ import annotations
 
 import re
+import zlib
 from collections import Counter
 
 import numpy as np
@@ -67,7 +68,7 @@ class LexicalIndex:
         self._built: sp.csr_matrix | None = None
         self._changes = 0  # texts changed since the matrix was built
         self._scratch: dict[int, np.ndarray] = {}  # see nearest
-        self._among: tuple[object, sp.csc_matrix | None] = (None, None)  # see _postings
+        self._postings_of: dict[tuple[int, int], sp.csc_matrix] = {}  # see _postings
 
     def __len__(self) -> int:
         return len(self._texts)
@@ -97,6 +98,7 @@ class LexicalIndex:
         """``[rows, words]``: each row's unit TF-IDF vector (zeros for a row without text)."""
         if self._changes > self.rebuild_share * len(self._texts) or self._built is None:
             self._built = self._build()
+            self._postings_of.clear()
             self._changes = 0
         return self._built
 
@@ -189,12 +191,16 @@ class LexicalIndex:
         return shortlist[order[exact[order] > 0.0]]
 
     def _postings(self, among: np.ndarray) -> sp.csc_matrix:
-        """``matrix[among]`` by column (word → positions in ``among``), cached for the last
-        ``among`` until the matrix is rebuilt."""
-        key = (id(self.matrix), len(among), int(among[0]), int(among[-1]))
-        if self._among[0] != key or self._among[1] is None:
-            self._among = (key, self.matrix[among].tocsc())
-        return self._among[1]
+        """``matrix[among]`` by column (word → positions in ``among``), cached per ``among``
+        (one per platform: requests of several platforms alternate, and a rebuild costs
+        ~1.5 ms on Amazon's 19,000 arts items) until the matrix is rebuilt."""
+        key = (len(among), zlib.crc32(among.tobytes()))  # ~25 µs for 19,000 rows
+        postings = self._postings_of.get(key)
+        if postings is None:
+            if len(self._postings_of) >= 64:  # bounded: many platforms, or a growing catalog
+                self._postings_of.clear()
+            postings = self._postings_of[key] = self.matrix[among].tocsc()
+        return postings
 
     def _table(self, words: int, columns: int) -> np.ndarray:
         """A zero ``[words, columns]`` table, one per width (a strided slice of a wider one

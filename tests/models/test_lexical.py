@@ -132,3 +132,22 @@ def test_the_matrix_is_rebuilt_once_enough_texts_changed() -> None:
     assert not lex.nearest(np.array([200]), np.array([201])).any()
     lex.upsert(202, "sulky thread")
     assert lex.nearest(np.array([200]), np.array([201]))[0] > 0.5
+
+
+def test_searches_of_alternating_platforms_stay_on_their_platform() -> None:
+    texts = random_texts(400, seed=7)
+    lex = LexicalIndex(rare_share=1.0)
+    for row, text in enumerate(texts):
+        lex.upsert(row, text)
+    # two platforms of the same size with the same first and last rows, interleaved between
+    inner = np.arange(1, 399)
+    a = np.concatenate([[0], inner[inner % 2 == 0], [399]])
+    b = np.concatenate([[0], inner[inner % 2 == 1], [399]])
+    assert len(a) == len(b)
+    of = np.array([3, 10, 77])
+    for among in (a, b, a, b):
+        found = lex.search(of, among, 20)
+        assert len(found) > 0 and set(found.tolist()) <= set(among.tolist())
+        np.testing.assert_allclose(
+            lex.nearest(found, of), lex.nearest(exact_top(lex, of, among, 20), of), atol=1e-6
+        )
