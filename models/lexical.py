@@ -185,7 +185,7 @@ class LexicalIndex:
         """``matrix[among]`` by column (word → positions in ``among``), cached per ``among``
         (one per platform: requests of several platforms alternate, and a rebuild costs
         ~1.5 ms on Amazon's 19,000 arts items) until the matrix is rebuilt; with a zeroed
-        ``[len(among), columns]`` scratch and a false ``[len(among)]`` one for
+        ``[columns, len(among)]`` scratch and a false ``[len(among)]`` one for
         :func:`_partial_sums`."""
         key = (len(among), zlib.crc32(among.tobytes()))  # ~25 µs for 19,000 rows
         cached = self._postings_of.get(key)
@@ -197,7 +197,7 @@ class LexicalIndex:
         postings, seen, scratch = cached
         sums = scratch.get(columns)
         if sums is None:
-            sums = scratch[columns] = np.zeros((len(among), columns), np.float64)
+            sums = scratch[columns] = np.zeros((columns, len(among)), np.float64)
         return postings, seen, sums
 
     def _slots(self, words: int) -> np.ndarray:
@@ -268,7 +268,7 @@ def _partial_sums(
     """The positions in ``among`` that share a word held by at most ``limit`` of them with
     a row of ``of``, in order, and for each its best partial dot product
     with one row of ``of``, summed over those words. ``sums``: a zero
-    ``[len(among), len(of)]`` scratch and ``seen`` a false ``[len(among)]`` one, both left
+    ``[len(of), len(among)]`` scratch and ``seen`` a false ``[len(among)]`` one, both left
     so."""
     touched = 0
     for j in range(len(of)):
@@ -282,15 +282,18 @@ def _partial_sums(
                 if not seen[at]:
                     seen[at] = True
                     touched += 1
-                sums[at, j] += np.float64(post_data[h] * data[e])  # float32 product, as numpy's
+                sums[j, at] += np.float64(post_data[h] * data[e])  # float32 product, as numpy's
     found = np.empty(touched, np.int64)
     best = np.empty(touched, np.float64)
     t = 0
     for at in range(len(seen)):  # a scan, cheaper than sorting the few thousand found
         if seen[at]:
             found[t] = at
-            best[t] = sums[at].max()
-            sums[at] = 0.0
+            best[t] = sums[0, at]
+            sums[0, at] = 0.0
+            for j in range(1, len(of)):
+                best[t] = max(best[t], sums[j, at])
+                sums[j, at] = 0.0
             seen[at] = False
             t += 1
     return found, best
