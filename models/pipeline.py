@@ -37,7 +37,7 @@ from models.events import (
     ScoredItem,
     item_key,
 )
-from models.lexical import LexicalIndex, best
+from models.lexical import LexicalIndex, best, warm_up
 from models.preference import PreferenceModel
 from models.ranker import DENSE_FEATURES
 from models.rerank import Reranker
@@ -376,6 +376,7 @@ class Pipeline:
         )
         self._person_knn_rows = _CatalogRows(self.catalog, self.person_knn.keys)
         self.lexical = LexicalIndex()
+        warm_up()  # the compiled loops, loaded now rather than on the first event
         self.preference = PreferenceModel(seed=config.seed)
         self.blends = PlatformBlends()
         self.reranker = (

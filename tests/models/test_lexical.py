@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -151,3 +153,23 @@ def test_searches_of_alternating_platforms_stay_on_their_platform() -> None:
         np.testing.assert_allclose(
             lex.nearest(found, of), lex.nearest(exact_top(lex, of, among, 20), of), atol=1e-6
         )
+
+
+def test_warm_up_compiles_each_loop_for_the_types_real_calls_use() -> None:
+    """A worker warms up at start so its first event does not pay numba's compile (~1 s)."""
+    probe = (
+        "import numpy as np\n"
+        "from models import lexical\n"
+        "lexical.warm_up()\n"
+        "before = [len(lexical._nearest.signatures), len(lexical._partial_sums.signatures)]\n"
+        "lex = lexical.LexicalIndex()\n"
+        "for row in range(300):\n"
+        "    lex.upsert(row, f'item w{row % 7} v{row % 40} z{row}')\n"
+        "lex.search(np.array([3, 9]), np.arange(300), 10)\n"
+        "after = [len(lexical._nearest.signatures), len(lexical._partial_sums.signatures)]\n"
+        "print(before, after)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.split() == ["[1,", "1]", "[1,", "1]"]
