@@ -33,8 +33,8 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-# a platform's rows by word, a "seen" scratch, and partial-sum scratches by width
-_Postings = tuple[sp.csc_matrix, np.ndarray, dict[int, np.ndarray]]
+# a platform's rows by word, a "seen" scratch, and a partial-sum scratch (one line per item)
+_Postings = tuple[sp.csc_matrix, np.ndarray, np.ndarray]
 _TOKEN = re.compile(r"[^\W_]{2,}")
 
 
@@ -130,10 +130,10 @@ class LexicalIndex:
         """For each of ``rows``, its best cosine with one of the rows ``of`` (0: no word in
         common, or ``of`` empty). Rows not indexed yet score 0.
 
-        A compiled loop (:func:`_nearest`): the few hundred words of ``of`` are scattered
-        into a dense zeroed table, each row sums its words' lines of it. The same product
-        through scipy cost ~120 µs for 630 rows against 9 on MovieLens, nearly all of it in
-        scipy's checks; this ~15 µs.
+        A compiled loop (:func:`_nearest`): the few hundred words of ``of`` get a line each
+        of a small table, each row sums its words' lines of it. The same product through
+        scipy cost ~120 µs for 630 rows against 9 on MovieLens, most of it in scipy's
+        checks; this ~45 µs.
         """
         out = np.zeros(len(rows), np.float32)
         m = self.matrix
@@ -185,20 +185,20 @@ class LexicalIndex:
         """``matrix[among]`` by column (word → positions in ``among``), cached per ``among``
         (one per platform: requests of several platforms alternate, and a rebuild costs
         ~1.5 ms on Amazon's 19,000 arts items) until the matrix is rebuilt; with a zeroed
-        ``[columns, len(among)]`` scratch and a false ``[len(among)]`` one for
-        :func:`_partial_sums`."""
+        ``[columns, len(among)]`` scratch (the first lines of one grown to the widest query
+        so far) and a false ``[len(among)]`` one for :func:`_partial_sums`."""
         key = (len(among), zlib.crc32(among.tobytes()))  # ~25 µs for 19,000 rows
         cached = self._postings_of.get(key)
         if cached is None:
             if len(self._postings_of) >= 64:  # bounded: many platforms, or a growing catalog
                 self._postings_of.clear()
             postings = self.matrix[among].tocsc()
-            cached = self._postings_of[key] = (postings, np.zeros(len(among), bool), {})
-        postings, seen, scratch = cached
-        sums = scratch.get(columns)
-        if sums is None:
-            sums = scratch[columns] = np.zeros((columns, len(among)), np.float64)
-        return postings, seen, sums
+            cached = (postings, np.zeros(len(among), bool), np.zeros((0, len(among))))
+        if len(cached[2]) < columns:  # a wider query than any so far on these rows
+            cached = (cached[0], cached[1], np.zeros((columns, len(among)), np.float64))
+        self._postings_of[key] = cached
+        postings, seen, sums = cached
+        return postings, seen, sums[:columns]
 
     def _slots(self, words: int) -> np.ndarray:
         """A ``-1`` per word: :func:`_nearest`'s scratch."""
@@ -208,9 +208,9 @@ class LexicalIndex:
 
 
 def warm_up() -> None:
-    """Load the compiled loops now (0.2–0.3 s from numba's cache, seconds to compile without
-    it): a worker pays that at start, not on its first event (the demo's p99 went from
-    95 to 297 ms when its first batch paid it)."""
+    """Load the compiled loops now (~0.4 s from numba's cache, ~1.8 s to compile without
+    it): a worker pays that at start, not on its first event (with numba's cache empty the
+    demo's first lists waited ~1 s and its p99 was 1,031 ms; with this, 97 ms)."""
     lex = LexicalIndex()
     lex.upsert(0, "warm up")
     lex.upsert(1, "warm up")

@@ -166,6 +166,7 @@ def test_warm_up_compiles_each_loop_for_the_types_real_calls_use() -> None:
         "for row in range(300):\n"
         "    lex.upsert(row, f'item w{row % 7} v{row % 40} z{row}')\n"
         "lex.search(np.array([3, 9]), np.arange(300), 10)\n"
+        "lex.search(np.array([5]), np.arange(300), 10)\n"  # a slice of the wider scratch
         "after = [len(lexical._nearest.signatures), len(lexical._partial_sums.signatures)]\n"
         "print(before, after)\n"
     )
