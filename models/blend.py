@@ -120,7 +120,10 @@ class AdaptiveBlend:
         Only relative evidence moves the weights, which is what a ranking needs; the bias is
         untouched because it cannot change an order.
         """
-        diff = {k: preferred.get(k, 0.0) - other.get(k, 0.0) for k in {*preferred, *other}}
+        # the keys in a fixed order (a set's order follows the per-process string hash, and
+        # the sums below would then differ in the last bits from one run to the next)
+        keys = dict.fromkeys([*preferred, *other])
+        diff = {k: preferred.get(k, 0.0) - other.get(k, 0.0) for k in keys}
         z = sum(self.raw.get(k, 0.0) * v for k, v in diff.items())
         self._step(diff, _sigmoid(-z))  # 1 - σ(z)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -413,3 +416,30 @@ def test_sparse_and_dense_passes_find_the_same_neighbours(
         for score in np.unique(s.scores):  # ties by item id
             tied = s.ids[s.scores == score]
             assert np.array_equal(tied, np.sort(tied))
+
+
+def test_blend_learns_the_same_floats_whatever_the_string_hash_seed() -> None:
+    """Each process hashes strings with its own seed; a set of signal names iterated in
+    pair learning once made the weights differ in the last bits from run to run (and between
+    the worker processes of ``streamrec evaluate --jobs``)."""
+    probe = (
+        "import random\n"
+        "from models.blend import SIGNALS, AdaptiveBlend\n"
+        "rng, blend = random.Random(1), AdaptiveBlend()\n"
+        "for _ in range(300):\n"
+        "    blend.learn_pair({k: rng.random() for k in SIGNALS},\n"
+        "                     {k: rng.random() for k in SIGNALS})\n"
+        "print(repr(sorted(blend.weights.items())))\n"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        ).stdout
+        for seed in range(4)
+    }
+    assert len(outputs) == 1
