@@ -93,6 +93,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from collections import defaultdict
@@ -726,6 +727,7 @@ def replay(
     weights: Callable[[], dict[str, dict[str, float]]] | None = None,
     batch_size: int = 1,
     rank_all: bool = False,
+    bar_position: int | None = None,
 ) -> Run:
     """Replay ``dataset`` through ``model`` prequentially: rank, record, then learn.
 
@@ -799,7 +801,7 @@ def replay(
         targets.clear()
         in_batch.clear()
 
-    bar = _progress(len(dataset.events), f"replay {model.name}", progress)
+    bar = _progress(len(dataset.events), f"replay {model.name}", progress, bar_position)
     start = time.perf_counter()
     for i, (event, evaluated) in enumerate(zip(dataset.events, dataset.evaluated, strict=True)):
         if len(batch) >= batch_size:
@@ -916,12 +918,15 @@ def _batched(
         yield from model.rank(requests[s : s + size])
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Any:
+def _progress(total: int, desc: str, enabled: bool, position: int | None = None) -> Any:
+    """A progress bar, or None; ``position``: its line, for bars of several processes."""
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="ev", mininterval=0.5, smoothing=0.1)
+    return tqdm(
+        total=total, desc=desc, unit="ev", mininterval=0.5, smoothing=0.1, position=position
+    )
 
 
 # --- the catalog and its embeddings -------------------------------------------------------
@@ -980,6 +985,55 @@ BASELINES: dict[str, type[_Baseline]] = {
 }
 
 
+@dataclass(frozen=True)
+class ReplaySource:
+    """Where a replay's inputs come from, so that a worker process can load them itself
+    (ONNX Runtime sessions cannot be sent to one): the command line's arguments."""
+
+    dataset: str
+    data: Path | None
+    split: str = "valid_F2.txt"
+    limit: int | None = None
+    artifacts: Path = Path("artifacts")
+    cache: Path | None = Path(".cache/embeddings")
+    use_ranker: bool = True
+
+    def load(
+        self, progress: bool = False, threads: int = 0
+    ) -> tuple[Dataset, Encoder, Scorer | None, np.ndarray]:
+        """The dataset, the encoder, the ranking head (None without one) and the items'
+        vectors (from the cache, else encoded and cached). ``threads``: the head's intra-op
+        threads (0: one per core)."""
+        from models.encoder import TextEncoder
+
+        dataset = load_dataset(self.dataset, self.data, self.split).limit(self.limit)
+        try:
+            encoder = TextEncoder.from_artifacts(self.artifacts)
+        except ModelLoadError as e:
+            raise ModelLoadError(f"{e} (export it with `streamrec export`)") from e
+        ranker: Scorer | None = None
+        if self.use_ranker and (self.artifacts / "ranker" / "CURRENT").is_file():
+            from models.ranker import RankingHead
+
+            ranker = RankingHead.from_artifacts(self.artifacts, threads=threads)
+        vectors = embed_items(dataset, encoder, self.cache, progress)
+        return dataset, encoder, ranker, vectors
+
+
+ALL_MODELS = (
+    "popularity",
+    "covisit",
+    "covisit-consumed",
+    "cross-history",
+    "item-knn",
+    "person-knn",
+    "river-mf",
+    "content",
+    "blend",
+    "blend-no-cross",
+)
+
+
 def evaluate(
     dataset: Dataset,
     encoder: Encoder,
@@ -987,59 +1041,124 @@ def evaluate(
     *,
     vectors: np.ndarray | None = None,
     config: PipelineConfig = DEFAULT_CONFIG,
-    models: Sequence[str] = (
-        "popularity",
-        "covisit",
-        "covisit-consumed",
-        "cross-history",
-        "item-knn",
-        "person-knn",
-        "river-mf",
-        "content",
-        "blend",
-        "blend-no-cross",
-    ),
+    models: Sequence[str] = ALL_MODELS,
     progress: bool = True,
     batch_size: int = DEFAULT_BATCH,
     extra_runs: Mapping[str, Run] | None = None,
+    jobs: int = 1,
+    source: ReplaySource | None = None,
 ) -> dict[str, Any]:
     """Every model over the same stream; returns the JSON-able results. ``extra_runs``: runs
-    made elsewhere over the same stream (the replay through Kafka), reported alongside."""
+    made elsewhere over the same stream (the replay through Kafka), reported alongside.
+
+    ``jobs`` > 1 (with the ``source`` the inputs came from): that many models replayed at once,
+    each in a process of its own that loads the inputs itself (the replays are independent,
+    and one uses about one core). Each replay gives the same results as on its own, at a lower
+    events/s: measure speed with ``jobs=1``.
+    """
     if vectors is None:
         vectors = embed_items(dataset, encoder, None, progress)
-    catalog = build_catalog(dataset, vectors)
+    jobs = min(jobs, len(models)) if source is not None else 1
     runs: dict[str, Run] = {}
-    for name in models:
-        if name in ("blend", "blend-no-cross"):
-            cross = name == "blend"
-            pipeline = Pipeline(encoder, ranker, replace(config, cross_platform=cross), catalog)
-            pipeline.index_texts(dataset.items)
-            blend = BlendRecommender(pipeline, name)
-            runs[name] = replay(
-                dataset,
-                blend,
-                catalog,
-                cross_platform=cross,
-                progress=progress,
-                weights=blend.weights,
-                batch_size=batch_size,
-                rank_all=True,
+    if jobs > 1 and source is not None:
+        runs = _replay_in_processes(source, models, config, progress, batch_size, jobs)
+    else:
+        catalog = build_catalog(dataset, vectors)
+        for name in models:
+            runs[name] = replay_model(
+                name, dataset, encoder, ranker, catalog, config, progress, batch_size
             )
-            runs[name].series.append({"event": len(dataset.events), "weights": blend.weights()})
-            if pipeline.reranker is not None:
-                runs[name].details["reranker"] = {
-                    "answered_lists": pipeline.reranker.answered,
-                    "fitted_at": pipeline.reranker.fitted_at,
-                    "fit_seconds": round(pipeline.reranker.fit_seconds, 2),
-                }
-        else:
-            base = BASELINES[name](catalog, config)
-            # Baselines stay exact (batch 1): they are fast without batching, and batching
-            # would make the co-visitation baseline's own per-person history lag (on MovieLens's
-            # bursts that cut its NDCG@10 from 0.065 to 0.007).
-            runs[name] = replay(dataset, base, catalog, progress=progress)
     runs.update(extra_runs or {})
-    return summarise(dataset, runs, encoder, ranker, batch_size)
+    return summarise(dataset, runs, encoder, ranker, batch_size, jobs)
+
+
+def replay_model(
+    name: str,
+    dataset: Dataset,
+    encoder: Encoder,
+    ranker: Scorer | None,
+    catalog: Catalog,
+    config: PipelineConfig = DEFAULT_CONFIG,
+    progress: bool = True,
+    batch_size: int = DEFAULT_BATCH,
+    bar_position: int | None = None,
+) -> Run:
+    """One model of :func:`evaluate` (a baseline or a blend) over the dataset."""
+    if name in ("blend", "blend-no-cross"):
+        cross = name == "blend"
+        pipeline = Pipeline(encoder, ranker, replace(config, cross_platform=cross), catalog)
+        pipeline.index_texts(dataset.items)
+        blend = BlendRecommender(pipeline, name)
+        run = replay(
+            dataset,
+            blend,
+            catalog,
+            cross_platform=cross,
+            progress=progress,
+            weights=blend.weights,
+            batch_size=batch_size,
+            rank_all=True,
+            bar_position=bar_position,
+        )
+        run.series.append({"event": len(dataset.events), "weights": blend.weights()})
+        if pipeline.reranker is not None:
+            run.details["reranker"] = {
+                "answered_lists": pipeline.reranker.answered,
+                "fitted_at": pipeline.reranker.fitted_at,
+                "fit_seconds": round(pipeline.reranker.fit_seconds, 2),
+            }
+        return run
+    base = BASELINES[name](catalog, config)
+    # Baselines stay exact (batch 1): they are fast without batching, and batching would make
+    # the co-visitation baseline's own per-person history lag (on MovieLens's bursts that cut
+    # its NDCG@10 from 0.065 to 0.007).
+    return replay(dataset, base, catalog, progress=progress, bar_position=bar_position)
+
+
+def _replay_in_processes(
+    source: ReplaySource,
+    models: Sequence[str],
+    config: PipelineConfig,
+    progress: bool,
+    batch_size: int,
+    jobs: int,
+) -> dict[str, Run]:
+    """:func:`replay_model` for each of ``models``, ``jobs`` at a time in worker processes
+    (spawned: a forked copy of a process running ONNX Runtime's threads can hang); the
+    blends, the longest, first."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    order = sorted(models, key=lambda m: not m.startswith("blend"))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        futures = {
+            name: pool.submit(_replay_job, source, name, config, progress, batch_size, line)
+            for line, name in enumerate(order)
+        }
+        done = {name: future.result() for name, future in futures.items()}
+    return {name: done[name] for name in models}
+
+
+def _replay_job(
+    source: ReplaySource,
+    name: str,
+    config: PipelineConfig,
+    progress: bool,
+    batch_size: int,
+    bar_position: int,
+) -> Run:
+    """A worker process's :func:`replay_model`, on one core: its BLAS, the reranker's
+    OpenMP fits and the ranking head take one thread each (threads waiting for work on a
+    busy core slowed the replays beside them)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    dataset, encoder, ranker, vectors = source.load(threads=1)
+    catalog = build_catalog(dataset, vectors)
+    return replay_model(
+        name, dataset, encoder, ranker, catalog, config, progress, batch_size, bar_position
+    )
 
 
 def summarise(
@@ -1048,11 +1167,19 @@ def summarise(
     encoder: Encoder,
     ranker: Scorer | None,
     batch_size: int = 1,
+    jobs: int = 1,
 ) -> dict[str, Any]:
+    notes = [*dataset.notes, _batch_note(batch_size)]
+    if jobs > 1:
+        notes.append(
+            f"models replayed {jobs} at a time, each in its own process: the same results, "
+            "but each one's events/s is lower than alone (speed: --jobs 1)"
+        )
     result: dict[str, Any] = {
         "dataset": dataset.name,
         "batch_size": batch_size,
-        "notes": [*dataset.notes, _batch_note(batch_size)],
+        "jobs": jobs,
+        "notes": notes,
         "platforms": dataset.platforms,
         "catalog_sizes": dataset.catalog_sizes(),
         "events": len(dataset.events),
@@ -1210,6 +1337,13 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
     )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=_cores(),
+        help="models replayed at once, each in its own process (default: one per core; "
+        "the same results, each replay's events/s lower: measure speed with --jobs 1)",
+    )
+    parser.add_argument(
         "--batch-size",
         type=int,
         default=DEFAULT_BATCH,
@@ -1218,21 +1352,21 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
     )
     args = parser.parse_args(argv)
     _single_threaded_blas()
-    from models.encoder import TextEncoder
     from models.report import write_report
 
+    source = ReplaySource(
+        args.dataset,
+        args.data,
+        args.split,
+        args.limit,
+        args.artifacts,
+        args.cache,
+        use_ranker=not args.no_ranker,
+    )
     try:
-        dataset = load_dataset(args.dataset, args.data, args.split).limit(args.limit)
-        try:
-            encoder = TextEncoder.from_artifacts(args.artifacts)
-        except ModelLoadError as e:
-            raise ModelLoadError(f"{e} (export it with `streamrec export`)") from e
-        ranker = None
-        if not args.no_ranker and (args.artifacts / "ranker" / "CURRENT").is_file():
-            from models.ranker import RankingHead
-
-            ranker = RankingHead.from_artifacts(args.artifacts)
-        vectors = embed_items(dataset, encoder, args.cache, not args.no_progress)
+        # the head on one thread, as in the worker processes of --jobs: its floats then do
+        # not depend on how many ran at once
+        dataset, encoder, ranker, vectors = source.load(progress=not args.no_progress, threads=1)
         if args.models is None:
             models = default_models(dataset)
             if skipped := [m for m in CROSS_PLATFORM_MODELS if m not in models]:
@@ -1247,6 +1381,8 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
             parser.error(f"unknown models {sorted(unknown)}")
         if args.batch_size < 1:
             parser.error("--batch-size must be >= 1")
+        if args.jobs < 1:
+            parser.error("--jobs must be >= 1")
         extra: dict[str, Run] = {}
         if args.through_kafka:
             if kafka_replay is None:
@@ -1261,6 +1397,8 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
             progress=not args.no_progress,
             batch_size=args.batch_size,
             extra_runs=extra,
+            jobs=args.jobs,
+            source=source,
         )
         out = write_report(result, args.out / dataset.name)
     except StreamrecError as e:
@@ -1269,6 +1407,14 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
     print(json.dumps(result.get("checks", {}), indent=2))
     print(f"report: {out}")
     return 0
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _single_threaded_blas() -> None:

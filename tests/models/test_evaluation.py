@@ -376,3 +376,40 @@ def test_main_says_clearly_when_data_are_missing(tmp_path: Path,
                  str(tmp_path / "reports"), "--no-progress"])
     assert code == 2
     assert "MovieLens data not found" in capsys.readouterr().err
+
+
+def test_models_replayed_in_parallel_processes_give_what_one_process_gives(
+    serving_artifacts: Path, tmp_path: Path
+) -> None:
+    """``--jobs 2`` replays the models in two worker processes that load the inputs
+    themselves; every model's results must be those of the one-process run."""
+    rng = np.random.default_rng(3)
+    words = ["red", "blue", "wool", "silk", "lamp", "desk", "pen", "ink"]
+    items = [(f"i{i}", "shop" if i < 10 else "office") for i in range(20)]
+    data = tmp_path / "toy"
+    data.mkdir()
+    (data / "items.csv").write_text(
+        "item,platform,text\n"
+        + "".join(f"{i},{p},{' '.join(rng.choice(words, 3))} {i}\n" for i, p in items)
+    )
+    rows = []
+    for t in range(120):
+        item, platform = items[int(rng.integers(20))]
+        rows.append(f"{t},{platform},p{int(rng.integers(6))},{item},purchase,\n")
+    (data / "events.csv").write_text("time,platform,person,item,type,value\n" + "".join(rows))
+    results = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        code = main(["--dataset", "generic", "--data", str(data), "--out", str(out),
+                     "--artifacts", str(serving_artifacts), "--cache", str(tmp_path / "cache"),
+                     "--models", "popularity,covisit,blend", "--jobs", str(jobs),
+                     "--no-progress"])
+        assert code == 0
+        results[jobs] = json.loads((out / "toy" / "results.json").read_text())
+    assert results[1]["jobs"] == 1 and results[2]["jobs"] == 2
+    assert list(results[2]["models"]) == ["popularity", "covisit", "blend"]  # as asked
+    for name, one in results[1]["models"].items():
+        two = results[2]["models"][name]
+        assert one["prequential"]["all"]["n"] > 50
+        assert two["prequential"] == one["prequential"]
+        assert two["series"] == one["series"]
