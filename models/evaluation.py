@@ -1020,18 +1020,9 @@ class ReplaySource:
         return dataset, encoder, ranker, vectors
 
 
-ALL_MODELS = (
-    "popularity",
-    "covisit",
-    "covisit-consumed",
-    "cross-history",
-    "item-knn",
-    "person-knn",
-    "river-mf",
-    "content",
-    "blend",
-    "blend-no-cross",
-)
+#: The two replays of the full pipeline, with and without cross-platform history.
+BLENDS = ("blend", "blend-no-cross")
+ALL_MODELS = (*BASELINES, *BLENDS)
 
 
 def evaluate(
@@ -1084,7 +1075,7 @@ def replay_model(
     bar_position: int | None = None,
 ) -> Run:
     """One model of :func:`evaluate` (a baseline or a blend) over the dataset."""
-    if name in ("blend", "blend-no-cross"):
+    if name in BLENDS:
         cross = name == "blend"
         pipeline = Pipeline(encoder, ranker, replace(config, cross_platform=cross), catalog)
         pipeline.index_texts(dataset.items)
@@ -1129,7 +1120,7 @@ def _replay_in_processes(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    order = sorted(models, key=lambda m: not m.startswith("blend"))
+    order = sorted(models, key=lambda m: m not in BLENDS)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=context) as pool:
         futures = {
@@ -1300,7 +1291,7 @@ CROSS_PLATFORM_MODELS = ("cross-history", "blend-no-cross")
 def default_models(dataset: Dataset) -> list[str]:
     """Every model; on a one-platform dataset, without :data:`CROSS_PLATFORM_MODELS` (there the
     blend without cross-platform history is the blend, and ``cross-history`` is popularity)."""
-    models = [*BASELINES, "blend", "blend-no-cross"]
+    models = list(ALL_MODELS)
     if len(dataset.platforms) > 1:
         return models
     return [m for m in models if m not in CROSS_PLATFORM_MODELS]
@@ -1376,7 +1367,7 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
                 )
         else:
             models = [m.strip() for m in args.models.split(",") if m.strip()]
-        unknown = set(models) - {*BASELINES, "blend", "blend-no-cross"}
+        unknown = set(models) - set(ALL_MODELS)
         if unknown:
             parser.error(f"unknown models {sorted(unknown)}")
         if args.batch_size < 1:
