@@ -48,6 +48,7 @@ SIGNALS = (
     "person_knn",
     "nearest",
     "lexical",
+    "sequence",
 )
 DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
     ("head", 1.0),
@@ -68,6 +69,7 @@ DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
     ("person_knn", 1.0),
     ("nearest", 0.0),  # learned from feedback: a prior of 0.5 did worse on Amazon
     ("lexical", 0.0),
+    ("sequence", 0.0),  # learned from feedback, like the other text signals
 )
 
 

@@ -58,6 +58,20 @@ def _search_session() -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
+def search(queries: np.ndarray, matrix: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The indices of the top ``min(n, len(matrix))`` rows of ``matrix`` by dot product with
+    each query, best first, and their products."""
+    sims, top = _search_session().run(
+        None,
+        {
+            "queries": np.ascontiguousarray(queries, dtype=np.float32),
+            "matrix": np.ascontiguousarray(matrix, dtype=np.float32),
+            "k": np.array([min(n, len(matrix))], np.int64),
+        },
+    )
+    return top, sims
+
+
 class Catalog:
     def __init__(self, dim: int = 384) -> None:
         self.dim = dim
@@ -157,19 +171,16 @@ class Catalog:
         if len(rows) == 0 or len(queries) == 0:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
-        sims, top = _search_session().run(
-            None,
-            {
-                "queries": np.ascontiguousarray(queries, dtype=np.float32),
-                "matrix": matrix,
-                "k": np.array([min(n, len(rows))], np.int64),
-            },
-        )
+        top, sims = search(queries, matrix, n)
         return rows[top], sims
 
     def newest(self, platform: str, n: int) -> np.ndarray:
         _, _, by_age = self._searchable(platform)
         return by_age[:n]
+
+    def searchable(self, platform: str) -> np.ndarray:
+        """The available rows of ``platform`` (cached until the catalog changes)."""
+        return self._searchable(platform)[0]
 
     def _searchable(self, platform: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Available rows of ``platform``, their vectors (a contiguous copy) and the rows

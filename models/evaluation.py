@@ -121,6 +121,7 @@ from models.pipeline import (
     PipelineConfig,
     RankRequest,
     Scorer,
+    SequenceScorer,
     Shown,
     apply_to_session,
     is_new_consumption,
@@ -997,6 +998,18 @@ class ReplaySource:
     artifacts: Path = Path("artifacts")
     cache: Path | None = Path(".cache/embeddings")
     use_ranker: bool = True
+    # where the sequence model is taken from (default: ``artifacts``); none there: none used
+    sequence_artifacts: Path | None = None
+    use_sequence: bool = True
+
+    def load_sequence(self, threads: int = 0) -> SequenceScorer | None:
+        """The sequence model, if one is published where this replay takes it from."""
+        from models.sequence import SequenceModel
+
+        root = self.sequence_artifacts or self.artifacts
+        if not self.use_sequence or not SequenceModel.available(root):
+            return None
+        return SequenceModel.from_artifacts(root, threads=threads)
 
     def load(
         self, progress: bool = False, threads: int = 0
@@ -1038,6 +1051,7 @@ def evaluate(
     extra_runs: Mapping[str, Run] | None = None,
     jobs: int = 1,
     source: ReplaySource | None = None,
+    sequence: SequenceScorer | None = None,
 ) -> dict[str, Any]:
     """Every model over the same stream; returns the JSON-able results. ``extra_runs``: runs
     made elsewhere over the same stream (the replay through Kafka), reported alongside.
@@ -1057,10 +1071,18 @@ def evaluate(
         catalog = build_catalog(dataset, vectors)
         for name in models:
             runs[name] = replay_model(
-                name, dataset, encoder, ranker, catalog, config, progress, batch_size
+                name,
+                dataset,
+                encoder,
+                ranker,
+                catalog,
+                config,
+                progress,
+                batch_size,
+                sequence=sequence,
             )
     runs.update(extra_runs or {})
-    return summarise(dataset, runs, encoder, ranker, batch_size, jobs)
+    return summarise(dataset, runs, encoder, ranker, batch_size, jobs, sequence)
 
 
 def replay_model(
@@ -1073,11 +1095,14 @@ def replay_model(
     progress: bool = True,
     batch_size: int = DEFAULT_BATCH,
     bar_position: int | None = None,
+    sequence: SequenceScorer | None = None,
 ) -> Run:
     """One model of :func:`evaluate` (a baseline or a blend) over the dataset."""
     if name in BLENDS:
         cross = name == "blend"
-        pipeline = Pipeline(encoder, ranker, replace(config, cross_platform=cross), catalog)
+        pipeline = Pipeline(
+            encoder, ranker, replace(config, cross_platform=cross), catalog, sequence=sequence
+        )
         pipeline.index_texts(dataset.items)
         blend = BlendRecommender(pipeline, name)
         run = replay(
@@ -1148,7 +1173,16 @@ def _replay_job(
     dataset, encoder, ranker, vectors = source.load(threads=1)
     catalog = build_catalog(dataset, vectors)
     return replay_model(
-        name, dataset, encoder, ranker, catalog, config, progress, batch_size, bar_position
+        name,
+        dataset,
+        encoder,
+        ranker,
+        catalog,
+        config,
+        progress,
+        batch_size,
+        bar_position,
+        source.load_sequence(threads=1) if name in BLENDS else None,
     )
 
 
@@ -1159,6 +1193,7 @@ def summarise(
     ranker: Scorer | None,
     batch_size: int = 1,
     jobs: int = 1,
+    sequence: SequenceScorer | None = None,
 ) -> dict[str, Any]:
     notes = [*dataset.notes, _batch_note(batch_size)]
     if jobs > 1:
@@ -1178,6 +1213,7 @@ def summarise(
         "heldout": len(dataset.heldout),
         "encoder": encoder.version,
         "ranker": ranker.version if ranker is not None else None,
+        "sequence": sequence.version if sequence is not None else None,
         "models": {name: run.summary() for name, run in runs.items()},
     }
     baselines = [n for n in runs if n in BASELINES]
@@ -1321,6 +1357,14 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
     )
     parser.add_argument("--no-ranker", action="store_true", help="ignore artifacts/ranker")
     parser.add_argument(
+        "--sequence-artifacts",
+        type=Path,
+        default=None,
+        help="take the sequence model from this artifacts folder (default: --artifacts), e.g. "
+        "one trained on the dataset's train split with `streamrec export sequence --dataset`",
+    )
+    parser.add_argument("--no-sequence", action="store_true", help="replay without it")
+    parser.add_argument(
         "--through-kafka",
         action="store_true",
         help="also replay through the embedded broker and a worker, scoring the lists people "
@@ -1353,11 +1397,14 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
         args.artifacts,
         args.cache,
         use_ranker=not args.no_ranker,
+        sequence_artifacts=args.sequence_artifacts,
+        use_sequence=not args.no_sequence,
     )
     try:
         # the head on one thread, as in the worker processes of --jobs: its floats then do
         # not depend on how many ran at once
         dataset, encoder, ranker, vectors = source.load(progress=not args.no_progress, threads=1)
+        sequence = source.load_sequence(threads=1)
         if args.models is None:
             models = default_models(dataset)
             if skipped := [m for m in CROSS_PLATFORM_MODELS if m not in models]:
@@ -1390,6 +1437,7 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
             extra_runs=extra,
             jobs=args.jobs,
             source=source,
+            sequence=sequence,
         )
         out = write_report(result, args.out / dataset.name)
     except StreamrecError as e:

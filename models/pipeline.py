@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from models.blend import SIGNALS, PlatformBlends
-from models.catalog import Catalog
+from models.catalog import Catalog, search
 from models.errors import InvalidEventError
 from models.events import (
     CONSUMED_EVENTS,
@@ -73,6 +73,24 @@ class Scorer(Protocol):
         item_hidden: np.ndarray,
         dense: np.ndarray,
         request: np.ndarray,
+    ) -> np.ndarray: ...
+
+
+class SequenceScorer(Protocol):
+    """:class:`models.sequence.SequenceModel`'s serving interface."""
+
+    version: str
+    length_same: int
+    length_other: int
+
+    def arrange(
+        self, same: Sequence[int], other: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def item_vectors(self, items: np.ndarray) -> np.ndarray: ...
+
+    def queries(
+        self, histories: Sequence[np.ndarray], same: Sequence[np.ndarray]
     ) -> np.ndarray: ...
 
 
@@ -131,6 +149,7 @@ class PipelineConfig:
     transition_candidates: int = 50
     person_knn_candidates: int = 50
     lexical_candidates: int = 50
+    sequence_candidates: int = 50  # the sequence model's nearest items (with one loaded)
     # people alike (models.signals.PersonKNN): how many vote, and how many of each one's
     # latest items (their cost grows with the product)
     person_knn_neighbours: int = 100
@@ -317,6 +336,50 @@ class _RowMirrors:
         return self.item_hidden[rows]
 
 
+class _SequenceItems:
+    """The sequence model's item vectors by catalog row (its item tower's output, computed
+    once per row and vector, afresh for a new model) and each platform's available rows'
+    vectors in one matrix for the search (gathered again only when the catalog changed)."""
+
+    def __init__(self) -> None:
+        self.vectors = np.zeros((0, 0), np.float32)
+        self.stamp = np.zeros(0, np.int64)
+        self.of: object = None
+        self._search: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+
+    def refresh(self, model: SequenceScorer, catalog: Catalog) -> None:
+        n = len(catalog)
+        if self.of is not model or len(self.vectors) < n:
+            size = max(2 * n, 1024)
+            fresh = self.of is not model
+            vectors = np.zeros((size, catalog.dim), np.float32)
+            stamp = np.full(size, -1, np.int64)
+            if not fresh:
+                vectors[: len(self.vectors)] = self.vectors
+                stamp[: len(self.stamp)] = self.stamp
+            self.vectors, self.stamp, self.of = vectors, stamp, model
+            self._search.clear()
+        stale = np.flatnonzero(self.stamp[:n] != catalog.written)
+        if len(stale):
+            self.vectors[stale] = model.item_vectors(catalog.vectors[stale])
+            self.stamp[stale] = catalog.written[stale]
+
+    def neighbours(
+        self, catalog: Catalog, queries: np.ndarray, platform: str, n: int
+    ) -> np.ndarray:
+        cached = self._search.get(platform)
+        if cached is None or cached[0] != catalog.version:
+            rows = catalog.searchable(platform)
+            cached = (catalog.version, rows, np.ascontiguousarray(self.vectors[rows]))
+            self._search[platform] = cached
+        _, rows, matrix = cached
+        if len(rows) == 0 or len(queries) == 0:
+            return np.zeros((len(queries), 0), np.int64)
+        top, _ = search(queries, matrix, n)
+        found: np.ndarray = rows[top]
+        return found
+
+
 @dataclass
 class _Prepared:
     u_same: np.ndarray  # the person's interest on the request's platform (unit)
@@ -353,9 +416,12 @@ class Pipeline:
         ranker: Scorer | None,
         config: PipelineConfig = PipelineConfig(),
         catalog: Catalog | None = None,
+        sequence: SequenceScorer | None = None,
     ) -> None:
         self.encoder = encoder
         self.ranker = ranker
+        self.sequence = sequence  # optional: without one its signal is 0 and adds no items
+        self._sequence_items = _SequenceItems()
         self.config = config
         self.catalog = catalog or Catalog(encoder.dim)
         self.popularity = Popularity(config.popularity_half_life_s)
@@ -406,6 +472,8 @@ class Pipeline:
         versions = {"encoder": self.encoder.version}
         if self.ranker is not None:
             versions["ranker"] = self.ranker.version
+        if self.sequence is not None:
+            versions["sequence"] = self.sequence.version
         return versions
 
     # --- catalog ----------------------------------------------------------------------------
@@ -632,11 +700,20 @@ class Pipeline:
         for i, r in enumerate(requests):
             by_platform.setdefault(r.platform, []).append(i)
         neighbour_rows: dict[int, np.ndarray] = {}
+        sequence_rows: dict[int, np.ndarray] = {}
+        sequence_queries = self._sequence_queries(requests)
         for platform, idx in by_platform.items():
             self._neighbour_candidates([prepared[i] for i in idx], platform)
             rows, _ = self.catalog.neighbours(queries[idx], platform, cfg.neighbour_candidates)
             for i, r in zip(idx, rows, strict=True):
                 neighbour_rows[i] = r
+            if sequence_queries is not None:
+                found = self._sequence_items.neighbours(
+                    self.catalog, sequence_queries[idx], platform, cfg.sequence_candidates
+                )
+                for i, r in zip(idx, found, strict=True):
+                    sequence_rows[i] = r
+        no_rows = np.zeros(0, np.int64)
 
         mirrors = self._mirrors
         mirrors.fit(len(self.catalog))
@@ -657,6 +734,7 @@ class Pipeline:
             before = np.concatenate(
                 [
                     neighbour_rows[i],
+                    sequence_rows.get(i, no_rows),
                     prep.covisit.rows,
                     prep.cross_covisit.rows,
                     prep.item_knn.rows,
@@ -730,6 +808,8 @@ class Pipeline:
             if len(prep.recent_rows):  # nearest: the best cosine with one of them
                 blend_only[:, 8] = (vecs @ self.catalog.vectors[prep.recent_rows].T).max(axis=1)
             blend_only[:, 9] = lexical
+            if sequence_queries is not None:
+                blend_only[:, 10] = self._sequence_items.vectors[rows] @ sequence_queries[i]
             all_blend_only.append(blend_only)
             spans.append((start, start + len(keys)))
             start += len(keys)
@@ -780,6 +860,32 @@ class Pipeline:
         for ranking in rankings:
             self._remember_for_feedback(ranking)
         return rankings
+
+    def _sequence_queries(self, requests: Sequence[RankRequest]) -> np.ndarray | None:
+        """The sequence model's query per request (None without a model), from the person's
+        latest items here and, with consent, elsewhere (the other platforms in the order they
+        were last used, so the newest items come last)."""
+        model = self.sequence
+        if model is None:
+            return None
+        self._sequence_items.refresh(model, self.catalog)
+        histories, flags = [], []
+        for req in requests:
+            s = req.session
+            other: list[str] = []
+            if model.length_other and s.consent and self.config.cross_platform:
+                platforms = sorted(
+                    (p for p in s.recent if p != req.platform),
+                    key=lambda p: s.interest_ts.get(p, 0.0),
+                )
+                other = [k for p in platforms for k in s.recent[p][-model.length_other :]]
+            rows, same = model.arrange(
+                self._rows_of(s.recent.get(req.platform, [])[-model.length_same :]).tolist(),
+                self._rows_of(other).tolist(),
+            )
+            histories.append(self.catalog.vectors[rows])
+            flags.append(same)
+        return model.queries(histories, flags)
 
     def _prepare(self, req: RankRequest) -> _Prepared:
         """Person vectors, the retrieval query, the histories the neighbour signals look up

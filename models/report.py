@@ -68,7 +68,8 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
     out += [
         f"- catalog: {result['catalog_sizes']}; events replayed: {result['events']}, "
         f"evaluated: {result['evaluated_events']}, held out: {result['heldout']}",
-        f"- encoder `{result['encoder']}`, ranking head `{result['ranker']}`",
+        f"- encoder `{result['encoder']}`, ranking head `{result['ranker']}`, sequence model "
+        f"`{result.get('sequence')}`",
         "",
         "## Prequential replay (rank, record, then learn)",
         "",

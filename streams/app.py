@@ -31,6 +31,7 @@ from models.events import parse_catalog_item, parse_event
 from models.identity import route
 from models.pipeline import PersonMessage, Pipeline, PipelineConfig
 from models.ranker import RankingHead
+from models.sequence import SequenceModel
 from streams.codecs import (
     SessionStore,
     decode_catalog_entry,
@@ -72,12 +73,17 @@ def event_batches(
 def load_pipeline(settings: Settings) -> Pipeline:
     encoder = TextEncoder.from_artifacts(settings.artifacts_dir)
     ranker = RankingHead.from_artifacts(settings.artifacts_dir)
+    sequence = (
+        SequenceModel.from_artifacts(settings.artifacts_dir)
+        if SequenceModel.available(settings.artifacts_dir)
+        else None  # optional: the blend does without its signal
+    )
     config = PipelineConfig(
         top_k=settings.top_k,
         candidates_per_source=settings.candidates_per_source,
         rerank_in_background=True,  # a fit takes seconds: never stall the stream for it
     )
-    return Pipeline(encoder, ranker, config)
+    return Pipeline(encoder, ranker, config, sequence=sequence)
 
 
 def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
@@ -284,6 +290,26 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
         old = pipeline.ranker.version if pipeline.ranker else None
         pipeline.ranker = head  # between batches: the event loop runs one coroutine at a time
         log.warning("ranker swapped: %s -> %s", old, head.version)
+
+    @app.timer(interval=settings.model_poll_s)
+    async def swap_sequence() -> None:
+        """Serve a newly published sequence model without a restart (its item vectors are
+        computed afresh on the next batch)."""
+        if not SequenceModel.available(settings.artifacts_dir):
+            return
+        try:
+            version = current_version(settings.artifacts_dir, "sequence")
+            if pipeline.sequence is not None and version == pipeline.sequence.version:
+                return
+            model = await asyncio.to_thread(
+                SequenceModel.from_artifacts, settings.artifacts_dir, version
+            )
+        except ModelLoadError as e:
+            log.error("sequence model not swapped: %s", e)
+            return
+        old = pipeline.sequence.version if pipeline.sequence else None
+        pipeline.sequence = model
+        log.warning("sequence model swapped: %s -> %s", old, model.version)
 
     @app.timer(interval=5.0)
     async def sync_catalog() -> None:

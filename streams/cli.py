@@ -30,6 +30,7 @@ log = logging.getLogger("streamrec")
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from export.encoder import export_encoder
     from export.ranker import export_ranker
+    from export.sequence import export_sequence
 
     root = args.artifacts or settings.artifacts_dir
     if args.what in ("all", "encoder"):
@@ -37,6 +38,11 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     if args.what in ("all", "ranker"):
         version = export_ranker(root, dataset=args.dataset, data_dir=args.data, split=args.split)
         print(f"ranker: {version}")
+    if args.what in ("all", "sequence"):
+        version = export_sequence(
+            root, dataset=args.dataset, data_dir=args.data, split=args.split
+        )
+        print(f"sequence: {version}")
     return 0
 
 
@@ -47,7 +53,7 @@ def ensure_models(settings: Settings) -> None:
     from models.ranker import RankingHead
 
     missing = []
-    for name in ("encoder", "ranker"):
+    for name in ("encoder", "ranker", "sequence"):
         try:
             current_version(settings.artifacts_dir, name)
         except ModelLoadError:
@@ -60,14 +66,17 @@ def ensure_models(settings: Settings) -> None:
             missing.append("ranker")
     if not missing:
         return
-    print(f"exporting models: {', '.join(missing)} (one time, about a minute) ...", flush=True)
+    print(f"exporting models: {', '.join(missing)} (one time, a few minutes) ...", flush=True)
     from export.encoder import export_encoder
     from export.ranker import export_ranker
+    from export.sequence import export_sequence
 
     if "encoder" in missing:
         export_encoder(settings.artifacts_dir)
     if "ranker" in missing:
         export_ranker(settings.artifacts_dir)
+    if "sequence" in missing:
+        export_sequence(settings.artifacts_dir)
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -183,13 +192,16 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="export/train the ONNX models")
-    e.add_argument("what", nargs="?", choices=["all", "encoder", "ranker"], default="all")
+    e.add_argument(
+        "what", nargs="?", choices=["all", "encoder", "ranker", "sequence"], default="all"
+    )
     e.add_argument("--artifacts", type=Path, default=None, help="default: STREAMREC_ARTIFACTS_DIR")
     e.add_argument(
         "--dataset",
         choices=["amazon", "generic"],
         default=None,
-        help="train the ranker on a real dataset's train split (for evaluation)",
+        help="train the ranker and the sequence model on a real dataset's train split "
+        "(for evaluation)",
     )
     e.add_argument("--data", type=Path, default=None, help="that dataset's folder")
     e.add_argument("--split", default="valid_F2.txt", help="amazon: the users to leave out")

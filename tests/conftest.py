@@ -8,10 +8,14 @@ from pathlib import Path
 import pytest
 
 from export.ranker import RankerExportSpec
+from export.sequence import SequenceExportSpec
 from streams.broker import EmbeddedBroker
 
 # Small enough to train in seconds; the shipped default uses export.ranker.DEFAULT_SPEC.
 TEST_RANKER_SPEC = RankerExportSpec(persons=400, events_per_person=12, epochs=8, patience=2)
+TEST_SEQUENCE_SPEC = SequenceExportSpec(
+    persons=300, events_per_person=15, epochs=4, patience=2, batch=256, hidden=32
+)
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +35,13 @@ def encoder_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def serving_artifacts(encoder_artifacts: Path) -> Path:
-    """The encoder plus a ranking head trained on simulated data: what a worker serves."""
+    """The encoder plus a ranking head and a sequence model trained on simulated data: what a
+    worker serves."""
     from export.ranker import export_ranker
+    from export.sequence import export_sequence
 
     export_ranker(encoder_artifacts, TEST_RANKER_SPEC, progress=False)
+    export_sequence(encoder_artifacts, TEST_SEQUENCE_SPEC, progress=False)
     return encoder_artifacts
 
 

@@ -56,3 +56,33 @@ class TowerHead:
     ) -> np.ndarray:
         logit = (item_hidden * person[request, : self.hidden]).sum(axis=1) + dense[:, 0]
         return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+
+
+class RecordingSequence:
+    """A sequence model of the serving shape: its item tower rolls a vector by one component,
+    its query is the rolled sum of the history's same-platform items; it keeps the histories
+    it was given."""
+
+    version = "sequence-test"
+
+    def __init__(self, length_same: int = 3, length_other: int = 2) -> None:
+        self.length_same = length_same
+        self.length_other = length_other
+        self.calls: list[tuple[list[np.ndarray], list[np.ndarray]]] = []
+
+    def arrange(self, same: Sequence[int], other: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        from models.sequence import arrange
+
+        return arrange(same, other, self.length_same, self.length_other)
+
+    def item_vectors(self, items: np.ndarray) -> np.ndarray:
+        return np.roll(items, 1, axis=1).astype(np.float32)
+
+    def queries(self, histories: Sequence[np.ndarray], same: Sequence[np.ndarray]) -> np.ndarray:
+        self.calls.append((list(histories), list(same)))
+        return np.stack(
+            [
+                np.roll((h * np.asarray(f, np.float32)[:, None]).sum(axis=0), 1)
+                for h, f in zip(histories, same, strict=True)
+            ]
+        ).astype(np.float32)

@@ -28,7 +28,7 @@ from models.pipeline import (
 )
 from models.session import SessionState
 
-from ..fakes import HashingEncoder, TowerHead
+from ..fakes import HashingEncoder, RecordingSequence, TowerHead
 
 THEMES = {
     "jazz": "saxophone bebop swing",
@@ -416,3 +416,54 @@ def test_the_item_tower_runs_once_per_item_until_its_text_or_the_head_changes() 
     run(p, [ev(5, "shop", "eve", "jazz-0")], sessions, ids)
     assert swapped.encoded > 0
     assert first.items and again.items
+
+
+def test_the_sequence_model_reads_the_latest_items_here_and_with_consent_elsewhere() -> None:
+    p, sessions, ids = linked_world()
+    p.sequence = model = RecordingSequence(length_same=3, length_other=2)
+    video = [f"garden-{i}" for i in range(3)]
+    shop = [f"jazz-{i}" for i in range(4)]
+    run(p, [ev(10 + i, "video", "a", k, "click") for i, k in enumerate(video)], sessions, ids)
+    model.calls.clear()
+    run(p, [ev(20 + i, "shop", "a", k, "click") for i, k in enumerate(shop)], sessions, ids)
+    histories, flags = model.calls[-1]
+    # the shop event ranks shop items with the three latest here, the two latest on video
+    # before them (all four shop clicks are in the session when the last one is ranked)
+    want = [f"video:garden-{i}" for i in (1, 2)] + [f"shop:jazz-{i}" for i in (1, 2, 3)]
+    assert np.array_equal(histories[0], np.stack([p.catalog.vector(k) for k in want]))
+    assert flags[0].tolist() == [0, 0, 1, 1, 1]
+    # without consent: this platform only
+    sessions["P"].consent = False
+    model.calls.clear()
+    run(p, [ev(30, "shop", "a", "jazz-5", "click")], sessions, ids)
+    histories, flags = model.calls[-1]
+    assert flags[0].tolist() == [1, 1, 1] and len(histories[0]) == 3
+
+
+def test_the_sequence_signal_scores_the_item_tower_output_and_proposes_its_nearest() -> None:
+    # one candidate from each of the other sources that have any here
+    few = PipelineConfig(
+        sequence_candidates=4, neighbour_candidates=1, lexical_candidates=1, candidates_per_source=1
+    )
+    p = make_pipeline(few)
+    p.sequence = model = RecordingSequence()
+    session = SessionState(person="x")
+    for n, key in enumerate(["shop:run-0", "shop:run-1"]):
+        session.observe(
+            "shop", key, p.catalog.vector(key), float(n), consumed=False, half_life_s=1e9
+        )
+    ranking = p.recommend([RankRequest("x", "shop", session, ts=10.0)])[0]
+    query = np.roll(p.catalog.vector("shop:run-0") + p.catalog.vector("shop:run-1"), 1)
+    column = ranking.features[:, SIGNALS.index("sequence")]
+    for key, got in zip(ranking.keys, column, strict=True):
+        want = float(model.item_vectors(p.catalog.vector(key)[None])[0] @ query)
+        assert got == pytest.approx(want, abs=1e-5), key
+    shop_rows = p.catalog.rows("shop")
+    nearest = shop_rows[np.argsort(-(p.catalog.vectors[shop_rows] @ np.roll(query, -1)))[:4]]
+    assert {p.catalog.keys[r] for r in nearest} <= set(ranking.keys)
+    assert len(ranking.keys) <= 4 + 2
+    assert p.model_versions["sequence"] == "sequence-test"
+    # without a model the column is zero
+    p.sequence = None
+    ranking = p.recommend([RankRequest("x", "shop", session, ts=10.0)])[0]
+    assert not ranking.features[:, SIGNALS.index("sequence")].any()

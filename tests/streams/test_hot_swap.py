@@ -1,4 +1,4 @@
-"""A newly published ranking head is served without restarting the worker."""
+"""A newly published ranking head or sequence model is served without restarting the worker."""
 
 from __future__ import annotations
 
@@ -18,21 +18,22 @@ from .conftest import WORLD, Harness, unique_settings
 pytestmark = pytest.mark.integration
 
 
-def republish_as_new_version(root: Path) -> str:
+def republish_as_new_version(root: Path, name: str) -> str:
     """Same weights, different bytes (a doc string): a new content-hashed version."""
     onnx = pytest.importorskip("onnx")
-    src = current_dir(root, "ranker")
+    src = current_dir(root, name)
     staged = root / "staging"
     shutil.copytree(src, staged)
     model = onnx.load(str(staged / MODEL_FILE))
     model.doc_string = f"republished {time.time()}"
     onnx.save(model, str(staged / MODEL_FILE))
     spec = json.loads((staged / "spec.json").read_text())
-    return publish(root, "ranker", staged, spec)
+    return publish(root, name, staged, spec)
 
 
-def test_new_ranker_version_is_served_without_restart(
-    broker: EmbeddedBroker, serving_artifacts: Path, tmp_path: Path
+@pytest.mark.parametrize("name", ["ranker", "sequence"])
+def test_new_model_version_is_served_without_restart(
+    broker: EmbeddedBroker, serving_artifacts: Path, tmp_path: Path, name: str
 ) -> None:
     artifacts = tmp_path / "artifacts"
     shutil.copytree(serving_artifacts, artifacts)
@@ -47,16 +48,16 @@ def test_new_ranker_version_is_served_without_restart(
         stack.worker.wait_for_catalog(len(items))
         shop_item = items[0]["item"]
         before = h.event("shop", "hana", "view", item=shop_item)
-        old = h.wait_for([before["event_id"]])[before["event_id"]].model_versions["ranker"]
+        old = h.wait_for([before["event_id"]])[before["event_id"]].model_versions[name]
 
-        new = republish_as_new_version(artifacts)
+        new = republish_as_new_version(artifacts, name)
         assert new != old
         deadline = time.monotonic() + 20
         served = old
         while served != new and time.monotonic() < deadline:
             e = h.event("shop", "hana", "view", item=shop_item)
-            served = h.wait_for([e["event_id"]])[e["event_id"]].model_versions["ranker"]
+            served = h.wait_for([e["event_id"]])[e["event_id"]].model_versions[name]
             time.sleep(0.2)
         assert served == new
-        assert stack.worker.status()["model_versions"]["ranker"] == new
+        assert stack.worker.status()["model_versions"][name] == new
         h.close()

@@ -1,0 +1,84 @@
+"""The sequence model: trained on simulated sequences, exported, validated against torch."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.sequence import SequenceExportSpec, Sequences, grouped, sequences_from
+from models.artifacts import read_spec
+from models.errors import ExportError
+from models.events import CatalogItem
+from models.sequence import SequenceModel
+
+from ..conftest import TEST_SEQUENCE_SPEC
+
+pytestmark = pytest.mark.export
+
+
+def test_published_model_matches_torch_and_learned(serving_artifacts: Path) -> None:
+    spec = read_spec(serving_artifacts, "sequence")
+    assert spec["validation_max_abs_diff"].keys() == {"batch_1", "batch_5", "batch_77"}
+    assert max(spec["validation_max_abs_diff"].values()) <= spec["atol"] == 1e-5
+    assert spec["length"] == TEST_SEQUENCE_SPEC.length == 20
+    metrics = spec["metrics"]
+    trained, untrained = metrics["dev_ndcg10"], metrics["dev_ndcg10_untrained"]
+    # the dev persons' last items rank better than with the untrained model (the sum of the
+    # same-platform history, raw text space)
+    assert np.mean(list(trained.values())) > np.mean(list(untrained.values()))
+
+
+def test_serving_runtime_gives_unit_queries_for_any_batch(serving_artifacts: Path) -> None:
+    model = SequenceModel.from_artifacts(serving_artifacts)
+    assert (model.length_same, model.length_other) == (15, 5)
+    rng = np.random.default_rng(0)
+    histories = [_unit(rng.standard_normal((n, model.dim))) for n in (0, 1, 7, 40)]
+    flags = [rng.integers(0, 2, len(h)) for h in histories]
+    queries = model.queries(histories, flags)
+    assert queries.shape == (4, model.dim)
+    assert np.allclose(np.linalg.norm(queries, axis=1), 1.0, atol=1e-5)
+    # a request's query depends on its own history only
+    alone = model.queries(histories[2:3], flags[2:3])
+    assert np.allclose(alone[0], queries[2], atol=1e-6)
+    # only the last ``length`` items count
+    longer = np.concatenate([histories[3][:5], histories[3]])
+    again = model.queries([longer], [np.concatenate([flags[3][:5], flags[3]])])
+    assert np.allclose(again[0], queries[3], atol=1e-6)
+    items = model.item_vectors(_unit(rng.standard_normal((9, model.dim))))
+    assert items.shape == (9, model.dim)
+    assert np.allclose(np.linalg.norm(items, axis=1), 1.0, atol=1e-5)
+    assert model.queries([], []).shape == (0, model.dim)
+
+
+def test_slots_hold_the_last_items_elsewhere_then_the_last_here() -> None:
+    spec = SequenceExportSpec(length_same=2, length_other=1)
+    platform = np.array([0, 1, 0, 1, 0])
+    # rows 0..4 in time order; the target is on platform 0
+    assert grouped(np.arange(5), platform, 0, spec).tolist() == [3, 2, 4]
+    assert grouped(np.array([1]), platform, 0, spec).tolist() == [-1, -1, 1]
+    assert grouped(np.zeros(0, np.int64), platform, 1, spec).tolist() == [-1, -1, -1]
+
+
+def test_sequences_keep_each_persons_order_and_skip_unknown_items() -> None:
+    items = [CatalogItem(item=str(i), platform=p, title=f"t{i}") for i, p in enumerate("aab")]
+    vectors = np.eye(3, dtype=np.float32)
+    keyed = [("x", "a:0"), ("y", "b:2"), ("x", "b:2"), ("x", "a:9"), ("x", "a:1"), ("z", "a:0")]
+    seqs = sequences_from(keyed, items, vectors)
+    assert seqs.platforms == ["a", "b"] and seqs.platform.tolist() == [0, 0, 1]
+    # x: 0, 2, 1 (a:9 is unknown); y and z have one item each: nothing to learn from
+    assert [s.tolist() for s in seqs.persons] == [[0, 2, 1]]
+
+
+def test_training_needs_people_to_learn_from() -> None:
+    from export.sequence import train
+
+    seqs = Sequences(np.eye(2, dtype=np.float32), np.zeros(2, np.int64), [], ["a"])
+    with pytest.raises(ExportError, match="too few to train on"):
+        train(seqs, dataclasses.replace(TEST_SEQUENCE_SPEC, epochs=1))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
