@@ -38,7 +38,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     if args.what in ("all", "ranker"):
         version = export_ranker(root, dataset=args.dataset, data_dir=args.data, split=args.split)
         print(f"ranker: {version}")
-    if args.what in ("all", "sequence"):
+    if args.what == "sequence":  # optional: measured no lift yet, so not in "all" (README)
         version = export_sequence(
             root, dataset=args.dataset, data_dir=args.data, split=args.split
         )
@@ -53,7 +53,7 @@ def ensure_models(settings: Settings) -> None:
     from models.ranker import RankingHead
 
     missing = []
-    for name in ("encoder", "ranker", "sequence"):
+    for name in ("encoder", "ranker"):
         try:
             current_version(settings.artifacts_dir, name)
         except ModelLoadError:
@@ -66,17 +66,14 @@ def ensure_models(settings: Settings) -> None:
             missing.append("ranker")
     if not missing:
         return
-    print(f"exporting models: {', '.join(missing)} (one time, a few minutes) ...", flush=True)
+    print(f"exporting models: {', '.join(missing)} (one time, about a minute) ...", flush=True)
     from export.encoder import export_encoder
     from export.ranker import export_ranker
-    from export.sequence import export_sequence
 
     if "encoder" in missing:
         export_encoder(settings.artifacts_dir)
     if "ranker" in missing:
         export_ranker(settings.artifacts_dir)
-    if "sequence" in missing:
-        export_sequence(settings.artifacts_dir)
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:

@@ -35,14 +35,25 @@ def encoder_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def serving_artifacts(encoder_artifacts: Path) -> Path:
-    """The encoder plus a ranking head and a sequence model trained on simulated data: what a
-    worker serves."""
+    """The encoder plus a ranking head trained on simulated data: what a worker serves."""
     from export.ranker import export_ranker
-    from export.sequence import export_sequence
 
     export_ranker(encoder_artifacts, TEST_RANKER_SPEC, progress=False)
-    export_sequence(encoder_artifacts, TEST_SEQUENCE_SPEC, progress=False)
     return encoder_artifacts
+
+
+@pytest.fixture(scope="session")
+def sequence_artifacts(serving_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of :func:`serving_artifacts` plus a sequence model trained on simulated data
+    (the optional component)."""
+    import shutil
+
+    from export.sequence import export_sequence
+
+    root = tmp_path_factory.mktemp("sequence") / "artifacts"
+    shutil.copytree(serving_artifacts, root)
+    export_sequence(root, TEST_SEQUENCE_SPEC, progress=False)
+    return root
 
 
 @pytest.fixture(scope="session")

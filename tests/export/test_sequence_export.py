@@ -19,8 +19,8 @@ from ..conftest import TEST_SEQUENCE_SPEC
 pytestmark = pytest.mark.export
 
 
-def test_published_model_matches_torch_and_learned(serving_artifacts: Path) -> None:
-    spec = read_spec(serving_artifacts, "sequence")
+def test_published_model_matches_torch_and_learned(sequence_artifacts: Path) -> None:
+    spec = read_spec(sequence_artifacts, "sequence")
     assert spec["validation_max_abs_diff"].keys() == {"batch_1", "batch_5", "batch_77"}
     assert max(spec["validation_max_abs_diff"].values()) <= spec["atol"] == 1e-5
     assert spec["length"] == TEST_SEQUENCE_SPEC.length == 20
@@ -31,8 +31,8 @@ def test_published_model_matches_torch_and_learned(serving_artifacts: Path) -> N
     assert np.mean(list(trained.values())) > np.mean(list(untrained.values()))
 
 
-def test_serving_runtime_gives_unit_queries_for_any_batch(serving_artifacts: Path) -> None:
-    model = SequenceModel.from_artifacts(serving_artifacts)
+def test_serving_runtime_gives_unit_queries_for_any_batch(sequence_artifacts: Path) -> None:
+    model = SequenceModel.from_artifacts(sequence_artifacts)
     assert (model.length_same, model.length_other) == (15, 5)
     rng = np.random.default_rng(0)
     histories = [_unit(rng.standard_normal((n, model.dim))) for n in (0, 1, 7, 40)]
@@ -82,3 +82,19 @@ def test_training_needs_people_to_learn_from() -> None:
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def test_a_replay_takes_the_sequence_model_only_where_it_is_published(
+    serving_artifacts: Path, sequence_artifacts: Path
+) -> None:
+    from models.evaluation import ReplaySource
+
+    def source(**kw: object) -> ReplaySource:
+        return ReplaySource("generic", None, **kw)  # type: ignore[arg-type]
+
+    assert source(artifacts=serving_artifacts).load_sequence() is None
+    version = read_spec(sequence_artifacts, "sequence")["version"]
+    taken = source(artifacts=serving_artifacts, sequence_artifacts=sequence_artifacts)
+    assert (model := taken.load_sequence()) is not None and model.version == version
+    assert (model := source(artifacts=sequence_artifacts).load_sequence()) is not None
+    assert source(artifacts=sequence_artifacts, use_sequence=False).load_sequence() is None

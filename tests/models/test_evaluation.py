@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.artifacts import read_spec
 from models.catalog import Catalog
 from models.datasets import Dataset
 from models.evaluation import (
@@ -379,10 +380,11 @@ def test_main_says_clearly_when_data_are_missing(tmp_path: Path,
 
 
 def test_models_replayed_in_parallel_processes_give_what_one_process_gives(
-    serving_artifacts: Path, tmp_path: Path
+    serving_artifacts: Path, sequence_artifacts: Path, tmp_path: Path
 ) -> None:
     """``--jobs 2`` replays the models in two worker processes that load the inputs
-    themselves; every model's results must be those of the one-process run."""
+    themselves (the sequence model too); every model's results must be those of the
+    one-process run."""
     rng = np.random.default_rng(3)
     words = ["red", "blue", "wool", "silk", "lamp", "desk", "pen", "ink"]
     items = [(f"i{i}", "shop" if i < 10 else "office") for i in range(20)]
@@ -403,10 +405,12 @@ def test_models_replayed_in_parallel_processes_give_what_one_process_gives(
         code = main(["--dataset", "generic", "--data", str(data), "--out", str(out),
                      "--artifacts", str(serving_artifacts), "--cache", str(tmp_path / "cache"),
                      "--models", "popularity,covisit,blend", "--jobs", str(jobs),
-                     "--no-progress"])
+                     "--sequence-artifacts", str(sequence_artifacts), "--no-progress"])
         assert code == 0
         results[jobs] = json.loads((out / "toy" / "results.json").read_text())
     assert results[1]["jobs"] == 1 and results[2]["jobs"] == 2
+    sequence = read_spec(sequence_artifacts, "sequence")["version"]
+    assert results[1]["sequence"] == results[2]["sequence"] == sequence
     assert list(results[2]["models"]) == ["popularity", "covisit", "blend"]  # as asked
     for name, one in results[1]["models"].items():
         two = results[2]["models"][name]

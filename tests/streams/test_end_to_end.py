@@ -38,7 +38,7 @@ def test_recommendations_arrive_for_three_platforms(harness: Harness) -> None:
         assert scores == sorted(scores, reverse=True)
         for s in rec.items:  # the blend's score (too few answered lists to fit the reranker)
             assert abs(sum(s.contributions.values()) - s.score) < 1e-4
-        assert set(rec.model_versions) == {"encoder", "ranker", "sequence"}
+        assert set(rec.model_versions) == {"encoder", "ranker"}
         assert rec.published_ts >= rec.event_ts
     # Content signal at work: a jazz view brings jazz items.
     alice = recs[sent[0]["event_id"]]

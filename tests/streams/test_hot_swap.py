@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,10 +32,10 @@ def republish_as_new_version(root: Path, name: str) -> str:
     return publish(root, name, staged, spec)
 
 
-@pytest.mark.parametrize("name", ["ranker", "sequence"])
-def test_new_model_version_is_served_without_restart(
-    broker: EmbeddedBroker, serving_artifacts: Path, tmp_path: Path, name: str
+def test_new_ranker_version_is_served_without_restart(
+    broker: EmbeddedBroker, serving_artifacts: Path, tmp_path: Path
 ) -> None:
+    name = "ranker"
     artifacts = tmp_path / "artifacts"
     shutil.copytree(serving_artifacts, artifacts)
     settings = unique_settings(artifacts).model_copy(update={"model_poll_s": 0.5})
@@ -61,3 +62,45 @@ def test_new_model_version_is_served_without_restart(
         assert served == new
         assert stack.worker.status()["model_versions"][name] == new
         h.close()
+
+
+def test_a_published_sequence_model_is_taken_up_and_swapped_without_restart(
+    broker: EmbeddedBroker, serving_artifacts: Path, sequence_artifacts: Path, tmp_path: Path
+) -> None:
+    """The worker starts without the optional sequence model, serves one once it is
+    published, and a newer one after that."""
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(serving_artifacts, artifacts)
+    settings = unique_settings(artifacts).model_copy(update={"model_poll_s": 0.5})
+    with LocalStack(settings, workdir=tmp_path / "stack", broker=broker) as stack:
+        h = Harness(stack)
+        items = [i for i in WORLD.items if i["platform"] == "shop"]
+        for item in items:
+            h.producer.send_item(item)
+        h.producer.flush()
+        assert stack.worker is not None
+        stack.worker.wait_for_catalog(len(items))
+        shop_item = items[0]["item"]
+
+        def served() -> str | None:
+            e = h.event("shop", "ivy", "view", item=shop_item)
+            return h.wait_for([e["event_id"]])[e["event_id"]].model_versions.get("sequence")
+
+        assert served() is None
+        for new in (
+            publish(artifacts, "sequence", *_staged_copy(sequence_artifacts, artifacts)),
+            republish_as_new_version(artifacts, "sequence"),
+        ):
+            deadline = time.monotonic() + 20
+            while served() != new and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert served() == new
+            assert stack.worker.status()["model_versions"]["sequence"] == new
+        h.close()
+
+
+def _staged_copy(source_root: Path, root: Path) -> tuple[Path, dict[str, Any]]:
+    """The current sequence model of ``source_root``, staged under ``root`` with its spec."""
+    staged = root / "staging"
+    shutil.copytree(current_dir(source_root, "sequence"), staged)
+    return staged, json.loads((staged / "spec.json").read_text())
