@@ -24,8 +24,6 @@ import importlib.metadata
 import inspect
 import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from export.common import staging
 from models.artifacts import MODEL_FILE, publish
 from models.encoder import ENCODER_NAME, OUTPUT_NAME, TOKENIZER_FILE, TextEncoder
 from models.errors import ExportError, ExportValidationError
@@ -99,9 +98,7 @@ def export_encoder(
     takes_types = "token_type_ids" in inspect.signature(transformer.forward).parameters
     input_names = [n for n in INPUT_NAMES if n != "token_type_ids" or takes_types]
 
-    staged = Path(tempfile.mkdtemp(prefix=f".{ENCODER_NAME}-staging-", dir=artifacts_root))
-    try:
-        staged.chmod(0o755)  # mkdtemp makes it 0700; it becomes the published version directory
+    with staging(artifacts_root, ENCODER_NAME) as staged:
         dynamic_axes = _onnx_export(torch, transformer, st.tokenizer, input_names, staged, spec)
         _write_tokenizer(source_dir / TOKENIZER_FILE, staged / TOKENIZER_FILE, max_seq_length)
         export_seconds = time.perf_counter() - started
@@ -144,9 +141,6 @@ def export_encoder(
             "export_seconds": round(export_seconds, 2),
         }
         version = publish(artifacts_root, ENCODER_NAME, staged, spec_dict)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
     if progress:
         print(f"published {version} in {time.perf_counter() - started:.1f}s -> {artifacts_root}")
     return version

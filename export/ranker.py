@@ -11,8 +11,6 @@ and reported separately to show the head transfers to a platform it has never se
 from __future__ import annotations
 
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -21,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from export.common import require_torch, staging
 from models.artifacts import MODEL_FILE, publish
 from models.encoder import TextEncoder
 from models.errors import ExportError, ExportValidationError
@@ -51,17 +50,9 @@ class RankerExportSpec:
 DEFAULT_SPEC = RankerExportSpec()
 
 
-def _torch() -> Any:
-    try:
-        import torch
-    except ImportError as e:
-        raise ExportError("the export extra is not installed: pip install -e '.[export]'") from e
-    return torch
-
-
 def build_head(hidden: int, dim: int, n_dense: int) -> Any:
     """The head as trained: one row per candidate, person and context repeated on each."""
-    torch = _torch()
+    torch = require_torch()
     nn = torch.nn
 
     class RankingHeadNet(nn.Module):  # type: ignore[name-defined]
@@ -93,7 +84,7 @@ def flush_denormals(model: Any) -> int:
     matrix products ~50x slower (the head trained on Amazon: 1,058 of 74k weights, 112 ms vs
     2 ms per 6,000 candidates). Below 1.2e-38 they change no score.
     """
-    torch = _torch()
+    torch = require_torch()
     tiny = torch.finfo(torch.float32).tiny
     flushed = 0
     with torch.no_grad():
@@ -113,7 +104,7 @@ def serving_graph(head: Any) -> Any:
     the head's matrix products, and the item tower, run once per catalog item and cached,
     saves the last third.
     """
-    torch = _torch()
+    torch = require_torch()
 
     class ServingHead(torch.nn.Module):  # type: ignore[name-defined]
         def __init__(self) -> None:
@@ -132,7 +123,7 @@ def serving_graph(head: Any) -> Any:
 
 def item_tower_graph(head: Any) -> Any:
     """The exported item tower: item embedding -> the scorer's ``item_hidden``."""
-    torch = _torch()
+    torch = require_torch()
 
     class ItemTower(torch.nn.Module):  # type: ignore[name-defined]
         def __init__(self) -> None:
@@ -282,7 +273,7 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
 def train(
     data: dict[str, np.ndarray], spec: RankerExportSpec, progress: bool = False
 ) -> tuple[Any, dict[str, Any]]:
-    torch = _torch()
+    torch = require_torch()
     torch.manual_seed(spec.seed)
     # A small MLP on 512-row batches gains nothing from intra-op threads, and on a busy
     # 2-core machine spinning OpenMP threads made training many times slower.
@@ -354,7 +345,7 @@ def export_ranker(
     By default the head learns from the simulator (what the project ships); ``dataset``
     trains it on a real dataset's learn-only events instead, for evaluation on that dataset.
     """
-    torch = _torch()
+    torch = require_torch()
     started = time.time()
     encoder = TextEncoder.from_artifacts(artifacts_root)
     if dataset is None:
@@ -368,10 +359,7 @@ def export_ranker(
         raise ExportError(f"training data has {n_dense} dense features, not {DENSE_FEATURES}")
     model, metrics = train(data, spec, progress)
     metrics["denormal_weights_flushed"] = flush_denormals(model)
-    artifacts_root.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=".ranker-staging-", dir=artifacts_root))
-    try:
-        staged.chmod(0o755)
+    with staging(artifacts_root, "ranker") as staged:
         # Exported with 3 requests of 16 candidates; validated on other shapes below.
         example = (
             torch.randn(3, dim),
@@ -427,9 +415,6 @@ def export_ranker(
             "seconds": round(time.time() - started, 1),
         }
         version = publish(artifacts_root, "ranker", staged, spec_dict)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)  # a failed export leaves nothing behind
-        raise
     if progress:
         print(
             f"ranker {version}: AUC {metrics['auc']} (content alone "
@@ -445,7 +430,7 @@ def _validate(
     """ONNX (the item tower, then the scorer per request, gathered) vs the torch head as
     trained (per candidate row), on request/candidate counts the export did not use; uneven
     candidates per request."""
-    torch = _torch()
+    torch = require_torch()
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(staged / MODEL_FILE), providers=["CPUExecutionProvider"])

@@ -18,8 +18,6 @@ evaluation on that dataset's other users.
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -28,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from export.ranker import _torch
+from export.common import require_torch, staging
 from models.artifacts import MODEL_FILE, publish
 from models.encoder import TextEncoder
 from models.errors import ExportError, ExportValidationError
@@ -134,7 +132,7 @@ def dataset_sequences(
 
 
 def build_model(spec: SequenceExportSpec, dim: int) -> Any:
-    torch = _torch()
+    torch = require_torch()
     nn = torch.nn
     functional = torch.nn.functional
 
@@ -212,7 +210,7 @@ def _leave_last(seqs: Sequences, persons: Sequence[np.ndarray]) -> list[tuple[np
 
 def _inputs(seqs: Sequences, rows: np.ndarray, target_platform: np.ndarray) -> tuple[Any, ...]:
     """The graph's inputs (as torch tensors) for padded history rows (-1: empty)."""
-    torch = _torch()
+    torch = require_torch()
     mask = rows >= 0
     safe = np.maximum(rows, 0)
     same = mask & (seqs.platform[safe] == target_platform[:, None])
@@ -229,7 +227,7 @@ def ndcg_at_10(
     model: Any, seqs: Sequences, cases: list[tuple[np.ndarray, int]], spec: SequenceExportSpec
 ) -> dict[str, float]:
     """Per platform: NDCG@10 of each case's target against its platform minus its history."""
-    torch = _torch()
+    torch = require_torch()
     gains: dict[str, list[float]] = {p: [] for p in seqs.platforms}
     if not cases:
         return {}
@@ -262,7 +260,7 @@ def ndcg_at_10(
 def train(
     seqs: Sequences, spec: SequenceExportSpec, progress: bool = False
 ) -> tuple[Any, dict[str, Any]]:
-    torch = _torch()
+    torch = require_torch()
     functional = torch.nn.functional
     torch.manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
@@ -340,7 +338,7 @@ def train(
 
 
 def _graphs(model: Any) -> tuple[Any, Any]:
-    torch = _torch()
+    torch = require_torch()
 
     class Query(torch.nn.Module):  # type: ignore[name-defined]
         def __init__(self) -> None:
@@ -370,7 +368,7 @@ def export_sequence(
     split: str = "valid_F2.txt",
 ) -> str:
     """Train, export, validate against torch on unseen batch sizes, publish; returns the version."""
-    torch = _torch()
+    torch = require_torch()
     torch.set_num_threads(2)
     started = time.time()
     encoder = TextEncoder.from_artifacts(artifacts_root)
@@ -383,10 +381,7 @@ def export_sequence(
     dim = seqs.vectors.shape[1]
     model, metrics = train(seqs, spec, progress)
     query_graph, tower_graph = _graphs(model)
-    artifacts_root.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=".sequence-staging-", dir=artifacts_root))
-    try:
-        staged.chmod(0o755)
+    with staging(artifacts_root, NAME) as staged:
         example = pack(
             [seqs.vectors[s[:5]] for s in seqs.persons[:3]],
             [np.ones(5, np.int64)] * 3,
@@ -431,9 +426,6 @@ def export_sequence(
             "seconds": round(time.time() - started, 1),
         }
         version = publish(artifacts_root, NAME, staged, spec_dict)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)  # a failed export leaves nothing behind
-        raise
     if progress:
         print(
             f"sequence {version}: dev NDCG@10 {metrics['dev_ndcg10']} (untrained "
@@ -447,7 +439,7 @@ def _validate(
 ) -> dict[str, float]:
     """Both ONNX graphs vs torch on batch sizes the export did not use, real histories of
     uneven lengths (some empty)."""
-    torch = _torch()
+    torch = require_torch()
     import onnxruntime as ort
 
     query = ort.InferenceSession(str(staged / MODEL_FILE), providers=["CPUExecutionProvider"])

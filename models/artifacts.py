@@ -32,8 +32,11 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import onnxruntime as ort
 
 from models.errors import ModelLoadError
 
@@ -95,3 +98,28 @@ def read_spec(root: Path, name: str, version: str | None = None) -> dict[str, An
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"cannot read {path}: {e}") from e
     return spec
+
+
+def load_sessions(
+    model_dir: Path, files: Sequence[str], providers: Sequence[str] | None, threads: int
+) -> list[ort.InferenceSession]:
+    """ONNX Runtime sessions for the graphs ``files`` of one artifact, with ``threads``
+    intra-op threads (0: one per core)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    # denormal activations would slow the CPU kernels many times over; they change nothing
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    sessions = []
+    for file in files:
+        try:
+            sessions.append(
+                ort.InferenceSession(
+                    str(model_dir / file),
+                    sess_options=options,
+                    providers=list(providers or ["CPUExecutionProvider"]),
+                )
+            )
+        except Exception as e:  # onnxruntime raises its own untyped errors
+            raise ModelLoadError(f"cannot load {model_dir / file}: {e}") from e
+    return sessions

@@ -1070,17 +1070,8 @@ def evaluate(
     else:
         catalog = build_catalog(dataset, vectors)
         for name in models:
-            runs[name] = replay_model(
-                name,
-                dataset,
-                encoder,
-                ranker,
-                catalog,
-                config,
-                progress,
-                batch_size,
-                sequence=sequence,
-            )
+            args = (dataset, encoder, ranker, catalog, config, progress, batch_size)
+            runs[name] = replay_model(name, *args, sequence=sequence)
     runs.update(extra_runs or {})
     return summarise(dataset, runs, encoder, ranker, batch_size, jobs, sequence)
 
@@ -1172,18 +1163,9 @@ def _replay_job(
     threadpool_limits(1)
     dataset, encoder, ranker, vectors = source.load(threads=1)
     catalog = build_catalog(dataset, vectors)
-    return replay_model(
-        name,
-        dataset,
-        encoder,
-        ranker,
-        catalog,
-        config,
-        progress,
-        batch_size,
-        bar_position,
-        source.load_sequence(threads=1) if name in BLENDS else None,
-    )
+    sequence = source.load_sequence(threads=1) if name in BLENDS else None
+    args = (dataset, encoder, ranker, catalog, config, progress, batch_size, bar_position)
+    return replay_model(name, *args, sequence=sequence)
 
 
 def summarise(

@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-from models.artifacts import MODEL_FILE, current_dir, read_spec
+from models.artifacts import MODEL_FILE, current_dir, load_sessions, read_spec
 from models.errors import ModelLoadError
 
 DENSE_FEATURES = ("content", "cross", "context", "covisit", "popularity", "fresh", "river")
@@ -46,28 +45,12 @@ class RankingHead:
                 f"ranker {self.version} expects dense features {self.dense_features}, "
                 f"this code computes {DENSE_FEATURES}: re-export the ranker"
             )
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        # denormal activations would slow the CPU kernels many times over; they change nothing
-        options.add_session_config_entry("session.set_denormal_as_zero", "1")
         if not (model_dir / ITEM_TOWER_FILE).is_file():
             raise ModelLoadError(
                 f"ranker {self.version} has no {ITEM_TOWER_FILE} (exported before the item "
                 "tower was split off): re-export the ranker"
             )
-        sessions = []
-        for file in (MODEL_FILE, ITEM_TOWER_FILE):
-            try:
-                sessions.append(
-                    ort.InferenceSession(
-                        str(model_dir / file),
-                        sess_options=options,
-                        providers=list(providers or ["CPUExecutionProvider"]),
-                    )
-                )
-            except Exception as e:  # onnxruntime raises its own untyped errors
-                raise ModelLoadError(f"cannot load ranker {model_dir / file}: {e}") from e
+        sessions = load_sessions(model_dir, (MODEL_FILE, ITEM_TOWER_FILE), providers, threads)
         self._session, self._item_tower = sessions
         inputs = {i.name: i.shape for i in self._session.get_inputs()}
         if set(inputs) != set(INPUTS):

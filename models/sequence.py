@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-from models.artifacts import MODEL_FILE, current_dir, read_spec
+from models.artifacts import MODEL_FILE, current_dir, load_sessions, read_spec
 from models.errors import ModelLoadError
 
 NAME = "sequence"
@@ -89,22 +88,7 @@ class SequenceModel:
     ) -> None:
         spec = read_spec(model_dir.parent.parent, model_dir.parent.name, model_dir.name)
         self.version: str = spec["version"]
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        options.add_session_config_entry("session.set_denormal_as_zero", "1")
-        sessions = []
-        for file in (MODEL_FILE, ITEM_TOWER_FILE):
-            try:
-                sessions.append(
-                    ort.InferenceSession(
-                        str(model_dir / file),
-                        sess_options=options,
-                        providers=list(providers or ["CPUExecutionProvider"]),
-                    )
-                )
-            except Exception as e:  # onnxruntime raises its own untyped errors
-                raise ModelLoadError(f"cannot load sequence model {model_dir / file}: {e}") from e
+        sessions = load_sessions(model_dir, (MODEL_FILE, ITEM_TOWER_FILE), providers, threads)
         self._session, self._item_tower = sessions
         inputs = {i.name: i.shape for i in self._session.get_inputs()}
         if set(inputs) != set(INPUTS):

@@ -17,8 +17,9 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, cast
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import faust
 import faust.streams as faust_streams
@@ -41,6 +42,8 @@ from streams.codecs import (
 )
 from streams.settings import Settings
 from streams.transport import register as register_transport
+
+M = TypeVar("M")  # a served model
 
 log = logging.getLogger(__name__)
 
@@ -274,42 +277,35 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
             }
         )
 
-    @app.timer(interval=settings.model_poll_s)
-    async def swap_ranker() -> None:
-        """Serve a newly published ranking head without a restart."""
+    async def newly_published(
+        name: str, served: str | None, load: Callable[[Path, str], M]
+    ) -> M | None:
+        """Model ``name`` if a version other than ``served`` was published, loaded off the
+        event loop; None if not, or if it cannot be loaded (logged: the old one keeps serving)."""
         try:
-            version = current_version(settings.artifacts_dir, "ranker")
-            if pipeline.ranker is not None and version == pipeline.ranker.version:
-                return
-            head = await asyncio.to_thread(
-                RankingHead.from_artifacts, settings.artifacts_dir, version
-            )
-        except ModelLoadError as e:  # keep serving the old one; say why
-            log.error("ranker not swapped: %s", e)
-            return
-        old = pipeline.ranker.version if pipeline.ranker else None
-        pipeline.ranker = head  # between batches: the event loop runs one coroutine at a time
-        log.warning("ranker swapped: %s -> %s", old, head.version)
+            version = current_version(settings.artifacts_dir, name)
+            if version == served:
+                return None
+            return await asyncio.to_thread(load, settings.artifacts_dir, version)
+        except ModelLoadError as e:
+            log.error("%s not swapped: %s", name, e)
+            return None
 
     @app.timer(interval=settings.model_poll_s)
-    async def swap_sequence() -> None:
-        """Serve a newly published sequence model without a restart (its item vectors are
-        computed afresh on the next batch)."""
+    async def swap_models() -> None:
+        """Serve newly published models without a restart. Assigned between two batches: the
+        event loop runs one coroutine at a time. A sequence model is optional: the first one
+        published is taken up, and its item vectors are computed on the next batch."""
+        old = pipeline.ranker.version if pipeline.ranker else None
+        if head := await newly_published("ranker", old, RankingHead.from_artifacts):
+            pipeline.ranker = head
+            log.warning("ranker swapped: %s -> %s", old, head.version)
         if not SequenceModel.available(settings.artifacts_dir):
             return
-        try:
-            version = current_version(settings.artifacts_dir, "sequence")
-            if pipeline.sequence is not None and version == pipeline.sequence.version:
-                return
-            model = await asyncio.to_thread(
-                SequenceModel.from_artifacts, settings.artifacts_dir, version
-            )
-        except ModelLoadError as e:
-            log.error("sequence model not swapped: %s", e)
-            return
         old = pipeline.sequence.version if pipeline.sequence else None
-        pipeline.sequence = model
-        log.warning("sequence model swapped: %s -> %s", old, model.version)
+        if sequence := await newly_published("sequence", old, SequenceModel.from_artifacts):
+            pipeline.sequence = sequence
+            log.warning("sequence model swapped: %s -> %s", old, sequence.version)
 
     @app.timer(interval=5.0)
     async def sync_catalog() -> None:

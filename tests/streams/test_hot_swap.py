@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +34,13 @@ def republish_as_new_version(root: Path, name: str) -> str:
     return publish(root, name, staged, spec)
 
 
-def test_new_ranker_version_is_served_without_restart(
+@contextmanager
+def shop_worker(
     broker: EmbeddedBroker, serving_artifacts: Path, tmp_path: Path
-) -> None:
-    name = "ranker"
+) -> Iterator[tuple[Path, Callable[[], dict[str, str]]]]:
+    """A worker on a copy of the artifacts (polled every 0.5 s) with the shop's catalog
+    loaded; yields the copy and a function that sends an event and returns the model
+    versions its recommendation names."""
     artifacts = tmp_path / "artifacts"
     shutil.copytree(serving_artifacts, artifacts)
     settings = unique_settings(artifacts).model_copy(update={"model_poll_s": 0.5})
@@ -47,21 +52,32 @@ def test_new_ranker_version_is_served_without_restart(
         h.producer.flush()
         assert stack.worker is not None
         stack.worker.wait_for_catalog(len(items))
-        shop_item = items[0]["item"]
-        before = h.event("shop", "hana", "view", item=shop_item)
-        old = h.wait_for([before["event_id"]])[before["event_id"]].model_versions[name]
 
-        new = republish_as_new_version(artifacts, name)
-        assert new != old
-        deadline = time.monotonic() + 20
-        served = old
-        while served != new and time.monotonic() < deadline:
-            e = h.event("shop", "hana", "view", item=shop_item)
-            served = h.wait_for([e["event_id"]])[e["event_id"]].model_versions[name]
-            time.sleep(0.2)
-        assert served == new
-        assert stack.worker.status()["model_versions"][name] == new
+        def served() -> dict[str, str]:
+            e = h.event("shop", "hana", "view", item=items[0]["item"])
+            return h.wait_for([e["event_id"]])[e["event_id"]].model_versions
+
+        yield artifacts, served
+        # what the worker reports is what it served last
+        assert stack.worker.status()["model_versions"] == served()
         h.close()
+
+
+def wait_until_served(served: Callable[[], dict[str, str]], name: str, version: str) -> None:
+    deadline = time.monotonic() + 20
+    while served().get(name) != version and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert served().get(name) == version
+
+
+def test_new_ranker_version_is_served_without_restart(
+    broker: EmbeddedBroker, serving_artifacts: Path, tmp_path: Path
+) -> None:
+    with shop_worker(broker, serving_artifacts, tmp_path) as (artifacts, served):
+        old = served()["ranker"]
+        new = republish_as_new_version(artifacts, "ranker")
+        assert new != old
+        wait_until_served(served, "ranker", new)
 
 
 def test_a_published_sequence_model_is_taken_up_and_swapped_without_restart(
@@ -69,34 +85,11 @@ def test_a_published_sequence_model_is_taken_up_and_swapped_without_restart(
 ) -> None:
     """The worker starts without the optional sequence model, serves one once it is
     published, and a newer one after that."""
-    artifacts = tmp_path / "artifacts"
-    shutil.copytree(serving_artifacts, artifacts)
-    settings = unique_settings(artifacts).model_copy(update={"model_poll_s": 0.5})
-    with LocalStack(settings, workdir=tmp_path / "stack", broker=broker) as stack:
-        h = Harness(stack)
-        items = [i for i in WORLD.items if i["platform"] == "shop"]
-        for item in items:
-            h.producer.send_item(item)
-        h.producer.flush()
-        assert stack.worker is not None
-        stack.worker.wait_for_catalog(len(items))
-        shop_item = items[0]["item"]
-
-        def served() -> str | None:
-            e = h.event("shop", "ivy", "view", item=shop_item)
-            return h.wait_for([e["event_id"]])[e["event_id"]].model_versions.get("sequence")
-
-        assert served() is None
-        for new in (
-            publish(artifacts, "sequence", *_staged_copy(sequence_artifacts, artifacts)),
-            republish_as_new_version(artifacts, "sequence"),
-        ):
-            deadline = time.monotonic() + 20
-            while served() != new and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert served() == new
-            assert stack.worker.status()["model_versions"]["sequence"] == new
-        h.close()
+    with shop_worker(broker, serving_artifacts, tmp_path) as (artifacts, served):
+        assert "sequence" not in served()
+        first = publish(artifacts, "sequence", *_staged_copy(sequence_artifacts, artifacts))
+        wait_until_served(served, "sequence", first)
+        wait_until_served(served, "sequence", republish_as_new_version(artifacts, "sequence"))
 
 
 def _staged_copy(source_root: Path, root: Path) -> tuple[Path, dict[str, Any]]:
