@@ -9,6 +9,10 @@ Usage::
   the scorer on gathered ``item_hidden`` rows; the baseline is what the single-graph head did:
   gather every candidate's 384-d vector and run the item tower on it. Both must give the same
   scores. The one-off cost of encoding the whole catalog through the tower is printed too.
+* **The sequence model** (when one is published, see ``--sequence-artifacts``): a batch's
+  queries (every request with a full history) and the search of its item vectors for each
+  request's 50 nearest, beside the cached head's time on the same batch (the ratio is the
+  figure: what the optional component adds to ranking).
 * **The reranker's trees.** One ONNX Runtime run over a batch's rows against concurrent runs over
   slices of them (``models.rerank.SCORING_THREADS``); both must give the same floats.
 
@@ -28,6 +32,7 @@ from loadtest.bench_search import median_ms
 from models import rerank
 from models.ranker import DENSE_FEATURES, RankingHead
 from models.rerank import Reranker
+from models.sequence import SequenceModel
 
 
 def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -68,6 +73,27 @@ def bench_head(
     }
 
 
+def bench_sequence(
+    model: SequenceModel, items: int, requests: int, repeats: int
+) -> dict[str, float]:
+    from models.catalog import search
+
+    rng = np.random.default_rng(items)
+    vectors = unit_rows(rng, items, model.dim)
+    encode_ms = median_ms(model.item_vectors, vectors, repeats=3)
+    tower = model.item_vectors(vectors)
+    histories = [vectors[rng.integers(0, items, model.length)] for _ in range(requests)]
+    flags = [np.r_[np.zeros(model.length_other), np.ones(model.length_same)]] * requests
+    queries = model.queries(histories, flags)
+    return {
+        "items": items,
+        "requests": requests,
+        "queries_ms": round(median_ms(model.queries, histories, flags, repeats=repeats), 3),
+        "search_50_ms": round(median_ms(search, queries, tower, 50, repeats=repeats), 3),
+        "encode_catalog_once_ms": round(encode_ms, 3),
+    }
+
+
 def bench_trees(lists: int, per_list: int, repeats: int) -> dict[str, float]:
     """Trees fitted as the pipeline fits them (200 rounds, 15 leaves) on random lists whose
     engaged candidate depends on two signals together, then scored both ways."""
@@ -101,6 +127,9 @@ def main() -> None:
     parser.add_argument("--items", type=int, nargs="+", default=[9742, 39000])
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--candidates", type=int, default=330, help="per request")
+    parser.add_argument(
+        "--sequence-artifacts", type=Path, default=None, help="default: --artifacts"
+    )
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("reports/bench_head.json"))
     args = parser.parse_args()
@@ -120,6 +149,23 @@ def main() -> None:
             f"{items:>7} {r['tower_per_candidate_ms']:>23.2f} {r['tower_cached_ms']:>10.2f} "
             f"{speed_up:>7.1f}x {r['encode_catalog_once_ms']:>18.1f} {r['max_abs_diff']:>10.1e}"
         )
+    sequences = []
+    sequence_root = args.sequence_artifacts or args.artifacts
+    if SequenceModel.available(sequence_root):
+        model = SequenceModel.from_artifacts(sequence_root)
+        print(f"sequence model {model.version}: {args.requests} requests")
+        for items, head_r in zip(args.items, heads, strict=True):
+            r = bench_sequence(model, items, args.requests, args.repeats)
+            r["head_cached_ms"] = head_r["tower_cached_ms"]
+            sequences.append(r)
+            added = r["queries_ms"] + r["search_50_ms"]
+            print(
+                f"{items:>7} queries {r['queries_ms']:.2f} ms, search 50 {r['search_50_ms']:.2f}"
+                f" ms: {added / head_r['tower_cached_ms']:.2f}x the head's scoring; "
+                f"encode catalog {r['encode_catalog_once_ms']:.1f} ms"
+            )
+    else:
+        print(f"no sequence model under {sequence_root}: not measured")
     trees = bench_trees(args.requests, 50, args.repeats)
     print(
         f"reranker trees, {trees['rows']} rows: one run {trees['one_run_ms']:.2f} ms, "
@@ -129,7 +175,10 @@ def main() -> None:
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        json.dumps({"head": head.version, "heads": heads, "trees": trees}, indent=2)
+        json.dumps(
+            {"head": head.version, "heads": heads, "sequence": sequences, "trees": trees},
+            indent=2,
+        )
     )
     print(f"report: {args.out}")
 
