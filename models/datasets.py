@@ -8,13 +8,18 @@ same person on every platform.
 
 Generic format
 --------------
-Two files, each CSV (with a header) or JSON Lines (``.jsonl``; one object per line):
+Two files, each CSV (with a header) or JSON Lines (``.jsonl``; one object per line), and an
+optional third:
 
 * events: ``time`` (Unix seconds, float), ``platform``, ``person``, ``item``, ``type`` (an
   :class:`~models.events.EventType` with an item: view, click, consume, purchase, rating;
   default ``consume``), ``value`` (the rating for ``type=rating``, else empty). The stream is
   sorted by ``time`` (stable: ties keep file order). Every event is evaluated.
 * items: ``item``, ``platform``, ``text`` (what the encoder embeds).
+* train (optional): events in the same format that are learned from only, never evaluated
+  (other people's, or earlier, history: what Amazon's train split is); merged into the stream
+  by ``time``, before the evaluated events of the same time. Exports with ``--dataset`` train
+  on these alone.
 
 MovieLens latest-small (``movielens``)
     One platform ``movies``. Every rating is an event at its timestamp (one person's ratings
@@ -147,7 +152,9 @@ def _field(path: Path, n: int, row: dict[str, Any], name: str) -> str:
     return str(value).strip()
 
 
-def read_generic(events_path: Path, items_path: Path, name: str = "generic") -> Dataset:
+def read_generic(
+    events_path: Path, items_path: Path, name: str = "generic", train_path: Path | None = None
+) -> Dataset:
     """Read the generic format (see the module docstring)."""
     _need(Path(events_path), "events")
     _need(Path(items_path), "items")
@@ -162,32 +169,44 @@ def read_generic(events_path: Path, items_path: Path, name: str = "generic") -> 
         items[it.key] = it
     if not items:
         raise DatasetError(f"{items_path} holds no items")
-    rows: list[tuple[float, int, Event]] = []
-    for n, row in _rows(Path(events_path)):
+    # (time, 0: learned only / 1: evaluated, line, event): the learn-only ones first on ties
+    rows = [(ts, 1, n, e) for ts, n, e in _generic_events(Path(events_path), items, "e")]
+    notes = [f"generic format: {events_path}, {items_path}"]
+    if train_path is not None:
+        _need(Path(train_path), "train")
+        rows += [(ts, 0, n, e) for ts, n, e in _generic_events(Path(train_path), items, "t")]
+        notes.append(f"learned from only: {train_path}")
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    return Dataset(name, list(items.values()), [r[3] for r in rows], [r[1] == 1 for r in rows],
+                   notes=notes)
+
+
+def _generic_events(
+    path: Path, items: dict[str, CatalogItem], prefix: str
+) -> list[tuple[float, int, Event]]:
+    """(time, line, event) of a generic events file, in file order."""
+    out: list[tuple[float, int, Event]] = []
+    for n, row in _rows(path):
         try:
-            ts = float(_field(events_path, n, row, "time"))
+            ts = float(_field(path, n, row, "time"))
             etype = EventType(str(row.get("type") or "consume").strip())
             raw_value = row.get("value")
             value = None if raw_value in (None, "") else float(raw_value)
         except ValueError as e:
-            raise DatasetError(f"{events_path}:{n}: {e}") from e
+            raise DatasetError(f"{path}:{n}: {e}") from e
         if etype not in ITEM_EVENTS:
-            raise DatasetError(f"{events_path}:{n}: type {etype.value!r} names no item")
-        platform = _field(events_path, n, row, "platform")
-        item = _field(events_path, n, row, "item")
+            raise DatasetError(f"{path}:{n}: type {etype.value!r} names no item")
+        platform = _field(path, n, row, "platform")
+        item = _field(path, n, row, "item")
         if item_key(platform, item) not in items:
-            raise DatasetError(f"{events_path}:{n}: item {item!r} of {platform!r} not in items")
+            raise DatasetError(f"{path}:{n}: item {item!r} of {platform!r} not in items")
         try:
-            event = Event(event_id=f"e{n}", type=etype, platform=platform,
-                          user=_field(events_path, n, row, "person"), ts=ts, item=item,
-                          value=value)
+            event = Event(event_id=f"{prefix}{n}", type=etype, platform=platform,
+                          user=_field(path, n, row, "person"), ts=ts, item=item, value=value)
         except ValidationError as e:
-            raise DatasetError(f"{events_path}:{n}: invalid event: {e.errors()[0]['msg']}") from e
-        rows.append((ts, n, event))
-    rows.sort(key=lambda r: (r[0], r[1]))
-    events = [r[2] for r in rows]
-    return Dataset(name, list(items.values()), events, [True] * len(events),
-                   notes=[f"generic format: {events_path}, {items_path}"])
+            raise DatasetError(f"{path}:{n}: invalid event: {e.errors()[0]['msg']}") from e
+        out.append((ts, n, event))
+    return out
 
 
 def read_movielens(root: Path) -> Dataset:

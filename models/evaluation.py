@@ -1295,7 +1295,10 @@ def load_dataset(kind: str, data: Path | None, split: str) -> Dataset:
         (data / f"items.{x}" for x in ("csv", "jsonl") if (data / f"items.{x}").is_file()),
         data / "items.csv",
     )
-    return read_generic(events, items, name=data.name or "generic")
+    train = next(
+        (data / f"train.{x}" for x in ("csv", "jsonl") if (data / f"train.{x}").is_file()), None
+    )
+    return read_generic(events, items, name=data.name or "generic", train_path=train)
 
 
 #: Replays a dataset through Kafka end to end (``streams.replay.kafka_replay``); models/ knows

@@ -98,3 +98,27 @@ def test_a_replay_takes_the_sequence_model_only_where_it_is_published(
     assert (model := taken.load_sequence()) is not None and model.version == version
     assert (model := source(artifacts=sequence_artifacts).load_sequence()) is not None
     assert source(artifacts=sequence_artifacts, use_sequence=False).load_sequence() is None
+
+
+def test_a_generic_dataset_trains_it_on_its_train_file_only(
+    sequence_artifacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from export.sequence import dataset_sequences
+    from models.encoder import TextEncoder
+
+    monkeypatch.chdir(tmp_path)  # the item vectors' cache goes to ./.cache
+    data = tmp_path / "shop"
+    data.mkdir()
+    words = ["red wool", "blue silk", "desk lamp", "ink pen"]
+    (data / "items.csv").write_text(
+        "item,platform,text\n" + "".join(f"i{i},shop,{w} {i}\n" for i, w in enumerate(words))
+    )
+    header = "time,platform,person,item,type,value\n"
+    (data / "events.csv").write_text(header + "1,shop,ev,i0,,\n2,shop,ev,i1,,\n")
+    encoder = TextEncoder.from_artifacts(sequence_artifacts)
+    with pytest.raises(ExportError, match="every event is evaluated"):
+        dataset_sequences(encoder, "generic", data, "", progress=False)
+    (data / "train.csv").write_text(header + "1,shop,tr,i2,,\n2,shop,tr,i3,,\n3,shop,tr,i0,,\n")
+    seqs = dataset_sequences(encoder, "generic", data, "", progress=False)
+    assert [s.tolist() for s in seqs.persons] == [[2, 3, 0]]  # the train person's only
+    assert seqs.vectors.shape == (4, encoder.dim)

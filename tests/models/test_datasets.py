@@ -32,6 +32,22 @@ def test_generic_csv_sorted_by_time_stable(tmp_path: Path) -> None:
     assert ds.items[0].text() == "red boots"
 
 
+def test_generic_train_events_are_merged_by_time_and_learned_from_only(tmp_path: Path) -> None:
+    items = write(tmp_path / "items.csv", "item,platform,text\na,shop,boots\nb,shop,socks\n")
+    header = "time,platform,person,item,type,value\n"
+    events = write(tmp_path / "events.csv", header + "2,shop,p1,a,,\n5,shop,p1,b,,\n")
+    train = write(tmp_path / "train.csv", header + "5,shop,q,a,,\n1,shop,q,b,,\n9,shop,q,b,,\n")
+    ds = read_generic(events, items, train_path=train)
+    got = [(e.ts, e.user, flag) for e, flag in zip(ds.events, ds.evaluated, strict=True)]
+    # on a tie (time 5) the learn-only event comes first
+    assert got == [(1.0, "q", False), (2.0, "p1", True), (5.0, "q", False), (5.0, "p1", True),
+                   (9.0, "q", False)]
+    assert len({e.event_id for e in ds.events}) == 5
+    assert any("learned from only" in note for note in ds.notes)
+    with pytest.raises(DatasetError, match=r"train file .* does not exist"):
+        read_generic(events, items, train_path=tmp_path / "nope.csv")
+
+
 def test_generic_jsonl(tmp_path: Path) -> None:
     items = write(tmp_path / "items.jsonl", json.dumps(
         {"item": "a", "platform": "shop", "text": "boots"}) + "\n")
