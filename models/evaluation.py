@@ -1004,12 +1004,15 @@ class ReplaySource:
 
     def load_sequence(self, threads: int = 0) -> SequenceScorer | None:
         """The sequence model, if one is published where this replay takes it from."""
+        from models.artifacts import current_version
+        from models.encoder import ENCODER_NAME
         from models.sequence import SequenceModel
 
         root = self.sequence_artifacts or self.artifacts
         if not self.use_sequence or not SequenceModel.available(root):
             return None
-        return SequenceModel.from_artifacts(root, threads=threads)
+        model = SequenceModel.from_artifacts(root, threads=threads)
+        return model.check_encoder(current_version(self.artifacts, ENCODER_NAME))
 
     def load(
         self, progress: bool = False, threads: int = 0

@@ -88,6 +88,8 @@ class SequenceModel:
     ) -> None:
         spec = read_spec(model_dir.parent.parent, model_dir.parent.name, model_dir.name)
         self.version: str = spec["version"]
+        #: the encoder whose vectors it was trained on: another one's are meaningless to it
+        self.encoder_version: str | None = spec.get("encoder_version")
         sessions = load_sessions(model_dir, (MODEL_FILE, ITEM_TOWER_FILE), providers, threads)
         self._session, self._item_tower = sessions
         inputs = {i.name: i.shape for i in self._session.get_inputs()}
@@ -113,6 +115,15 @@ class SequenceModel:
         threads: int = 0,
     ) -> SequenceModel:
         return cls(current_dir(root, NAME, version), providers, threads)
+
+    def check_encoder(self, encoder_version: str) -> SequenceModel:
+        """Itself if it was trained on ``encoder_version``'s vectors, else a clear error."""
+        if self.encoder_version != encoder_version:
+            raise ModelLoadError(
+                f"sequence model {self.version} was trained on {self.encoder_version}'s vectors, "
+                f"the catalog is encoded by {encoder_version}: re-export it"
+            )
+        return self
 
     @staticmethod
     def available(root: Path) -> bool:

@@ -76,17 +76,22 @@ def event_batches(
 def load_pipeline(settings: Settings) -> Pipeline:
     encoder = TextEncoder.from_artifacts(settings.artifacts_dir)
     ranker = RankingHead.from_artifacts(settings.artifacts_dir)
-    sequence = (
-        SequenceModel.from_artifacts(settings.artifacts_dir)
-        if SequenceModel.available(settings.artifacts_dir)
-        else None  # optional: the blend does without its signal
-    )
+    sequence = None  # optional: the blend does without its signal
+    if SequenceModel.available(settings.artifacts_dir):
+        try:
+            sequence = load_sequence(settings.artifacts_dir, None, encoder.version)
+        except ModelLoadError as e:
+            log.error("sequence model not used: %s", e)
     config = PipelineConfig(
         top_k=settings.top_k,
         candidates_per_source=settings.candidates_per_source,
         rerank_in_background=True,  # a fit takes seconds: never stall the stream for it
     )
     return Pipeline(encoder, ranker, config, sequence=sequence)
+
+
+def load_sequence(root: Path, version: str | None, encoder_version: str) -> SequenceModel:
+    return SequenceModel.from_artifacts(root, version).check_encoder(encoder_version)
 
 
 def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
@@ -303,7 +308,10 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
         if not SequenceModel.available(settings.artifacts_dir):
             return
         old = pipeline.sequence.version if pipeline.sequence else None
-        if sequence := await newly_published("sequence", old, SequenceModel.from_artifacts):
+        def load(root: Path, version: str) -> SequenceModel:
+            return load_sequence(root, version, pipeline.encoder.version)
+
+        if sequence := await newly_published("sequence", old, load):
             pipeline.sequence = sequence
             log.warning("sequence model swapped: %s -> %s", old, sequence.version)
 

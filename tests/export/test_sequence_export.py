@@ -10,7 +10,7 @@ import pytest
 
 from export.sequence import SequenceExportSpec, Sequences, grouped, sequences_from
 from models.artifacts import read_spec
-from models.errors import ExportError
+from models.errors import ExportError, ModelLoadError
 from models.events import CatalogItem
 from models.sequence import SequenceModel
 
@@ -51,6 +51,10 @@ def test_serving_runtime_gives_unit_queries_for_any_batch(sequence_artifacts: Pa
     assert items.shape == (9, model.dim)
     assert np.allclose(np.linalg.norm(items, axis=1), 1.0, atol=1e-5)
     assert model.queries([], []).shape == (0, model.dim)
+    encoder = read_spec(sequence_artifacts, "encoder")["version"]
+    assert model.check_encoder(encoder) is model
+    with pytest.raises(ModelLoadError, match=r"trained on .* re-export it"):
+        model.check_encoder("encoder-000000000000")
 
 
 def test_slots_hold_the_last_items_elsewhere_then_the_last_here() -> None:

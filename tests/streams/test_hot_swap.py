@@ -83,9 +83,13 @@ def test_new_ranker_version_is_served_without_restart(
 def test_a_published_sequence_model_is_taken_up_and_swapped_without_restart(
     broker: EmbeddedBroker, serving_artifacts: Path, sequence_artifacts: Path, tmp_path: Path
 ) -> None:
-    """The worker starts without the optional sequence model, serves one once it is
-    published, and a newer one after that."""
+    """The worker starts without the optional sequence model, refuses one trained on another
+    encoder's vectors, serves one once it is published, and a newer one after that."""
     with shop_worker(broker, serving_artifacts, tmp_path) as (artifacts, served):
+        assert "sequence" not in served()
+        staged, spec = _staged_copy(sequence_artifacts, artifacts)
+        publish(artifacts, "sequence", staged, {**spec, "encoder_version": "encoder-other"})
+        time.sleep(2.0)  # four polls
         assert "sequence" not in served()
         first = publish(artifacts, "sequence", *_staged_copy(sequence_artifacts, artifacts))
         wait_until_served(served, "sequence", first)
