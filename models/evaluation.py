@@ -1031,7 +1031,8 @@ class ReplaySource:
         if self.use_ranker and (self.artifacts / "ranker" / "CURRENT").is_file():
             from models.ranker import RankingHead
 
-            ranker = RankingHead.from_artifacts(self.artifacts, threads=threads)
+            head = RankingHead.from_artifacts(self.artifacts, threads=threads)
+            ranker = head.check_encoder(encoder.version)
         vectors = embed_items(dataset, encoder, self.cache, progress)
         return dataset, encoder, ranker, vectors
 

@@ -39,6 +39,8 @@ class RankingHead:
         ~960."""
         spec = read_spec(model_dir.parent.parent, model_dir.parent.name, model_dir.name)
         self.version: str = spec["version"]
+        #: the encoder whose vectors it was trained on
+        self.encoder_version: str | None = spec.get("encoder_version")
         self.dense_features: tuple[str, ...] = tuple(spec["dense_features"])
         if self.dense_features != DENSE_FEATURES:
             raise ModelLoadError(
@@ -76,6 +78,15 @@ class RankingHead:
         threads: int = 0,
     ) -> RankingHead:
         return cls(current_dir(root, "ranker", version), providers, threads)
+
+    def check_encoder(self, encoder_version: str) -> RankingHead:
+        """Itself if it was trained on ``encoder_version``'s vectors, else a clear error."""
+        if self.encoder_version != encoder_version:
+            raise ModelLoadError(
+                f"ranker {self.version} was trained on {self.encoder_version}'s vectors, the "
+                f"catalog is encoded by {encoder_version}: re-export the ranker"
+            )
+        return self
 
     def item_hidden(self, items: np.ndarray) -> np.ndarray:
         """The item tower's output for item embeddings ``items`` [n, dim]: [n, hidden]."""

@@ -75,7 +75,7 @@ def event_batches(
 
 def load_pipeline(settings: Settings) -> Pipeline:
     encoder = TextEncoder.from_artifacts(settings.artifacts_dir)
-    ranker = RankingHead.from_artifacts(settings.artifacts_dir)
+    ranker = RankingHead.from_artifacts(settings.artifacts_dir).check_encoder(encoder.version)
     sequence = None  # optional: the blend does without its signal
     if SequenceModel.available(settings.artifacts_dir):
         try:
@@ -302,7 +302,11 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
         event loop runs one coroutine at a time. A sequence model is optional: the first one
         published is taken up, and its item vectors are computed on the next batch."""
         old = pipeline.ranker.version if pipeline.ranker else None
-        if head := await newly_published("ranker", old, RankingHead.from_artifacts):
+        def load_head(root: Path, version: str) -> RankingHead:
+            head = RankingHead.from_artifacts(root, version)
+            return head.check_encoder(pipeline.encoder.version)
+
+        if head := await newly_published("ranker", old, load_head):
             pipeline.ranker = head
             log.warning("ranker swapped: %s -> %s", old, head.version)
         if not SequenceModel.available(settings.artifacts_dir):

@@ -59,8 +59,10 @@ def ensure_models(settings: Settings) -> None:
         except ModelLoadError:
             missing.append(name)
     if "ranker" not in missing:
-        try:  # one exported by an older version of this code is exported again
-            RankingHead.from_artifacts(settings.artifacts_dir)
+        try:  # one exported by an older version of this code, or for another encoder, again
+            head = RankingHead.from_artifacts(settings.artifacts_dir)
+            if "encoder" not in missing:
+                head.check_encoder(current_version(settings.artifacts_dir, "encoder"))
         except ModelLoadError as e:
             print(f"ranker: {e}", flush=True)
             missing.append("ranker")

@@ -60,6 +60,14 @@ def test_serving_runtime_scores_any_number_of_requests_and_candidates(
     assert head.score(empty, empty, no_hidden, np.zeros((0, 7), np.float32), np.zeros(0)).size == 0
 
 
+def test_head_trained_on_another_encoders_vectors_is_refused(serving_artifacts: Path) -> None:
+    head = RankingHead.from_artifacts(serving_artifacts)
+    encoder = read_spec(serving_artifacts, "encoder")["version"]
+    assert head.check_encoder(encoder) is head
+    with pytest.raises(ModelLoadError, match=r"trained on .* re-export the ranker"):
+        head.check_encoder("encoder-000000000000")
+
+
 def test_head_without_its_item_tower_is_refused(serving_artifacts: Path, tmp_path: Path) -> None:
     import shutil
 
