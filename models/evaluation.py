@@ -98,7 +98,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -1077,7 +1077,7 @@ def evaluate(
             args = (dataset, encoder, ranker, catalog, config, progress, batch_size)
             runs[name] = replay_model(name, *args, sequence=sequence)
     runs.update(extra_runs or {})
-    return summarise(dataset, runs, encoder, ranker, batch_size, jobs, sequence)
+    return summarise(dataset, runs, encoder, ranker, batch_size, jobs, sequence, config)
 
 
 def replay_model(
@@ -1180,8 +1180,19 @@ def summarise(
     batch_size: int = 1,
     jobs: int = 1,
     sequence: SequenceScorer | None = None,
+    config: PipelineConfig = DEFAULT_CONFIG,
 ) -> dict[str, Any]:
     notes = [*dataset.notes, _batch_note(batch_size)]
+    changed = {
+        f.name: getattr(config, f.name)
+        for f in fields(config)
+        if getattr(config, f.name) != getattr(DEFAULT_CONFIG, f.name)
+    }
+    if changed:
+        notes.append(
+            "pipeline settings changed from the defaults (--set): "
+            + ", ".join(f"{k}={v}" for k, v in changed.items())
+        )
     if jobs > 1:
         notes.append(
             f"models replayed {jobs} at a time, each in its own process: the same results, "
@@ -1200,6 +1211,7 @@ def summarise(
         "encoder": encoder.version,
         "ranker": ranker.version if ranker is not None else None,
         "sequence": sequence.version if sequence is not None else None,
+        "pipeline_settings_changed": changed,
         "models": {name: run.summary() for name, run in runs.items()},
     }
     baselines = [n for n in runs if n in BASELINES]
@@ -1361,6 +1373,14 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
     )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a pipeline setting for this replay (models.pipeline.PipelineConfig, e.g. "
+        "--set rerank_top=100 --set rerank_every=none; repeatable); the report lists them",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=_cores(),
@@ -1390,6 +1410,7 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
         use_sequence=not args.no_sequence,
     )
     try:
+        config = DEFAULT_CONFIG.with_overrides(args.set)
         # the head on one thread, as in the worker processes of --jobs: its floats then do
         # not depend on how many ran at once
         dataset, encoder, ranker, vectors = source.load(progress=not args.no_progress, threads=1)
@@ -1420,6 +1441,7 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
             encoder,
             ranker,
             vectors=vectors,
+            config=config,
             models=models,
             progress=not args.no_progress,
             batch_size=args.batch_size,

@@ -19,14 +19,14 @@ import hashlib
 import random
 from collections import Counter, OrderedDict
 from collections.abc import MutableMapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Protocol, get_args, get_type_hints
 
 import numpy as np
 
 from models.blend import SIGNALS, PlatformBlends
 from models.catalog import Catalog, search
-from models.errors import InvalidEventError
+from models.errors import ConfigError, InvalidEventError
 from models.events import (
     CONSUMED_EVENTS,
     ITEM_EVENTS,
@@ -173,6 +173,53 @@ class PipelineConfig:
     rerank_top: int = 50
     rerank_in_background: bool = False  # the worker: fit in a thread, keep serving meanwhile
     seed: int = 7
+
+    def with_overrides(self, pairs: Sequence[str]) -> PipelineConfig:
+        """A copy with ``KEY=VALUE`` pairs applied (``streamrec evaluate --set``), each value
+        read as its field's type; ``none`` turns off a field that may be None.
+
+        Examples
+        --------
+        >>> c = PipelineConfig().with_overrides(["rerank_top=100", "rerank_every=none"])
+        >>> c.rerank_top, c.rerank_every
+        (100, None)
+        >>> PipelineConfig().with_overrides(["rerank_topp=1"])
+        Traceback (most recent call last):
+        ...
+        models.errors.ConfigError: unknown pipeline setting 'rerank_topp' (settings: ...)
+        """
+        hints = get_type_hints(PipelineConfig)
+        names = [f.name for f in fields(self)]
+        changes: dict[str, Any] = {}
+        for pair in pairs:
+            key, sep, text = pair.partition("=")
+            key = key.strip()
+            if not sep:
+                raise ConfigError(f"{pair!r}: expected KEY=VALUE")
+            if key not in names:
+                raise ConfigError(
+                    f"unknown pipeline setting {key!r} (settings: {', '.join(names)})"
+                )
+            changes[key] = _parse_setting(key, hints[key], text.strip())
+        return replace(self, **changes)
+
+
+def _parse_setting(key: str, kind: object, text: str) -> object:
+    """``text`` as a value of a :class:`PipelineConfig` field annotated ``kind``."""
+    types = [t for t in get_args(kind) or (kind,) if t is not type(None)]
+    if text.lower() == "none":
+        if len(types) == len(get_args(kind) or (kind,)):
+            raise ConfigError(f"{key} cannot be none")
+        return None
+    (base,) = types
+    try:
+        if base is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        return base(text)
+    except ValueError as e:
+        raise ConfigError(f"{key}={text!r}: expected {getattr(base, '__name__', base)}") from e
 
 
 #: ``nearest``: a candidate's best text similarity to one of the person's this many latest

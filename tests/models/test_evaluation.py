@@ -379,12 +379,8 @@ def test_main_says_clearly_when_data_are_missing(tmp_path: Path,
     assert "MovieLens data not found" in capsys.readouterr().err
 
 
-def test_models_replayed_in_parallel_processes_give_what_one_process_gives(
-    serving_artifacts: Path, sequence_artifacts: Path, tmp_path: Path
-) -> None:
-    """``--jobs 2`` replays the models in two worker processes that load the inputs
-    themselves (the sequence model too); every model's results must be those of the
-    one-process run."""
+def toy_generic(tmp_path: Path) -> Path:
+    """A generic dataset folder: 20 items on two platforms, 120 purchases by 6 people."""
     rng = np.random.default_rng(3)
     words = ["red", "blue", "wool", "silk", "lamp", "desk", "pen", "ink"]
     items = [(f"i{i}", "shop" if i < 10 else "office") for i in range(20)]
@@ -399,6 +395,16 @@ def test_models_replayed_in_parallel_processes_give_what_one_process_gives(
         item, platform = items[int(rng.integers(20))]
         rows.append(f"{t},{platform},p{int(rng.integers(6))},{item},purchase,\n")
     (data / "events.csv").write_text("time,platform,person,item,type,value\n" + "".join(rows))
+    return data
+
+
+def test_models_replayed_in_parallel_processes_give_what_one_process_gives(
+    serving_artifacts: Path, sequence_artifacts: Path, tmp_path: Path
+) -> None:
+    """``--jobs 2`` replays the models in two worker processes that load the inputs
+    themselves (the sequence model too); every model's results must be those of the
+    one-process run."""
+    data = toy_generic(tmp_path)
     results = {}
     for jobs in (1, 2):
         out = tmp_path / f"jobs{jobs}"
@@ -417,3 +423,30 @@ def test_models_replayed_in_parallel_processes_give_what_one_process_gives(
         assert one["prequential"]["all"]["n"] > 50
         assert two["prequential"] == one["prequential"]
         assert two["series"] == one["series"]
+
+
+def test_set_changes_pipeline_settings_in_every_process_and_the_report_says_so(
+    serving_artifacts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = toy_generic(tmp_path)
+    common = ["--dataset", "generic", "--data", str(data), "--artifacts", str(serving_artifacts),
+              "--cache", str(tmp_path / "cache"), "--no-sequence", "--no-progress"]
+    results = {}
+    for name, extra in {
+        "default": ["--jobs", "1"],
+        "top3": ["--jobs", "2", "--set", "top_k=3", "--set", "rerank_every=none"],
+    }.items():
+        out = tmp_path / name
+        code = main([*common, "--out", str(out), "--models", "popularity,blend", *extra])
+        assert code == 0
+        results[name] = json.loads((out / "toy" / "results.json").read_text())
+    assert results["default"]["pipeline_settings_changed"] == {}
+    assert results["top3"]["pipeline_settings_changed"] == {"top_k": 3, "rerank_every": None}
+    assert any("top_k=3, rerank_every=None" in n for n in results["top3"]["notes"])
+    # the blend's worker process replayed with them: no reranker
+    assert "reranker" in results["default"]["models"]["blend"]
+    assert "reranker" not in results["top3"]["models"]["blend"]
+    capsys.readouterr()
+    code = main([*common, "--out", str(tmp_path / "bad"), "--set", "rerank_topp=9"])
+    assert code == 2
+    assert "unknown pipeline setting 'rerank_topp'" in capsys.readouterr().err
