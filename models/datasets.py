@@ -35,7 +35,9 @@ Amazon Arts ↔ Office (``amazon``)
     users (``train_F2.txt``) are learned from only, including both their last items (Arts
     first); the evaluated split's (default ``valid_F2.txt``) histories are evaluated
     prequentially, and their two last items (the next Arts and the next Office item) are held
-    out and ranked after the stream.
+    out and ranked after the stream. Any other split beside them (``*_F2.txt``: evaluating
+    ``test_F2.txt``, the ``valid_F2.txt`` users) is learned from too, its histories only, after
+    the train users within a step.
 
 Examples
 --------
@@ -62,7 +64,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -305,8 +307,15 @@ def _amazon_users(path: Path) -> dict[str, tuple[list[int], list[int]]]:
     return users
 
 
-def read_amazon(root: Path, split: str = "valid_F2.txt", train: str = "train_F2.txt") -> Dataset:
-    """Amazon Arts ↔ Office, interleaved round-robin by position (see the module docstring)."""
+def read_amazon(
+    root: Path,
+    split: str = "valid_F2.txt",
+    train: str = "train_F2.txt",
+    others: Sequence[str] | None = None,
+) -> Dataset:
+    """Amazon Arts ↔ Office, interleaved round-robin by position (see the module docstring).
+    ``others``: further splits whose histories are learned from (default: every other
+    ``*_F2.txt`` beside ``train``)."""
     root = check_dir(Path(root), "Amazon Arts-Office")
     items = _amazon_items(root)
     arts = AMAZON_ARTS_LIMIT
@@ -314,18 +323,31 @@ def read_amazon(root: Path, split: str = "valid_F2.txt", train: str = "train_F2.
     def platform(i: int) -> str:
         return "arts" if i < arts else "office"
 
-    train_users = _amazon_users(_need(root / train, "Amazon train split"))
-    eval_users = _amazon_users(_need(root / split, f"Amazon split {split!r}"))
+    split_path, train_path = root / split, root / train
+    train_users = _amazon_users(_need(train_path, "Amazon train split"))
+    eval_users = _amazon_users(_need(split_path, f"Amazon split {split!r}"))
     both = set(train_users) & set(eval_users)
     if both and split != train:
         raise DatasetError(f"{split} and {train} share users, e.g. {sorted(both)[:3]}")
-    # (person, sequence, evaluated?) streams, train first: within a step, train users go first.
+    if others is None:
+        skip = {split_path.resolve(), train_path.resolve()}
+        others = [p.name for p in sorted(root.glob("*_F2.txt")) if p.resolve() not in skip]
+    other_users: dict[str, dict[str, tuple[list[int], list[int]]]] = {}
+    for name in others:
+        users = _amazon_users(_need(root / name, f"Amazon split {name!r}"))
+        if shared := set(users) & set(eval_users):
+            raise DatasetError(f"{split} and {name} share users, e.g. {sorted(shared)[:3]}")
+        other_users[name] = users
+    # (person, sequence, evaluated?) streams, train first: within a step, train users go first,
+    # then the other splits' (their histories only: their last items are theirs to hold out).
     seqs: list[tuple[str, list[int], bool]] = []
     for uid, (history, last) in train_users.items():
         if split == train:
             break
         ordered = sorted(last, key=lambda i: platform(i) != "arts")
         seqs.append((f"u{uid}", history + ordered, False))
+    for users in other_users.values():
+        seqs.extend((f"u{uid}", history, False) for uid, (history, _) in users.items())
     heldout: list[Event] = []
     for uid, (history, last) in eval_users.items():
         seqs.append((f"u{uid}", history, True))
@@ -346,8 +368,11 @@ def read_amazon(root: Path, split: str = "valid_F2.txt", train: str = "train_F2.
     return Dataset("amazon", items, events, evaluated, heldout, notes=[
         "Amazon Review Data 2018 (J. Ni, J. Li, J. McAuley, EMNLP 2019), Arts/Office as "
         "preprocessed by TingJShen/URLLM",
-        f"learned from: {train} ({len(train_users)} users, histories + both last items); "
-        f"evaluated: {split} ({len(eval_users)} users)",
+        f"learned from: {train} ({len(train_users)} users, histories + both last items)"
+        + "".join(
+            f", {name} ({len(users)} users, histories)" for name, users in other_users.items()
+        )
+        + f"; evaluated: {split} ({len(eval_users)} users)",
         "no timestamps: round-robin by position, step t of every user at t days; within a step "
         "train users first",
         "every event is a purchase (positive, consumed); held-out last Arts and Office items are "

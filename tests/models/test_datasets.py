@@ -167,3 +167,32 @@ def test_amazon_malformed(tmp_path: Path) -> None:
         read_amazon(root)
     with pytest.raises(DatasetError, match=r"split 'test\.txt'"):
         read_amazon(root, split="test.txt")
+
+
+def test_amazon_learns_from_the_other_splits_histories(tmp_path: Path) -> None:
+    root = make_amazon(tmp_path / "amz")
+    # test user 5: history [0], last 18639 (office) and 2 (arts)
+    write(root / "test_F2.txt", "5\t1\t0|0|0\t18639|1|1\t\n5\t1\t0|0|0\t2|1|1\t\n")
+    ds = read_amazon(root, split="test_F2.txt")
+    stream = [(e.user, e.item, ev) for e, ev in zip(ds.events, ds.evaluated, strict=True)]
+    # valid user 9's history is learned from, not its held-out last items (1, 18642)
+    assert [(u, i) for u, i, ev in stream if u == "u9"] == [("u9", "2"), ("u9", "18641"),
+                                                           ("u9", "3")]
+    assert {u for u, _, ev in stream if ev} == {"u5"}
+    assert stream[:3] == [("u0", "0", False), ("u9", "2", False), ("u5", "0", True)]
+    assert sorted(e.item or "" for e in ds.heldout) == ["18639", "2"]
+    assert "valid_F2.txt (1 users, histories)" in ds.notes[1]
+    # the evaluated split, by default, learns from test_F2's histories in turn
+    valid = read_amazon(root)
+    assert [e.item for e in valid.events if e.user == "u5"] == ["0"]
+    assert sorted(e.user for e in valid.heldout) == ["u9", "u9"]
+    assert [e.user for e in read_amazon(root, others=[]).events].count("u5") == 0
+    # a split given by path elsewhere: the folder's own splits are the others
+    elsewhere = tmp_path / "hidden"
+    elsewhere.mkdir()
+    (root / "test_F2.txt").rename(elsewhere / "test_F2.txt")
+    moved = read_amazon(root, split=str(elsewhere / "test_F2.txt"))
+    assert [(e.user, e.item) for e in moved.events] == [(u, i) for u, i, _ in stream]
+    write(elsewhere / "test_F2.txt", "9\t1\t0|0|0\t18639|1|1\t\n9\t1\t0|0|0\t2|1|1\t\n")
+    with pytest.raises(DatasetError, match="share users"):
+        read_amazon(root, split=str(elsewhere / "test_F2.txt"))
