@@ -1411,6 +1411,8 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
     )
     try:
         config = DEFAULT_CONFIG.with_overrides(args.set)
+        if config.cross_platform != DEFAULT_CONFIG.cross_platform:
+            parser.error("cross_platform is the model's: run blend-no-cross (--models)")
         # the head on one thread, as in the worker processes of --jobs: its floats then do
         # not depend on how many ran at once
         dataset, encoder, ranker, vectors = source.load(progress=not args.no_progress, threads=1)

@@ -450,3 +450,6 @@ def test_set_changes_pipeline_settings_in_every_process_and_the_report_says_so(
     code = main([*common, "--out", str(tmp_path / "bad"), "--set", "rerank_topp=9"])
     assert code == 2
     assert "unknown pipeline setting 'rerank_topp'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*common, "--out", str(tmp_path / "bad"), "--set", "cross_platform=false"])
+    assert "run blend-no-cross" in capsys.readouterr().err
