@@ -326,18 +326,16 @@ def read_amazon(
     split_path, train_path = root / split, root / train
     train_users = _amazon_users(_need(train_path, "Amazon train split"))
     eval_users = _amazon_users(_need(split_path, f"Amazon split {split!r}"))
-    both = set(train_users) & set(eval_users)
-    if both and split != train:
-        raise DatasetError(f"{split} and {train} share users, e.g. {sorted(both)[:3]}")
     if others is None:
         skip = {split_path.resolve(), train_path.resolve()}
         others = [p.name for p in sorted(root.glob("*_F2.txt")) if p.resolve() not in skip]
-    other_users: dict[str, dict[str, tuple[list[int], list[int]]]] = {}
-    for name in others:
-        users = _amazon_users(_need(root / name, f"Amazon split {name!r}"))
+    other_users = {
+        name: _amazon_users(_need(root / name, f"Amazon split {name!r}")) for name in others
+    }
+    learned = other_users if split == train else {train: train_users, **other_users}
+    for name, users in learned.items():
         if shared := set(users) & set(eval_users):
             raise DatasetError(f"{split} and {name} share users, e.g. {sorted(shared)[:3]}")
-        other_users[name] = users
     # (person, sequence, evaluated?) streams, train first: within a step, train users go first,
     # then the other splits' (their histories only: their last items are theirs to hold out).
     seqs: list[tuple[str, list[int], bool]] = []

@@ -206,9 +206,10 @@ class PipelineConfig:
 
 def _parse_setting(key: str, kind: object, text: str) -> object:
     """``text`` as a value of a :class:`PipelineConfig` field annotated ``kind``."""
-    types = [t for t in get_args(kind) or (kind,) if t is not type(None)]
+    options = get_args(kind) or (kind,)  # ``int | None``: (int, NoneType)
+    types = [t for t in options if t is not type(None)]
     if text.lower() == "none":
-        if len(types) == len(get_args(kind) or (kind,)):
+        if len(types) == len(options):
             raise ConfigError(f"{key} cannot be none")
         return None
     (base,) = types
