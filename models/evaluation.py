@@ -96,7 +96,7 @@ import math
 import os
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -427,6 +427,7 @@ class Hit:
     rank: int  # 1-based; 0 = not among the returned items
     cold: bool = False
     earlier_here: int = 0  # the person's positives on this platform before this one
+    seen: int = -1  # the target item's positives in the stream before it (-1: not counted)
 
 
 @dataclass
@@ -467,6 +468,10 @@ class Run:
                     part: {"n": len(hs), "hr@10": _hr(hs)} for part, hs in _cold_parts(cold).items()
                 },
             },
+            "by_target_seen": {
+                "prequential": by_target_seen(self.hits),
+                "leave_last_out": by_target_seen(self.heldout),
+            },
             "series": self.series,
             **self.details,
         }
@@ -489,6 +494,40 @@ def _cold_parts(cold: Sequence[Hit]) -> dict[str, list[Hit]]:
         "first_here": [h for h in cold if h.earlier_here == 0],
         "later_here": [h for h in cold if h.earlier_here > 0],
     }
+
+
+#: Targets grouped by how often their item was a positive in the stream before (the long tail
+#: first): (label, least, most).
+SEEN_BUCKETS = (("0", 0, 0), ("1-2", 1, 2), ("3-9", 3, 9), ("10-29", 10, 29), ("30+", 30, None))
+
+
+def by_target_seen(hits: Sequence[Hit]) -> dict[str, dict[str, float]]:
+    """Per :data:`SEEN_BUCKETS` bucket of the targets' :attr:`Hit.seen` (targets not counted
+    are left out), in that order: how many, their share, and where there are any the share
+    returned at all (for the blend: its candidate recall), HR@10 and NDCG@10. Where a model
+    loses is often the long tail. Nothing counted: empty.
+
+    >>> hits = [Hit(0, "a", 1, seen=0), Hit(1, "a", 0, seen=0), Hit(2, "a", 3, seen=40)]
+    >>> b = by_target_seen(hits)
+    >>> b["0"]["n"], b["0"]["returned"], b["0"]["hr@10"], b["30+"]["ndcg@10"], b["1-2"]
+    (2, 0.5, 0.5, 0.5, {'n': 0, 'share': 0.0})
+    >>> by_target_seen([Hit(0, "a", 1)])
+    {}
+    """
+    counted = [h for h in hits if h.seen >= 0]
+    out: dict[str, dict[str, float]] = {}
+    if not counted:
+        return out
+    for label, least, most in SEEN_BUCKETS:
+        hs = [h for h in counted if h.seen >= least and (most is None or h.seen <= most)]
+        out[label] = {"n": len(hs), "share": len(hs) / len(counted)}
+        if hs:
+            out[label] |= {
+                "returned": _returned(hs),
+                "hr@10": _hr(hs),
+                "ndcg@10": sum(_gain(h, "ndcg@10") for h in hs) / len(hs),
+            }
+    return out
 
 
 def _returned(hits: Sequence[Hit]) -> float:
@@ -678,6 +717,7 @@ class _Replayer:
         self.last: dict[str, dict[str, str]] = defaultdict(dict)  # person → platform → key
         self.last_any: dict[str, str] = {}
         self.positives: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.item_positives: Counter[str] = Counter()  # item key → positives so far
 
     def session(self, person: str) -> SessionState:
         s = self.sessions.get(person)
@@ -714,6 +754,7 @@ class _Replayer:
             self.last[person][event.platform] = key
             self.last_any[person] = key
             self.positives[person][event.platform] += 1
+            self.item_positives[key] += 1
 
 
 def replay(
@@ -765,13 +806,15 @@ def replay(
     # the batch was ranked on plus that event (their next one sees both).
     batch: list[tuple[int, Event, SessionState, int | None]] = []
     requests: list[RankRequest] = []
-    targets: list[tuple[int, str, str, bool, int]] = []
+    targets: list[tuple[int, str, str, bool, int, int]] = []
     in_batch: dict[str, tuple[SessionState, Event]] = {}
 
     def flush() -> None:
         nonlocal window
         ranked_lists = model.rank(requests) if requests else []
-        for (i, key, platform, cold, earlier), ranked in zip(targets, ranked_lists, strict=True):
+        for (i, key, platform, cold, earlier, seen), ranked in zip(
+            targets, ranked_lists, strict=True
+        ):
             if i < 0:  # ranked for the feedback only (rank_all), not evaluated
                 continue
             top10[platform].update(ranked[:K])
@@ -779,7 +822,7 @@ def replay(
                 rank = ranked.index(key) + 1
             except ValueError:
                 rank = 0
-            hit = Hit(i, platform, rank, cold, earlier)
+            hit = Hit(i, platform, rank, cold, earlier, seen)
             hits.append(hit)
             window.append(hit)
             if len(hits) % every == 0:
@@ -830,6 +873,7 @@ def replay(
                         event.platform,
                         state.is_cold(person, event.platform),
                         state.positives[person][event.platform],
+                        state.item_positives[key],
                     )
                 )
         if not (target and learn_first):
@@ -853,7 +897,7 @@ def replay(
         for e, ranked in zip(dataset.heldout, _batched(model, requests), strict=True):
             key = item_key(e.platform, e.item or "")
             rank = ranked.index(key) + 1 if key in ranked else 0
-            heldout.append(Hit(-1, e.platform, rank))
+            heldout.append(Hit(-1, e.platform, rank, seen=state.item_positives[key]))
     sizes = dataset.catalog_sizes()
     run = Run(
         model.name, hits, heldout, dict(top10), sizes, len(dataset.events), seconds, repeats, series
@@ -898,7 +942,8 @@ def served_run(dataset: Dataset, lists: Mapping[str, list[str]], seconds: float)
                 rank = ranked.index(key) + 1 if key in ranked else 0
                 cold = state.is_cold(event.user, event.platform)
                 earlier = state.positives[event.user][event.platform]
-                hits.append(Hit(i, event.platform, rank, cold, earlier))
+                seen = state.item_positives[key]
+                hits.append(Hit(i, event.platform, rank, cold, earlier, seen))
         if key is not None and event.type in CONSUMED_EVENTS:
             consumed[event.user].add(key)
         state.observed(event.user, event)

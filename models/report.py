@@ -60,6 +60,48 @@ def _table(models: dict[str, Any], section: str, platforms: list[str]) -> list[s
     return lines
 
 
+def _long_tail(models: dict[str, Any]) -> list[str]:
+    """Per model, NDCG@10 of the targets by how often their item was a positive before."""
+    out: list[str] = []
+    for section, title in (("prequential", "prequential"), ("leave_last_out", "leave-last-out")):
+        per_model = {
+            name: m.get("by_target_seen", {}).get(section) or {} for name, m in models.items()
+        }
+        per_model = {name: b for name, b in per_model.items() if b}
+        if not per_model:
+            continue
+        if not out:
+            out += [
+                "",
+                "## By how often the target item was seen before",
+                "",
+                "Targets grouped by their item's positives in the stream before it was ranked "
+                "(leave-last-out: in the whole stream). Each cell: NDCG@10 (share of those "
+                "targets returned at all: for the blend, its candidate recall).",
+            ]
+        counts = next(iter(per_model.values()))  # every model ranked the same targets
+        labels = list(counts)
+        out += [
+            "",
+            f"{title}:",
+            "",
+            "| model | " + " | ".join(f"seen {label}" for label in labels) + " |",
+            "|---|" + "---:|" * len(labels),
+            "| targets | "
+            + " | ".join(f"{counts[lb]['n']} ({counts[lb]['share']:.0%})" for lb in labels)
+            + " |",
+        ]
+        for name, buckets in per_model.items():
+            cells = [
+                f"{_f(buckets[lb]['ndcg@10'])} ({buckets[lb]['returned']:.0%})"
+                if buckets.get(lb, {}).get("n")
+                else ""
+                for lb in labels
+            ]
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out
+
+
 def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
     models = result["models"]
     platforms = result["platforms"]
@@ -116,6 +158,7 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
             else:
                 said += "and was never fitted (too few): the blend's order was served."
             out.append(said)
+    out += _long_tail(models)
     out += ["", "## Targets", ""]
     checks = result.get("checks", {})
     if "blend_vs_best_baseline" in checks:

@@ -89,6 +89,29 @@ def test_popularity_baseline_has_the_known_hit_rate() -> None:
     assert run.metrics["shop"]["coverage"] == pytest.approx(2 / 22)
 
 
+def test_targets_are_grouped_by_how_often_their_item_was_seen_before(tmp_path: Path) -> None:
+    ds = crafted()  # p1..p5 buy A, then p6..p10 buy B
+    ds.heldout = [ev(10, "p1", "b"), ev(11, "p6", "filler-0")]  # after the stream
+    cat = catalog_for(ds)
+    run = replay(ds, PopularityBaseline(cat), cat, progress=False)
+    assert [h.seen for h in run.hits] == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]
+    assert [h.seen for h in run.heldout] == [5, 0]  # B in the whole stream; the filler never
+    buckets = run.summary()["by_target_seen"]["prequential"]
+    assert list(buckets) == ["0", "1-2", "3-9", "10-29", "30+"]
+    # the first A and B were new: popularity cannot return them; then A 1st, B 2nd
+    assert buckets["0"] == {"n": 2, "share": 0.2, "returned": 0.0, "hr@10": 0.0, "ndcg@10": 0.0}
+    assert buckets["1-2"]["n"] == 4 and buckets["1-2"]["returned"] == 1.0
+    assert buckets["1-2"]["ndcg@10"] == pytest.approx((2 + 2 / math.log2(3)) / 4)
+    assert buckets["10-29"] == {"n": 0, "share": 0.0}
+    result = evaluate(ds, ENCODER, None, vectors=ENCODER.encode([it.text() for it in ds.items]),
+                      progress=False, models=("popularity",))
+    text = write_report(result, tmp_path / "toy").read_text()
+    assert "## By how often the target item was seen before" in text
+    assert "| targets | 2 (20%) | 4 (40%) | 4 (40%) | 0 (0%) | 0 (0%) |" in text
+    assert "| popularity | 0.0000 (0%) | 0.8155 (100%) | 0.8155 (100%) |  |  |" in text
+    assert "| targets | 1 (50%) | 0 (0%) | 1 (50%) | 0 (0%) | 0 (0%) |" in text  # held out
+
+
 def test_learning_before_ranking_would_leak_and_shows() -> None:
     ds = crafted(EventType.VIEW)  # views are not consumed, so a leaked target is not filtered
     cat = catalog_for(ds)
