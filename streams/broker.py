@@ -140,12 +140,18 @@ def discard_stale_state(data_dir: Path, incarnation: str | None) -> bool:
 def wait_for_broker(
     bootstrap: str, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None
 ) -> None:
-    """Block until the broker answers a metadata request."""
+    """Block until the broker answers a metadata request. Until its port accepts connections
+    only the port is tried: kafka-python logs every refused connection as an ERROR, which
+    made each start of the demo look broken."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise BrokerError(f"broker process exited with code {proc.returncode}")
+        if not _accepts_connections(bootstrap):
+            last = ConnectionRefusedError(f"nothing accepts connections on {bootstrap}")
+            time.sleep(0.05)
+            continue
         try:
             admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
             admin.list_topics()
@@ -155,6 +161,18 @@ def wait_for_broker(
             last = e
             time.sleep(0.2)
     raise BrokerError(f"no Kafka broker answered on {bootstrap} within {timeout_s:.0f}s: {last}")
+
+
+def _accepts_connections(bootstrap: str) -> bool:
+    """Does one of the ``host:port`` servers of ``bootstrap`` accept a TCP connection?"""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
+            return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def ensure_topics(

@@ -1,11 +1,21 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient
 
-from streams.broker import EmbeddedBroker, discard_stale_state, embedded_incarnation, ensure_topics
+from models.errors import BrokerError
+from streams.broker import (
+    EmbeddedBroker,
+    _accepts_connections,
+    discard_stale_state,
+    embedded_incarnation,
+    ensure_topics,
+    free_port,
+    wait_for_broker,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,3 +45,17 @@ def test_state_from_another_broker_incarnation_is_discarded(
     assert discard_stale_state(state, "another-broker")  # broker restarted: wipe
     assert not (state / "tables").exists()
     assert not discard_stale_state(state, None)  # a real Kafka cluster: never wipe
+
+
+def test_a_starting_broker_is_waited_for_without_error_logs(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """The demo starts the broker and waits for it: refused connections while it starts are
+    expected, and must not be logged as errors."""
+    closed = f"127.0.0.1:{free_port()}"
+    with caplog.at_level(logging.WARNING), EmbeddedBroker(log_file=tmp_path / "b.log") as broker:
+        assert _accepts_connections(f"{closed},{broker.bootstrap}")  # one of them is enough
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert not _accepts_connections(closed)
+    with pytest.raises(BrokerError, match="no Kafka broker answered"):
+        wait_for_broker(closed, timeout_s=0.3)
