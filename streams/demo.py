@@ -33,6 +33,26 @@ BAD_INPUT: list[tuple[str, bytes]] = [
 ]
 
 
+def weights_table(weights: dict[str, dict[str, float]]) -> str:
+    """The blend's weights, a signal per line and a platform per column.
+
+    >>> print(weights_table({"shop": {"head": 1.0, "fresh": 0.05}, "news": {"head": 0.93}}))
+    signal   news   shop
+    head     0.93   1.00
+    fresh       -   0.05
+    """
+    platforms = sorted(weights)
+    signals = list(dict.fromkeys(k for p in platforms for k in weights[p]))
+    width = max([len("signal"), *map(len, signals)])
+    lines = ["signal".ljust(width) + "".join(f" {p:>6}" for p in platforms)]
+    for signal in signals:
+        cells = [weights[p].get(signal) for p in platforms]
+        lines.append(
+            signal.ljust(width) + "".join("      -" if c is None else f" {c:6.2f}" for c in cells)
+        )
+    return "\n".join(lines)
+
+
 def run_demo(settings: Settings, pace_s: float = 0.02, limit: int | None = None) -> int:
     catalog = sample("catalog.jsonl")
     events = sample("events.jsonl")[:limit]
@@ -112,6 +132,7 @@ def run_demo(settings: Settings, pace_s: float = 0.02, limit: int | None = None)
                 f"p99 {p99:.1f} ms (includes the demo's producer flush)"
             )
         print(f"model versions: {status['model_versions']}")
-        print(f"blend weights now: {json.dumps(status['blend_weights'])}")
+        print("blend weights now (each platform's, learned from the feedback above):")
+        print(weights_table(status["blend_weights"]))
         print("stopping the worker and the broker ...", flush=True)
         return 0 if len(received) >= expected else 1
