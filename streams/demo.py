@@ -44,12 +44,16 @@ def weights_table(weights: dict[str, dict[str, float]]) -> str:
     platforms = sorted(weights)
     signals = list(dict.fromkeys(k for p in platforms for k in weights[p]))
     width = max([len("signal"), *map(len, signals)])
-    lines = ["signal".ljust(width) + "".join(f" {p:>6}" for p in platforms)]
+    columns = {p: max(6, len(p)) for p in platforms}
+    lines = ["signal".ljust(width) + "".join(f" {p:>{columns[p]}}" for p in platforms)]
     for signal in signals:
-        cells = [weights[p].get(signal) for p in platforms]
-        lines.append(
-            signal.ljust(width) + "".join("      -" if c is None else f" {c:6.2f}" for c in cells)
-        )
+        cells = [
+            f" {'-':>{columns[p]}}"
+            if (v := weights[p].get(signal)) is None
+            else f" {v:{columns[p]}.2f}"
+            for p in platforms
+        ]
+        lines.append(signal.ljust(width) + "".join(cells))
     return "\n".join(lines)
 
 

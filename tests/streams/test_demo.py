@@ -18,6 +18,8 @@ def test_weights_table_has_a_line_per_signal_and_a_column_per_platform() -> None
         "head     0.93   1.00",
         "fresh       -   0.05",
     ]
+    wide = weights_table({"bookstore": {"head": 1.0}, "tv": {"head": 0.5}})
+    assert wide.splitlines() == ["signal bookstore     tv", "head        1.00   0.50"]
 
 
 @pytest.mark.integration
