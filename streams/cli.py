@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from models.errors import StreamrecError
+from models.errors import ConfigError, StreamrecError
 from streams.settings import Settings
 
 log = logging.getLogger("streamrec")
@@ -107,23 +107,49 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.client import EventProducer
+    """Check the whole file first: a bad line is reported with its number, and nothing is sent
+    unless ``--skip-invalid`` says to send the others."""
+    from models.events import Event
+    from streams.client import EventProducer, read_jsonl
 
-    producer = EventProducer(settings)
-    source = sys.stdin if args.file == "-" else open(args.file)  # noqa: SIM115
-    sent = 0
+    checker = EventProducer(settings, connect=False)
+    try:
+        source = sys.stdin if args.file == "-" else open(args.file)  # noqa: SIM115
+    except OSError as e:
+        raise ConfigError(f"cannot read {args.file}: {e.strerror}") from e
     with source:
-        for line in source:
-            if line.strip():
-                body = json.loads(line)
-                if args.catalog:
-                    producer.send_item(body)
-                else:
-                    producer.send(body)
-                sent += 1
+        lines = source.readlines()
+    if args.catalog:
+        items, errors = read_jsonl(lines, checker.validate_item)
+        events: list[Event] = []
+    else:
+        events, errors = read_jsonl(lines, checker.validate)
+        items = []
+    what, count = ("items", len(items)) if args.catalog else ("events", len(events))
+    for error in errors[:SHOWN_ERRORS]:
+        print(error, file=sys.stderr)
+    if len(errors) > SHOWN_ERRORS:
+        print(f"... and {len(errors) - SHOWN_ERRORS} more invalid lines", file=sys.stderr)
+    if errors and not args.skip_invalid:
+        print(
+            f"{len(errors)} invalid lines: nothing sent (fix them, or pass --skip-invalid to "
+            f"send the {count} valid {what})",
+            file=sys.stderr,
+        )
+        return 2
+    producer = EventProducer(settings)
+    for item in items:
+        producer.send_item(item)
+    for event in events:
+        producer.send(event)
     producer.close()
-    print(f"sent {sent} {'items' if args.catalog else 'events'}")
+    skipped = f"; skipped {len(errors)} invalid lines" if errors else ""
+    print(f"sent {count} {what}{skipped}")
     return 0
+
+
+#: ``streamrec produce`` lists this many invalid lines, then counts the rest.
+SHOWN_ERRORS = 20
 
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
@@ -214,6 +240,11 @@ def parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("produce", help="send JSON-lines events (or catalog items)")
     pr.add_argument("file", help="a .jsonl file, or - for stdin")
     pr.add_argument("--catalog", action="store_true", help="the lines are catalog items")
+    pr.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="send the valid lines even if some are invalid (they are listed either way)",
+    )
     t = sub.add_parser("tail", help="print recommendations as they arrive")
     t.add_argument("--dead-letter", action="store_true")
     t.add_argument("--latest", action="store_true", help="only new records")

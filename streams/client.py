@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
@@ -67,9 +67,16 @@ class EventProducer:
             event.model_dump_json(exclude_none=True).encode(),
         )
 
+    def validate_item(self, item: CatalogItem | Mapping[str, Any]) -> CatalogItem:
+        if isinstance(item, CatalogItem):
+            return item
+        try:
+            return CatalogItem.model_validate(item)
+        except ValueError as e:
+            raise InvalidEventError(f"invalid catalog item: {e}") from e
+
     def send_item(self, item: CatalogItem | Mapping[str, Any]) -> None:
-        if not isinstance(item, CatalogItem):
-            item = CatalogItem.model_validate(item)
+        item = self.validate_item(item)
         self.send_raw(
             self.settings.catalog_topic, item.key.encode(), item.model_dump_json().encode()
         )
@@ -88,6 +95,39 @@ class EventProducer:
         if self._producer is not None:
             self._producer.flush()
             self._producer.close()
+
+
+Record = TypeVar("Record")
+
+
+def read_jsonl(
+    lines: Iterable[str], validate: Callable[[Any], Record]
+) -> tuple[list[Record], list[str]]:
+    """Parse and validate JSON lines (blank ones skipped): the valid records, in order, and a
+    ``"line N: reason"`` for each of the others, so a file can be checked before anything of it
+    is sent.
+
+    >>> producer = EventProducer(Settings(platforms="shop"), connect=False)
+    >>> ok, bad = read_jsonl(['{"event_id": "e1", "type": "view", "platform": "shop", '
+    ...                       '"user": "u", "item": "a", "ts": 1}', "", "{oops"], producer.validate)
+    >>> [e.event_id for e in ok], bad
+    (['e1'], ['line 3: not JSON: Expecting property name enclosed in double quotes (column 2)'])
+    """
+    valid: list[Record] = []
+    errors: list[str] = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            body = json.loads(line)
+        except json.JSONDecodeError as e:
+            errors.append(f"line {n}: not JSON: {e.msg} (column {e.colno})")
+            continue
+        try:
+            valid.append(validate(body))
+        except InvalidEventError as e:
+            errors.append(f"line {n}: {e.reason}")
+    return valid, errors
 
 
 class RecommendationSubscriber:

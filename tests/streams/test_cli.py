@@ -1,0 +1,95 @@
+"""``streamrec produce``: a file is checked whole before anything of it is sent."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer
+
+from streams.broker import EmbeddedBroker, free_port
+from streams.cli import SHOWN_ERRORS, main
+
+
+def event(n: int, platform: str = "shop") -> str:
+    return json.dumps(
+        {
+            "event_id": f"e{n}",
+            "type": "view",
+            "platform": platform,
+            "user": "u1",
+            "item": "a",
+            "ts": 1.0,
+        }
+    )
+
+
+def lines_file(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_file_with_invalid_lines_is_refused_before_connecting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # nothing listens here: connecting at all would fail with another message
+    monkeypatch.setenv("STREAMREC_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
+    path = lines_file(tmp_path, [event(1), "{oops", event(3, "tv"), "", event(5)])
+    assert main(["produce", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("line 2: not JSON: ")
+    assert err[1] == "line 3: unknown platform 'tv' (known: ['shop', 'video', 'music', 'news'])"
+    assert err[2] == (
+        "2 invalid lines: nothing sent (fix them, or pass --skip-invalid to send the 2 valid "
+        "events)"
+    )
+    assert main(["produce", "--catalog", str(path)]) == 2  # events are no catalog items
+    assert "line 1: invalid catalog item: " in capsys.readouterr().err
+    assert main(["produce", str(tmp_path / "absent.jsonl")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_only_the_first_invalid_lines_are_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMREC_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
+    path = lines_file(tmp_path, ["{"] * (SHOWN_ERRORS + 5))
+    assert main(["produce", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == SHOWN_ERRORS + 2 and err[SHOWN_ERRORS] == "... and 5 more invalid lines"
+
+
+@pytest.mark.integration
+def test_skip_invalid_sends_the_valid_lines(
+    broker: EmbeddedBroker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}.events."
+    monkeypatch.setenv("STREAMREC_BOOTSTRAP_SERVERS", broker.bootstrap)
+    monkeypatch.setenv("STREAMREC_EVENT_TOPIC_PREFIX", prefix)
+    path = lines_file(tmp_path, [event(1), "{oops", event(3)])
+    assert main(["produce", "--skip-invalid", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == "sent 2 events; skipped 1 invalid lines"
+    consumer = KafkaConsumer(
+        f"{prefix}shop", bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest"
+    )
+    try:
+        got: list[bytes] = []
+        for _ in range(20):
+            for records in consumer.poll(timeout_ms=500).values():
+                got += [r.value for r in records]
+            if len(got) >= 2:
+                break
+        assert [json.loads(v)["event_id"] for v in got] == ["e1", "e3"]
+    finally:
+        consumer.close()
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        with contextlib.suppress(Exception):  # best effort: the broker is ephemeral
+            admin.delete_topics([f"{prefix}shop"])
+        admin.close()
