@@ -267,6 +267,11 @@ COMMANDS = {
 }
 
 
+#: Commands that talk to a Kafka cluster named by the settings (``up`` and ``demo`` start
+#: their own broker).
+NEEDS_KAFKA = frozenset({"worker", "produce", "tail"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
@@ -277,6 +282,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings()
+        if args.command in NEEDS_KAFKA and not settings.bootstrap_servers.strip():
+            raise ConfigError(
+                "STREAMREC_BOOTSTRAP_SERVERS is not set: point it at your Kafka cluster, or run "
+                "`streamrec up` and export the address it prints"
+            )
         return COMMANDS[args.command](args, settings)
     except StreamrecError as e:
         print(f"streamrec {args.command}: {e}", file=sys.stderr)

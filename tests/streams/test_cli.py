@@ -63,6 +63,15 @@ def test_only_the_first_invalid_lines_are_listed(
     assert len(err) == SHOWN_ERRORS + 2 and err[SHOWN_ERRORS] == "... and 5 more invalid lines"
 
 
+@pytest.mark.parametrize("command", [["worker"], ["tail"], ["produce", "-"]])
+def test_commands_that_need_kafka_say_so_when_none_is_set(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("STREAMREC_BOOTSTRAP_SERVERS", raising=False)
+    assert main(command) == 2
+    assert "STREAMREC_BOOTSTRAP_SERVERS is not set" in capsys.readouterr().err
+
+
 @pytest.mark.integration
 def test_skip_invalid_sends_the_valid_lines(
     broker: EmbeddedBroker,
