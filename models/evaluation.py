@@ -488,6 +488,10 @@ def _hr(hits: Sequence[Hit]) -> float:
     return sum(_gain(h, "hr@10") for h in hits) / len(hits) if hits else 0.0
 
 
+def _ndcg(hits: Sequence[Hit]) -> float:
+    return sum(_gain(h, "ndcg@10") for h in hits) / len(hits) if hits else 0.0
+
+
 def _cold_parts(cold: Sequence[Hit]) -> dict[str, list[Hit]]:
     """Cold-start targets split: the person's first positive on the platform, the rest."""
     return {
@@ -525,7 +529,7 @@ def by_target_seen(hits: Sequence[Hit]) -> dict[str, dict[str, float]]:
             out[label] |= {
                 "returned": _returned(hs),
                 "hr@10": _hr(hs),
-                "ndcg@10": sum(_gain(h, "ndcg@10") for h in hs) / len(hs),
+                "ndcg@10": _ndcg(hs),
             }
     return out
 
@@ -618,9 +622,8 @@ def metrics(
     for name in sorted(groups, key=lambda g: (g == "all", g)):
         hs = groups[name]
         n = len(hs)
-        ndcg = sum(_gain(h, "ndcg@10") for h in hs)
         mrr = sum(1.0 / h.rank for h in hs if h.rank > 0)
-        row = {"n": float(n), "hr@10": _hr(hs), "ndcg@10": ndcg / n, "mrr": mrr / n}
+        row = {"n": float(n), "hr@10": _hr(hs), "ndcg@10": _ndcg(hs), "mrr": mrr / n}
         if top10 is not None and catalog_sizes:
             if name == "all":
                 seen = sum(len(v) for v in top10.values())
