@@ -28,7 +28,6 @@ from faust.types import EventT
 from models.artifacts import current_version
 from models.encoder import TextEncoder
 from models.errors import InvalidEventError, ModelLoadError, StreamrecError
-from models.events import parse_catalog_item, parse_event
 from models.identity import route
 from models.pipeline import PersonMessage, Pipeline, PipelineConfig
 from models.ranker import RankingHead
@@ -175,16 +174,7 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
             good = []
             for event in batch:
                 try:
-                    good.append(
-                        (
-                            event,
-                            parse_catalog_item(
-                                event.message.value,
-                                platforms=settings.platforms,
-                                max_text_chars=settings.max_text_chars,
-                            ),
-                        )
-                    )
+                    good.append((event, settings.parse_catalog_item(event.message.value)))
                 except InvalidEventError as e:
                     await to_dead_letter(event, e.reason)
             if not good:
@@ -198,14 +188,7 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
     async def route_events(stream: faust.StreamT) -> None:
         async for event in stream.events():
             try:
-                parsed = parse_event(
-                    event.message.value,
-                    platforms=settings.platforms,
-                    now=time.time(),
-                    max_text_chars=settings.max_text_chars,
-                    max_future_skew_s=settings.max_future_skew_s,
-                    max_past_age_s=settings.max_past_age_s,
-                )
+                parsed = settings.parse_event(event.message.value, now=time.time())
                 expected = settings.event_topic(parsed.platform)
                 if event.message.topic != expected:
                     raise InvalidEventError(

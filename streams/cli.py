@@ -112,7 +112,6 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     from models.events import Event
     from streams.client import EventProducer, read_jsonl
 
-    checker = EventProducer(settings, connect=False)
     try:
         source = sys.stdin if args.file == "-" else open(args.file)  # noqa: SIM115
     except OSError as e:
@@ -120,10 +119,11 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     with source:
         lines = source.readlines()
     if args.catalog:
-        items, errors = read_jsonl(lines, checker.validate_item)
+        items, errors = read_jsonl(lines, settings.parse_catalog_item)
         events: list[Event] = []
     else:
-        events, errors = read_jsonl(lines, checker.validate)
+        now = time.time()
+        events, errors = read_jsonl(lines, lambda raw: settings.parse_event(raw, now=now))
         items = []
     what, count = ("items", len(items)) if args.catalog else ("events", len(events))
     for error in errors[:SHOWN_ERRORS]:

@@ -8,14 +8,20 @@ Examples
 --------
 >>> from streams.settings import Settings
 >>> producer = EventProducer(Settings(platforms="shop"), connect=False)
+>>> now = time.time()
 >>> producer.validate({"event_id": "e1", "type": "view", "platform": "shop", "user": "u1",
-...                    "item": "a", "ts": 1.0}).item
+...                    "item": "a", "ts": now}).item
 'a'
 >>> producer.validate({"event_id": "e1", "type": "view", "platform": "tv", "user": "u1",
-...                    "item": "a", "ts": 1.0})
+...                    "item": "a", "ts": now})
 Traceback (most recent call last):
 ...
 models.errors.InvalidEventError: unknown platform 'tv' (known: ['shop'])
+>>> producer.validate({"event_id": "e1", "type": "view", "platform": "shop", "user": "u1",
+...                    "item": "a", "ts": now + 3600})
+Traceback (most recent call last):
+...
+models.errors.InvalidEventError: timestamp ... is 3600s in the future
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any, TypeVar
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
+from pydantic import BaseModel
 
 from models.errors import BrokerError, InvalidEventError
 from models.events import CatalogItem, Event, Recommendation
@@ -48,16 +55,10 @@ class EventProducer:
                 raise BrokerError(f"cannot connect to {settings.bootstrap_servers}: {e}") from e
 
     def validate(self, event: Event | Mapping[str, Any]) -> Event:
-        if not isinstance(event, Event):
-            try:
-                event = Event.model_validate(event)
-            except ValueError as e:
-                raise InvalidEventError(f"invalid event: {e}") from e
-        if event.platform not in self.settings.platforms:
-            raise InvalidEventError(
-                f"unknown platform {event.platform!r} (known: {list(self.settings.platforms)})"
-            )
-        return event
+        """Check ``event`` as the worker will: the same parser with the same settings (types,
+        platform, text length, timestamp age); only whether the item is in the catalog is left
+        to the worker."""
+        return self.settings.parse_event(_json_bytes(event), now=time.time())
 
     def send(self, event: Event | Mapping[str, Any]) -> None:
         event = self.validate(event)
@@ -68,12 +69,8 @@ class EventProducer:
         )
 
     def validate_item(self, item: CatalogItem | Mapping[str, Any]) -> CatalogItem:
-        if isinstance(item, CatalogItem):
-            return item
-        try:
-            return CatalogItem.model_validate(item)
-        except ValueError as e:
-            raise InvalidEventError(f"invalid catalog item: {e}") from e
+        """Check ``item`` as the worker will (see :meth:`validate`)."""
+        return self.settings.parse_catalog_item(_json_bytes(item))
 
     def send_item(self, item: CatalogItem | Mapping[str, Any]) -> None:
         item = self.validate_item(item)
@@ -97,21 +94,31 @@ class EventProducer:
             self._producer.close()
 
 
+def _json_bytes(record: BaseModel | Mapping[str, Any]) -> bytes:
+    if isinstance(record, BaseModel):
+        return record.model_dump_json(exclude_none=True).encode()
+    try:
+        return json.dumps(record, allow_nan=False).encode()
+    except (TypeError, ValueError) as e:
+        raise InvalidEventError(f"not JSON-serialisable: {e}") from e
+
+
 Record = TypeVar("Record")
 
 
 def read_jsonl(
-    lines: Iterable[str], validate: Callable[[Any], Record]
+    lines: Iterable[str], parse: Callable[[bytes], Record]
 ) -> tuple[list[Record], list[str]]:
-    """Parse and validate JSON lines (blank ones skipped): the valid records, in order, and a
-    ``"line N: reason"`` for each of the others, so a file can be checked before anything of it
-    is sent.
+    """Parse JSON lines (blank ones skipped) with ``parse`` (bytes → record, or
+    :class:`InvalidEventError`): the valid records, in order, and a ``"line N: reason"`` for
+    each of the others, so a file can be checked before anything of it is sent.
 
-    >>> producer = EventProducer(Settings(platforms="shop"), connect=False)
+    >>> settings = Settings(platforms="shop")
     >>> ok, bad = read_jsonl(['{"event_id": "e1", "type": "view", "platform": "shop", '
-    ...                       '"user": "u", "item": "a", "ts": 1}', "", "{oops"], producer.validate)
+    ...                       '"user": "u", "item": "a", "ts": 1700000000}', "", "{oops"],
+    ...                      lambda raw: settings.parse_event(raw, now=1700000001))
     >>> [e.event_id for e in ok], bad
-    (['e1'], ['line 3: not JSON: Expecting property name enclosed in double quotes (column 2)'])
+    (['e1'], ['line 3: malformed JSON: Expecting property name enclosed in double quotes: ...'])
     """
     valid: list[Record] = []
     errors: list[str] = []
@@ -119,12 +126,7 @@ def read_jsonl(
         if not line.strip():
             continue
         try:
-            body = json.loads(line)
-        except json.JSONDecodeError as e:
-            errors.append(f"line {n}: not JSON: {e.msg} (column {e.colno})")
-            continue
-        try:
-            valid.append(validate(body))
+            valid.append(parse(line.encode()))
         except InvalidEventError as e:
             errors.append(f"line {n}: {e.reason}")
     return valid, errors

@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.errors import ConfigError
+from models.events import CatalogItem, Event, parse_catalog_item, parse_event
 
 
 class Settings(BaseSettings):
@@ -95,6 +96,23 @@ class Settings(BaseSettings):
             self.recommendations_topic,
             self.dead_letter_topic,
         )
+
+    # The worker and the client both check input through these two, so an event the client
+    # accepts is not dead-lettered for a limit set here.
+    def parse_event(self, raw: bytes | None, now: float) -> Event:
+        """``raw`` from an events topic, checked against the limits above."""
+        return parse_event(
+            raw,
+            platforms=self.platforms,
+            now=now,
+            max_text_chars=self.max_text_chars,
+            max_future_skew_s=self.max_future_skew_s,
+            max_past_age_s=self.max_past_age_s,
+        )
+
+    def parse_catalog_item(self, raw: bytes | None) -> CatalogItem:
+        """``raw`` from the catalog topic, checked against the limits above."""
+        return parse_catalog_item(raw, platforms=self.platforms, max_text_chars=self.max_text_chars)
 
     def kafka_client_kwargs(self) -> dict[str, object]:
         """Security options in kafka-python / aiokafka spelling; empty for plaintext."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -14,17 +15,9 @@ from streams.broker import EmbeddedBroker, free_port
 from streams.cli import SHOWN_ERRORS, main
 
 
-def event(n: int, platform: str = "shop") -> str:
-    return json.dumps(
-        {
-            "event_id": f"e{n}",
-            "type": "view",
-            "platform": platform,
-            "user": "u1",
-            "item": "a",
-            "ts": 1.0,
-        }
-    )
+def event(n: int, platform: str = "shop", **fields: object) -> str:
+    body = {"event_id": f"e{n}", "type": "view", "platform": platform, "user": "u1", "item": "a"}
+    return json.dumps({**body, "ts": time.time(), **fields})
 
 
 def lines_file(tmp_path: Path, lines: list[str]) -> Path:
@@ -41,7 +34,7 @@ def test_a_file_with_invalid_lines_is_refused_before_connecting(
     path = lines_file(tmp_path, [event(1), "{oops", event(3, "tv"), "", event(5)])
     assert main(["produce", str(path)]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("line 2: not JSON: ")
+    assert err[0].startswith("line 2: malformed JSON: ")
     assert err[1] == "line 3: unknown platform 'tv' (known: ['shop', 'video', 'music', 'news'])"
     assert err[2] == (
         "2 invalid lines: nothing sent (fix them, or pass --skip-invalid to send the 2 valid "
@@ -51,6 +44,31 @@ def test_a_file_with_invalid_lines_is_refused_before_connecting(
     assert "line 1: invalid catalog item: " in capsys.readouterr().err
     assert main(["produce", str(tmp_path / "absent.jsonl")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_lines_are_checked_as_the_worker_checks_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each of these passes a plain pydantic validation but the worker would dead-letter it."""
+    monkeypatch.setenv("STREAMREC_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("STREAMREC_MAX_TEXT_CHARS", "100")
+    path = lines_file(
+        tmp_path,
+        [
+            event(1, ts=str(time.time())),  # a string is no timestamp: no coercion
+            event(2, ts=time.time() + 3600),
+            event(3, ts=time.time() - 11 * 365 * 86400),
+            event(4, type="search", item=None, query="x" * 101),
+            event(5),
+        ],
+    )
+    assert main(["produce", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "line 1: invalid event: ts: Input should be a valid number"
+    assert err[1].startswith("line 2: timestamp ") and err[1].endswith("s in the future")
+    assert err[2].startswith("line 3: timestamp ") and " is older than " in err[2]
+    assert err[3] == "line 4: field 'query' is longer than 100 characters"
+    assert err[4].startswith("4 invalid lines: nothing sent")
 
 
 def test_only_the_first_invalid_lines_are_listed(
