@@ -72,6 +72,20 @@ def search(queries: np.ndarray, matrix: np.ndarray, n: int) -> tuple[np.ndarray,
     return top, sims
 
 
+class PlatformKeys:
+    """A read-only view: the keys of some catalog rows, in row order."""
+
+    def __init__(self, keys: list[str], rows: np.ndarray) -> None:
+        self._keys = keys
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i: int, /) -> str:
+        return self._keys[self._rows[i]]
+
+
 class Catalog:
     def __init__(self, dim: int = 384) -> None:
         self.dim = dim
@@ -159,6 +173,10 @@ class Catalog:
             )
             self._rows_by_platform[platform] = rows
         return rows
+
+    def platform_keys(self, platform: str) -> PlatformKeys:
+        """The keys of ``platform``'s items, looked up when indexed (nothing copied)."""
+        return PlatformKeys(self.keys, self.rows(platform))
 
     def vector(self, key: str) -> np.ndarray:
         return self._vectors[self.index[key]]

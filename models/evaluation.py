@@ -317,21 +317,12 @@ class PreferenceBaseline(_Baseline):
         super().__init__(catalog, config)
         self.model = PreferenceModel(seed=config.seed)
         self.refresh = refresh
-        self._pools: dict[str, list[str]] = {}
         self._row: dict[str, int] = {}
         self._keys: list[str] = []
         self._plat: dict[str, list[int]] = defaultdict(list)
         self._lat = np.zeros((1024, self.model.n_factors), np.float64)
         self._bias = np.zeros(1024, np.float64)
         self._since = 0
-
-    def _pool(self, platform: str) -> list[str]:
-        pool = self._pools.get(platform)
-        if pool is None:  # the same sample of negatives Pipeline._platform_keys draws from
-            rows = self.catalog.rows(platform)
-            pool = [self.catalog.keys[r] for r in rows[:: max(1, len(rows) // 512)]]
-            self._pools[platform] = pool
-        return pool
 
     def _sync(self, key: str) -> None:
         mf = self.model._mf
@@ -347,7 +338,7 @@ class PreferenceBaseline(_Baseline):
         self._bias[row] = mf.i_biases[key]
 
     def learn_positive(self, person: str, key: str, event: Event, weight: float) -> None:
-        self.model.learn_positive(person, key, self._pool(event.platform))
+        self.model.learn_positive(person, key, self.catalog.platform_keys(event.platform))
         self._sync(key)
         self._since += 1
         if self._since >= self.refresh:

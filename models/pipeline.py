@@ -508,7 +508,6 @@ class Pipeline:
         self._rng = random.Random(config.seed)
         self._mirrors = _RowMirrors()
         self._texts: dict[str, str] = {}  # item key → the text its vector was encoded from
-        self._negative_pool: dict[str, tuple[int, list[str]]] = {}  # platform → (version, keys)
         self.stats = {
             "events": 0,
             "duplicates": 0,
@@ -669,7 +668,7 @@ class Pipeline:
         self._learn_blend(person, event.platform, key)
         weight = EVENT_WEIGHT[event.type]
         self.preference.learn_positive(
-            preference_user(person, event.platform), key, self._platform_keys(event.platform)
+            preference_user(person, event.platform), key, self.catalog.platform_keys(event.platform)
         )
         self.popularity.learn_one(key, event.platform, event.ts, weight)
         self._mirror_popularity(key)
@@ -704,15 +703,6 @@ class Pipeline:
         others = [k for p, ks in session.recent.items() if p != platform for k in ks[-3:]]
         mine = [k for k in session.recent.get(platform, []) if k != newest]
         return [*others, *mine, newest]
-
-    def _platform_keys(self, platform: str) -> list[str]:
-        """Up to ~512 items of the platform, spread over it: River's sampled negatives."""
-        cached = self._negative_pool.get(platform)
-        if cached is None or cached[0] != self.catalog.version:
-            rows = self.catalog.rows(platform)
-            keys = [self.catalog.keys[r] for r in rows[:: max(1, len(rows) // 512)]]
-            cached = self._negative_pool[platform] = (self.catalog.version, keys)
-        return cached[1]
 
     def _learn_blend(self, person: str, platform: str, positive: str) -> None:
         """The person engaged with ``positive``: learn from the last ranking they were given."""

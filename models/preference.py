@@ -1,9 +1,9 @@
 """The online preference model: River's BiasedMF on implicit feedback.
 
-Each positive interaction is a 1 for (person, item); ``negatives`` items sampled from the
-same platform are 0s, so the factors learn preference rather than activity. This is the one
-model here allowed to memorise ids: it is a per-deployment collaborative signal, while the
-ONNX ranking head must transfer to unseen items and platforms.
+Each positive interaction is a 1 for (person, item); ``negatives`` items drawn uniformly from
+the same platform's whole catalog are 0s, so the factors learn preference rather than
+activity. This is the one model here allowed to memorise ids: it is a per-deployment
+collaborative signal, while the ONNX ranking head must transfer to unseen items and platforms.
 
 Examples
 --------
@@ -22,16 +22,27 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from itertools import repeat
+from typing import Protocol
 
 import numpy as np
 from river import optim, reco
+
+
+class Pool(Protocol):
+    """Items to draw negatives from: a list, or a view that looks keys up on demand."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int, /) -> str: ...
 
 
 class PreferenceModel:
     def __init__(
         self,
         n_factors: int = 16,
-        learning_rate: float = 0.05,
+        # 0.05 saturated the item biases within a few positives (River MF alone NDCG@10 on
+        # MovieLens 0.009, below popularity's 0.021); 0.01: 0.027 (0.02: 0.017, 0.003: 0.026).
+        learning_rate: float = 0.01,
         l2: float = 0.001,
         negatives: int = 2,
         seed: int = 42,
@@ -74,8 +85,9 @@ class PreferenceModel:
     def predict_one(self, x: dict[str, str]) -> float:
         return float(np.clip(self._mf.predict_one(user=x["person"], item=x["item"]), 0.0, 1.0))
 
-    def learn_positive(self, person: str, item: str, pool: Sequence[str]) -> None:
-        """One positive plus ``negatives`` random items of ``pool`` as zeros."""
+    def learn_positive(self, person: str, item: str, pool: Pool) -> None:
+        """One positive plus ``negatives`` random items of ``pool`` as zeros (``pool``: the
+        platform's items; indexed, never copied, so it may be a view of a large catalog)."""
         self.learn_one({"person": person, "item": item}, 1.0)
         if len(pool) > 1:
             for _ in range(self.negatives):

@@ -342,6 +342,25 @@ def test_popularity_and_river_columns_match_the_models_keyed_answers() -> None:
         assert popularity.max() == 1.0 and river.any()
 
 
+def test_rivers_negatives_are_drawn_from_the_whole_platform_catalog() -> None:
+    """Not from a fixed sample of it (that pushed the same few hundred items down forever and
+    left every other item's bias untouched), and never from another platform."""
+    p = Pipeline(HashingEncoder(dim=16), ranker=None, config=PipelineConfig())
+    shop = [CatalogItem(item=f"s{i}", platform="shop", title=f"thing {i}") for i in range(1500)]
+    p.add_items([*shop, CatalogItem(item="v0", platform="video", title="a film")])
+    bought = [f"s{i}" for i in range(10)]
+    events = [ev(n, "shop", f"u{n % 7}", bought[n % 10], "purchase") for n in range(600)]
+    run(p, events, {}, {})
+    # learned from: a bias moved (ranking also creates rows for its candidates, at 0)
+    learned = {str(k) for k, bias in p.preference._mf.i_biases.items() if bias != 0.0}
+    negatives = learned - {f"shop:{i}" for i in bought}
+    assert "video:v0" not in learned
+    # ~1,000 draws over 1,490 items: about half of them, spread over the whole catalog
+    assert len(negatives) > 500
+    assert sum(int(k.split(":s")[1]) >= 750 for k in negatives) > 0.4 * len(negatives)
+    assert sum(int(k.split(":s")[1]) % 2 for k in negatives) > 0.4 * len(negatives)
+
+
 def test_disliked_items_feed_the_consumed_sequence_signals_only() -> None:
     """A low rating is no positive (co-visitation, item-kNN and the session's recent items
     ignore it) but it was consumed: what people consume next follows it."""
