@@ -73,6 +73,7 @@ def event_batches(
 
 
 def load_pipeline(settings: Settings) -> Pipeline:
+    config = pipeline_config(settings)  # a bad STREAMREC_PIPELINE fails before models load
     encoder = TextEncoder.from_artifacts(settings.artifacts_dir)
     ranker = RankingHead.from_artifacts(settings.artifacts_dir).check_encoder(encoder.version)
     sequence = None  # optional: the blend does without its signal
@@ -81,12 +82,26 @@ def load_pipeline(settings: Settings) -> Pipeline:
             sequence = load_sequence(settings.artifacts_dir, None, encoder.version)
         except ModelLoadError as e:
             log.error("sequence model not used: %s", e)
-    config = PipelineConfig(
+    return Pipeline(encoder, ranker, config, sequence=sequence)
+
+
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    """The worker's pipeline settings: the defaults, the settings' own, then its ``pipeline``
+    pairs.
+
+    >>> c = pipeline_config(Settings(top_k=5, pipeline="popularity_half_life_s=3600"))
+    >>> c.top_k, c.popularity_half_life_s, c.rerank_in_background
+    (5, 3600.0, True)
+    >>> pipeline_config(Settings(pipeline="popularity_halflife=1"))
+    Traceback (most recent call last):
+    ...
+    models.errors.ConfigError: unknown pipeline setting 'popularity_halflife' (settings: ...)
+    """
+    return PipelineConfig(
         top_k=settings.top_k,
         candidates_per_source=settings.candidates_per_source,
         rerank_in_background=True,  # a fit takes seconds: never stall the stream for it
-    )
-    return Pipeline(encoder, ranker, config, sequence=sequence)
+    ).with_overrides(settings.pipeline)
 
 
 def load_sequence(root: Path, version: str | None, encoder_version: str) -> SequenceModel:

@@ -66,6 +66,17 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(default=2000, ge=16)
     max_future_skew_s: float = 300.0
     max_past_age_s: float = 10 * 365 * 24 * 3600.0
+    # Further models.pipeline.PipelineConfig fields for this deployment, "KEY=VALUE,..." as in
+    # `streamrec evaluate --set` (e.g. popularity_half_life_s=21600 where news ages in hours);
+    # unknown names and bad values stop the worker at start.
+    pipeline: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("pipeline", mode="before")
+    @classmethod
+    def _split_pairs(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(p.strip() for p in value.split(",") if p.strip())
+        return value
 
     @field_validator("platforms", mode="before")
     @classmethod
