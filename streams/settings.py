@@ -74,15 +74,12 @@ class Settings(BaseSettings):
     @field_validator("pipeline", mode="before")
     @classmethod
     def _split_pairs(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = tuple(p.strip() for p in value.split(",") if p.strip())
-        return value
+        return _comma_separated(value)
 
     @field_validator("platforms", mode="before")
     @classmethod
     def _split_platforms(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = tuple(p.strip() for p in value.split(",") if p.strip())
+        value = _comma_separated(value)
         if isinstance(value, (list, tuple)):
             for p in value:
                 if not p.replace("_", "").replace("-", "").isalnum():
@@ -137,3 +134,10 @@ class Settings(BaseSettings):
         if self.ssl_cafile:
             kwargs["ssl_cafile"] = self.ssl_cafile
         return kwargs
+
+
+def _comma_separated(value: object) -> object:
+    """An environment variable's "a, b,c" as ("a", "b", "c"); anything else as it is."""
+    if isinstance(value, str):
+        return tuple(p.strip() for p in value.split(",") if p.strip())
+    return value
