@@ -61,7 +61,12 @@ class EventProducer:
         return self.settings.parse_event(_json_bytes(event), now=time.time())
 
     def send(self, event: Event | Mapping[str, Any]) -> None:
-        event = self.validate(event)
+        self.send_checked(self.validate(event))
+
+    def send_checked(self, event: Event) -> None:
+        """Send an event already checked (by :meth:`validate` or ``Settings.parse_event``)
+        without checking it again: a file checked whole is then sent whole, even if the clock
+        moves an old timestamp past ``max_past_age_s`` while it is being sent."""
         self.send_raw(
             self.settings.event_topic(event.platform),
             event.user.encode(),
@@ -73,7 +78,10 @@ class EventProducer:
         return self.settings.parse_catalog_item(_json_bytes(item))
 
     def send_item(self, item: CatalogItem | Mapping[str, Any]) -> None:
-        item = self.validate_item(item)
+        self.send_checked_item(self.validate_item(item))
+
+    def send_checked_item(self, item: CatalogItem) -> None:
+        """Send an item already checked (see :meth:`send_checked`)."""
         self.send_raw(
             self.settings.catalog_topic, item.key.encode(), item.model_dump_json().encode()
         )

@@ -7,12 +7,14 @@ import json
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
 
 from streams.broker import EmbeddedBroker, free_port
 from streams.cli import SHOWN_ERRORS, main
+from streams.settings import Settings
 
 
 def event(n: int, platform: str = "shop", **fields: object) -> str:
@@ -69,6 +71,38 @@ def test_lines_are_checked_as_the_worker_checks_them(
     assert err[2].startswith("line 3: timestamp ") and " is older than " in err[2]
     assert err[3] == "line 4: field 'query' is longer than 100 characters"
     assert err[4].startswith("4 invalid lines: nothing sent")
+
+
+def test_a_checked_file_is_sent_whole_even_as_the_clock_moves_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The file is checked at one instant; sending must not check each line again later, when
+    an event near the age limit (here: an hour from it) would be refused half-way through."""
+    import streams.client
+
+    max_age = 86400.0
+    monkeypatch.setenv("STREAMREC_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("STREAMREC_MAX_PAST_AGE_S", str(max_age))
+    sent: list[tuple[str, bytes | None, bytes]] = []
+
+    class Producer(streams.client.EventProducer):
+        def __init__(self, settings: Settings) -> None:
+            super().__init__(settings, connect=False)
+            # connecting took longer than the hour the old event had left
+            later = time.time() + 7200
+            monkeypatch.setattr(streams.client, "time", SimpleNamespace(time=lambda: later))
+
+        def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
+            sent.append((topic, key, value))
+
+    monkeypatch.setattr(streams.client, "EventProducer", Producer)
+    path = lines_file(tmp_path, [event(1), event(2, ts=time.time() - max_age + 3600)])
+    assert main(["produce", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == "sent 2 events"
+    assert [(t, k, json.loads(v)["event_id"]) for t, k, v in sent] == [
+        ("events.shop", b"u1", "e1"),
+        ("events.shop", b"u1", "e2"),
+    ]
 
 
 def test_only_the_first_invalid_lines_are_listed(
