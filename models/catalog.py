@@ -86,6 +86,37 @@ class PlatformKeys:
         return self._keys[self._rows[i]]
 
 
+class _PlatformIndex:
+    """One platform's rows and a search matrix of their vectors, grown in place.
+
+    The matrix has one column more than the vectors: 0 for an available item, -inf for an
+    unavailable one, and every query gets a 1 there, so a withdrawn item scores -inf and never
+    reaches a top ``n`` of at most the available count. So a new, changed or withdrawn item
+    costs one row written, not a copy of the platform's matrix (150 MB at 100k items)."""
+
+    def __init__(self, dim: int) -> None:
+        self.count = 0
+        self.unavailable = 0
+        self.version = 0  # bumps when rows join or change availability or age
+        self.rows = np.zeros(64, dtype=np.int64)
+        self.matrix = np.zeros((64, dim + 1), dtype=np.float32)
+        # version → (available rows, the rows newest first): cheap next to the matrix, but
+        # not redone for every query.
+        self.derived: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def append(self, row: int) -> int:
+        if self.count == len(self.rows):
+            self.rows = np.concatenate([self.rows, np.zeros_like(self.rows)])
+            self.matrix = np.concatenate([self.matrix, np.zeros_like(self.matrix)])
+        self.rows[self.count] = row
+        self.count += 1
+        return self.count - 1
+
+    def write(self, position: int, vector: np.ndarray, available: bool) -> None:
+        self.matrix[position, :-1] = vector
+        self.matrix[position, -1] = 0.0 if available else -np.inf
+
+
 class Catalog:
     def __init__(self, dim: int = 384) -> None:
         self.dim = dim
@@ -96,12 +127,10 @@ class Catalog:
         self._available = np.zeros(1024, dtype=bool)
         self._added = np.zeros(1024, dtype=np.float64)
         self._written = np.zeros(1024, dtype=np.int64)  # version at which the vector was set
-        self._rows_by_platform: dict[str, np.ndarray] = {}
-        # platform → (version, available rows, their vectors contiguous, rows newest first):
-        # rebuilt only when the catalog changed, not gathered again for every query.
-        self._search_cache: dict[str, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._position = np.zeros(1024, dtype=np.int64)  # the row's place in its platform
+        self._key_objects = np.zeros(1024, dtype=object)
+        self._by_platform: dict[str, _PlatformIndex] = {}
         self.version = 0  # bumps on every change; lets callers cache derived data
-        self._key_array: tuple[int, np.ndarray] = (0, np.zeros(0, dtype=object))
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -123,17 +152,27 @@ class Catalog:
             self.keys.append(key)
             self.platforms.append(platform)
             self.index[key] = row
-            self._rows_by_platform.pop(platform, None)
+            self._key_objects[row] = key
+            index = self._by_platform.setdefault(platform, _PlatformIndex(self.dim))
+            self._position[row] = index.append(row)
+            index.unavailable += not available
+            index.version += 1
+        else:
+            index = self._by_platform[self.platforms[row]]
+            if self._available[row] != available or self._added[row] != added_ts:
+                index.unavailable += int(self._available[row]) - int(available)
+                index.version += 1
         self.version += 1
         if new or not np.array_equal(self._vectors[row], vector):
             self._written[row] = self.version
         self._vectors[row] = vector
         self._available[row] = available
         self._added[row] = added_ts
+        index.write(int(self._position[row]), self._vectors[row], available)
 
     def _grow(self) -> None:
         n = 2 * len(self._vectors)
-        for name in ("_vectors", "_available", "_added", "_written"):
+        for name in ("_vectors", "_available", "_added", "_written", "_position", "_key_objects"):
             old = getattr(self, name)
             new = np.zeros((n, *old.shape[1:]), dtype=old.dtype)
             new[: len(old)] = old
@@ -143,9 +182,7 @@ class Catalog:
     def key_array(self) -> np.ndarray:
         """``keys`` as a numpy object array: ``key_array[rows].tolist()`` gathers many keys
         several times faster than a list comprehension."""
-        if self._key_array[0] != len(self.keys):
-            self._key_array = (len(self.keys), np.array(self.keys, dtype=object))
-        return self._key_array[1]
+        return self._key_objects[: len(self.keys)]
 
     @property
     def vectors(self) -> np.ndarray:
@@ -166,13 +203,9 @@ class Catalog:
         return self._added[: len(self.keys)]
 
     def rows(self, platform: str) -> np.ndarray:
-        rows = self._rows_by_platform.get(platform)
-        if rows is None:
-            rows = np.array(
-                [i for i, p in enumerate(self.platforms) if p == platform], dtype=np.int64
-            )
-            self._rows_by_platform[platform] = rows
-        return rows
+        """``platform``'s rows, in the order they joined (a view: do not write to it)."""
+        index = self._by_platform.get(platform)
+        return np.zeros(0, np.int64) if index is None else index.rows[: index.count]
 
     def platform_keys(self, platform: str) -> PlatformKeys:
         """The keys of ``platform``'s items, looked up when indexed (nothing copied)."""
@@ -185,30 +218,32 @@ class Catalog:
         self, queries: np.ndarray, platform: str, n: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` available items of ``platform`` by dot product, for each query row."""
-        rows, matrix, _ = self._searchable(platform)
-        if len(rows) == 0 or len(queries) == 0:
+        index = self._by_platform.get(platform)
+        searchable = 0 if index is None else index.count - index.unavailable
+        if index is None or searchable == 0 or len(queries) == 0:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
-        top, sims = search(queries, matrix, n)
-        return rows[top], sims
+        padded = np.ones((len(queries), self.dim + 1), dtype=np.float32)
+        padded[:, :-1] = queries
+        top, sims = search(padded, index.matrix[: index.count], min(n, searchable))
+        return index.rows[top], sims
 
     def newest(self, platform: str, n: int) -> np.ndarray:
-        _, _, by_age = self._searchable(platform)
-        return by_age[:n]
+        return self._derived(platform)[1][:n]
 
     def searchable(self, platform: str) -> np.ndarray:
-        """The available rows of ``platform`` (cached until the catalog changes)."""
-        return self._searchable(platform)[0]
+        """The available rows of ``platform``."""
+        return self._derived(platform)[0]
 
-    def _searchable(self, platform: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Available rows of ``platform``, their vectors (a contiguous copy) and the rows
-        newest first; cached until the catalog changes (gathering them is the slow part)."""
-        cached = self._search_cache.get(platform)
-        if cached is not None and cached[0] == self.version:
-            return cached[1], cached[2], cached[3]
-        rows = self.rows(platform)
-        rows = rows[self._available[rows]]
-        matrix = np.ascontiguousarray(self._vectors[rows])
-        by_age = rows[np.argsort(-self._added[rows], kind="stable")]
-        self._search_cache[platform] = (self.version, rows, matrix, by_age)
-        return rows, matrix, by_age
+    def _derived(self, platform: str) -> tuple[np.ndarray, np.ndarray]:
+        """The available rows of ``platform`` and those rows newest first, kept until one of
+        its items joins or changes availability or age."""
+        index = self._by_platform.get(platform)
+        if index is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if index.derived is None or index.derived[0] != index.version:
+            rows = index.rows[: index.count]
+            rows = rows[self._available[rows]]
+            by_age = rows[np.argsort(-self._added[rows], kind="stable")]
+            index.derived = (index.version, rows, by_age)
+        return index.derived[1], index.derived[2]

@@ -297,6 +297,42 @@ def test_catalog_search_is_numpys_exact_top_n_on_the_platform() -> None:
     assert rows.shape == (0, 0) and c.neighbours(queries, "news", 3)[0].shape == (5, 0)
 
 
+def test_catalog_search_follows_a_live_catalog() -> None:
+    """Items join, change vector, are withdrawn and come back between queries (the search
+    matrix is updated in place): every answer is the exact one over the catalog as it is."""
+    rng = np.random.default_rng(5)
+    c = Catalog(dim=8)
+    truth: dict[str, tuple[str, np.ndarray, bool, float]] = {}
+    for step in range(400):
+        key = f"k{rng.integers(150)}"
+        platform = truth[key][0] if key in truth else ("shop", "video")[step % 2]
+        vector = rng.standard_normal(8).astype(np.float32)
+        available, added = bool(rng.random() < 0.7), float(rng.integers(50))
+        c.upsert(key, platform, vector, available=available, added_ts=added)
+        truth[key] = (platform, vector, available, added)
+        if step % 10:
+            continue
+        query = rng.standard_normal((2, 8)).astype(np.float32)
+        for p in ("shop", "video"):
+            rows = [c.index[k] for k in c.keys if truth[k][0] == p]
+            assert c.rows(p).tolist() == rows
+            live = np.array([r for r in rows if truth[c.keys[r]][2]], dtype=np.int64)
+            assert c.searchable(p).tolist() == live.tolist()
+            added_ts = np.array([truth[c.keys[r]][3] for r in live])
+            order = np.argsort(-added_ts, kind="stable")[:5]
+            assert c.newest(p, 5).tolist() == live[order].tolist()
+            found, sims = c.neighbours(query, p, 10)
+            if len(live) == 0:
+                assert found.shape == (2, 0)
+                continue
+            want = query @ np.stack([truth[c.keys[r]][1] for r in live]).T
+            for q in range(2):
+                best = np.argsort(-want[q], kind="stable")[:10]
+                assert found[q].tolist() == live[best].tolist()
+                np.testing.assert_allclose(sims[q], want[q][best], atol=1e-5)
+    assert c.key_array.tolist() == c.keys
+
+
 def test_pairwise_blend_moves_weight_to_the_signal_that_ordered_correctly() -> None:
     b = AdaptiveBlend(prior=(("a", 1.0), ("b", 1.0)), learning_rate=0.5)
     bias = b.bias
