@@ -33,10 +33,11 @@ from models.errors import InvalidEventError
 
 
 @functools.cache
-def _search_session() -> ort.InferenceSession:
+def _search_session(threads: int) -> ort.InferenceSession:
     """``(queries [q, d], matrix [n, d], k [1])`` → the ``k`` largest of ``queries @ matrix.T``
-    per row, best first (ties: the lower index first), and their indices. One per process,
-    shared by every catalog (a session is thread-safe, and a catalog stays copyable)."""
+    per row, best first (ties: the lower index first), and their indices, on ``threads``
+    intra-op threads (0: one per core). One per process and thread count, shared by every
+    catalog (a session is thread-safe, and a catalog stays copyable)."""
     floats = TensorProto.FLOAT
     graph = helper.make_graph(
         [
@@ -55,13 +56,19 @@ def _search_session() -> ort.InferenceSession:
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
 
 
-def search(queries: np.ndarray, matrix: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def search(
+    queries: np.ndarray, matrix: np.ndarray, n: int, threads: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """The indices of the top ``min(n, len(matrix))`` rows of ``matrix`` by dot product with
-    each query, best first, and their products."""
-    sims, top = _search_session().run(
+    each query, best first, and their products (``threads``: see :func:`_search_session`)."""
+    sims, top = _search_session(threads).run(
         None,
         {
             "queries": np.ascontiguousarray(queries, dtype=np.float32),
@@ -118,8 +125,12 @@ class _PlatformIndex:
 
 
 class Catalog:
-    def __init__(self, dim: int = 384) -> None:
+    """``search_threads``: ONNX Runtime's intra-op threads for :meth:`neighbours` (0: one per
+    core, the worker's; a replay takes 1, see ``models.evaluation.build_catalog``)."""
+
+    def __init__(self, dim: int = 384, search_threads: int = 0) -> None:
         self.dim = dim
+        self.search_threads = search_threads
         self.keys: list[str] = []
         self.index: dict[str, int] = {}
         self.platforms: list[str] = []
@@ -225,7 +236,9 @@ class Catalog:
             return empty.astype(np.int64), empty.astype(np.float32)
         padded = np.ones((len(queries), self.dim + 1), dtype=np.float32)
         padded[:, :-1] = queries
-        top, sims = search(padded, index.matrix[: index.count], min(n, searchable))
+        top, sims = search(
+            padded, index.matrix[: index.count], min(n, searchable), self.search_threads
+        )
         return index.rows[top], sims
 
     def newest(self, platform: str, n: int) -> np.ndarray:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections import Counter
+from collections.abc import Hashable
 
 import numba
 import numpy as np
@@ -71,7 +72,7 @@ class LexicalIndex:
         self._built: sp.csr_matrix | None = None
         self._changes = 0  # texts changed since the matrix was built
         self._slot = np.zeros(0, np.int64)  # see _slots
-        self._postings_of: dict[tuple[int, int], _Postings] = {}  # see _postings
+        self._postings_of: dict[Hashable, _Postings] = {}  # see _postings
 
     def __len__(self) -> int:
         return len(self._texts)
@@ -151,7 +152,9 @@ class LexicalIndex:
         rows = self.shortlist(of, among, n)
         return best(rows, self.nearest(rows, of), n)
 
-    def shortlist(self, of: np.ndarray, among: np.ndarray, n: int) -> np.ndarray:
+    def shortlist(
+        self, of: np.ndarray, among: np.ndarray, n: int, among_key: Hashable = None
+    ) -> np.ndarray:
         """About ``4 n`` rows of ``among`` to score exactly, most of the best ``n`` among them.
 
         Exact scoring of every row of a platform costs ~6 ms per query on Amazon (19,000
@@ -159,7 +162,9 @@ class LexicalIndex:
         find the rows that share them (an inverted index; common words such as the category
         path would match nearly every row and say little), and their partial sums pick the
         best ``4 n``. The pipeline scores the shortlist together with its other candidates,
-        in one :meth:`nearest`.
+        in one :meth:`nearest`. ``among_key``: a name the caller gives ``among``'s content
+        (the same key, the same rows), so its cached postings are found without a checksum of
+        the rows.
         """
         m = self.matrix
         of = np.asarray(of, np.int64)
@@ -168,7 +173,7 @@ class LexicalIndex:
             among = among[among < m.shape[0]]
         if len(of) == 0 or len(among) == 0 or n <= 0:
             return np.zeros(0, np.int64)
-        postings, seen, sums = self._postings(among, len(of))
+        postings, seen, sums = self._postings(among, len(of), among_key)
         limit = max(1, int(self.rare_share * len(among)))
         found, partial = _partial_sums(
             m.indptr, m.indices, m.data, of, postings.indptr, postings.indices,
@@ -180,14 +185,18 @@ class LexicalIndex:
         return among[found[np.argpartition(-partial, k - 1)[:k]]]
 
     def _postings(
-        self, among: np.ndarray, columns: int
+        self, among: np.ndarray, columns: int, among_key: Hashable = None
     ) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray]:
         """``matrix[among]`` by column (word → positions in ``among``), cached per ``among``
         (one per platform: requests of several platforms alternate, and a rebuild costs
         ~1.5 ms on Amazon's 19,000 arts items) until the matrix is rebuilt; with a zeroed
         ``[columns, len(among)]`` scratch (the first lines of one grown to the widest query
         so far) and a false ``[len(among)]`` one for :func:`_partial_sums`."""
-        key = (len(among), zlib.crc32(among.tobytes()))  # ~25 µs for 19,000 rows
+        key = (
+            ("key", among_key)
+            if among_key is not None
+            else (len(among), zlib.crc32(among.tobytes()))  # ~25 µs for 19,000 rows
+        )
         cached = self._postings_of.get(key)
         if cached is None:
             if len(self._postings_of) >= 64:  # bounded: many platforms, or a growing catalog

@@ -428,7 +428,7 @@ class _SequenceItems:
         _, rows, matrix = cached
         if len(rows) == 0 or len(queries) == 0:
             return np.zeros((len(queries), 0), np.int64)
-        top, _ = search(queries, matrix, n)
+        top, _ = search(queries, matrix, n, catalog.search_threads)
         found: np.ndarray = rows[top]
         return found
 
@@ -786,8 +786,13 @@ class Pipeline:
                     prep.person_knn.rows,
                 ]
             )
+            platform_rows = self.catalog.rows(req.platform)
             shortlist = self.lexical.shortlist(
-                prep.recent_rows, self.catalog.rows(req.platform), cfg.lexical_candidates
+                prep.recent_rows,
+                platform_rows,
+                cfg.lexical_candidates,
+                # a platform's rows only ever grow: their count names them
+                among_key=(req.platform, len(platform_rows)),
             )
             after = np.concatenate(
                 [

@@ -153,6 +153,9 @@ def test_searches_of_alternating_platforms_stay_on_their_platform() -> None:
         np.testing.assert_allclose(
             lex.nearest(found, of), lex.nearest(exact_top(lex, of, among, 20), of), atol=1e-6
         )
+    for name, among in (("a", a), ("b", b), ("a", a), ("b", b)):  # named by the caller
+        named = lex.shortlist(of, among, 20, among_key=name)
+        assert named.tolist() == lex.shortlist(of, among, 20).tolist()
 
 
 def test_warm_up_compiles_each_loop_for_the_types_real_calls_use() -> None:
