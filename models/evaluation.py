@@ -1003,10 +1003,8 @@ def embed_items(
     return vectors
 
 
-def build_catalog(dataset: Dataset, vectors: np.ndarray) -> Catalog:
-    # A replay runs on one core (per job). With a thread per core the search's threads spun
-    # between calls: the MovieLens replay took 138 % CPU for the same events/s as 105 %.
-    catalog = Catalog(vectors.shape[1], search_threads=1)
+def build_catalog(dataset: Dataset, vectors: np.ndarray, search_threads: int = 0) -> Catalog:
+    catalog = Catalog(vectors.shape[1], search_threads=search_threads)
     for it, vec in zip(dataset.items, vectors, strict=True):
         catalog.upsert(it.key, it.platform, vec, available=it.available, added_ts=it.ts or 0.0)
     return catalog
@@ -1201,13 +1199,14 @@ def _replay_job(
     bar_position: int,
 ) -> Run:
     """A worker process's :func:`replay_model`, on one core: its BLAS, the reranker's
-    OpenMP fits and the ranking head take one thread each (threads waiting for work on a
-    busy core slowed the replays beside them)."""
+    OpenMP fits, the ranking head and the text search take one thread each (threads waiting
+    for work on a busy core slowed the replays beside them)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
     dataset, encoder, ranker, vectors = source.load(threads=1)
-    catalog = build_catalog(dataset, vectors)
+    # the text search too: its threads spin between calls, a core's worth beside another job
+    catalog = build_catalog(dataset, vectors, search_threads=1)
     sequence = source.load_sequence(threads=1) if name in BLENDS else None
     args = (dataset, encoder, ranker, catalog, config, progress, batch_size, bar_position)
     return replay_model(name, *args, sequence=sequence)
