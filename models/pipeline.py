@@ -392,7 +392,8 @@ class _RowMirrors:
 class _SequenceItems:
     """The sequence model's item vectors by catalog row (its item tower's output, computed
     once per row and vector, afresh for a new model) and each platform's available rows'
-    vectors in one matrix for the search (gathered again only when the catalog changed)."""
+    vectors in one matrix for the search (gathered again whenever the catalog changed: with
+    its candidates on, a live catalog pays a copy per change, unlike the text search's)."""
 
     def __init__(self) -> None:
         self.vectors = np.zeros((0, 0), np.float32)
@@ -750,7 +751,7 @@ class Pipeline:
             rows, _ = self.catalog.neighbours(queries[idx], platform, cfg.neighbour_candidates)
             for i, r in zip(idx, rows, strict=True):
                 neighbour_rows[i] = r
-            if sequence_queries is not None:
+            if sequence_queries is not None and cfg.sequence_candidates > 0:
                 found = self._sequence_items.neighbours(
                     self.catalog, sequence_queries[idx], platform, cfg.sequence_candidates
                 )
