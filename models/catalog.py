@@ -5,7 +5,9 @@ The catalog agent upserts items as they arrive; every scoring call reads the mat
 search (the product and the top ``n`` of each row) runs as a two-node ONNX graph in ONNX
 Runtime, like the other models of the serving path: on this 2-core machine ~3x faster than
 numpy's product plus ``argpartition`` (9,742 items, 80 queries: 3.0 vs 9.3 ms), and it can
-run on a GPU with the same graph.
+run on a GPU with the same graph. Each platform keeps its own search matrix, a second copy of
+its vectors written in place as items join or change (``_PlatformIndex``), so a catalog that
+changes while events are ranked pays one row per change (``python -m loadtest.bench_search``).
 
 Examples
 --------
