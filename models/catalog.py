@@ -81,6 +81,22 @@ def search(
     return top, sims
 
 
+def masked_search(
+    queries: np.ndarray, matrix: np.ndarray, n: int, threads: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`search` over a matrix whose last column is :func:`availability` (0 or -inf): the
+    queries get a 1 there, so an unavailable row scores -inf and is never among the top ``n``
+    when ``n`` is at most the available count."""
+    padded = np.ones((len(queries), matrix.shape[1]), dtype=np.float32)
+    padded[:, :-1] = queries
+    return search(padded, matrix, n, threads)
+
+
+def availability(available: np.ndarray | bool) -> np.ndarray:
+    """The last column of a :func:`masked_search` matrix: 0 where available, else -inf."""
+    return np.where(available, np.float32(0.0), np.float32(-np.inf))
+
+
 class PlatformKeys:
     """A read-only view: the keys of some catalog rows, in row order."""
 
@@ -98,10 +114,9 @@ class PlatformKeys:
 class _PlatformIndex:
     """One platform's rows and a search matrix of their vectors, grown in place.
 
-    The matrix has one column more than the vectors: 0 for an available item, -inf for an
-    unavailable one, and every query gets a 1 there, so a withdrawn item scores -inf and never
-    reaches a top ``n`` of at most the available count. So a new, changed or withdrawn item
-    costs one row written, not a copy of the platform's matrix (150 MB at 100k items)."""
+    The matrix has one column more than the vectors, :func:`availability` (see
+    :func:`masked_search`): a new, changed or withdrawn item costs one row written, not a copy
+    of the platform's matrix (150 MB at 100k items)."""
 
     def __init__(self, dim: int) -> None:
         self.count = 0
@@ -123,7 +138,7 @@ class _PlatformIndex:
 
     def write(self, position: int, vector: np.ndarray, available: bool) -> None:
         self.matrix[position, :-1] = vector
-        self.matrix[position, -1] = 0.0 if available else -np.inf
+        self.matrix[position, -1] = availability(available)
 
 
 class Catalog:
@@ -236,12 +251,19 @@ class Catalog:
         if index is None or searchable == 0 or len(queries) == 0:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
-        padded = np.ones((len(queries), self.dim + 1), dtype=np.float32)
-        padded[:, :-1] = queries
-        top, sims = search(
-            padded, index.matrix[: index.count], min(n, searchable), self.search_threads
+        top, sims = masked_search(
+            queries, index.matrix[: index.count], min(n, searchable), self.search_threads
         )
         return index.rows[top], sims
+
+    def positions(self, rows: np.ndarray) -> np.ndarray:
+        """Each row's place in its platform's :meth:`rows`."""
+        return self._position[rows]
+
+    def platform_version(self, platform: str) -> int:
+        """Moves on whenever an item of ``platform`` joins or changes availability or age."""
+        index = self._by_platform.get(platform)
+        return -1 if index is None else index.version
 
     def newest(self, platform: str, n: int) -> np.ndarray:
         return self._derived(platform)[1][:n]

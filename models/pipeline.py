@@ -25,7 +25,7 @@ from typing import Any, Protocol, get_args, get_type_hints
 import numpy as np
 
 from models.blend import SIGNALS, PlatformBlends
-from models.catalog import Catalog, search
+from models.catalog import Catalog, availability, masked_search
 from models.errors import ConfigError, InvalidEventError
 from models.events import (
     CONSUMED_EVENTS,
@@ -391,15 +391,18 @@ class _RowMirrors:
 
 class _SequenceItems:
     """The sequence model's item vectors by catalog row (its item tower's output, computed
-    once per row and vector, afresh for a new model) and each platform's available rows'
-    vectors in one matrix for the search (gathered again whenever the catalog changed: with
-    its candidates on, a live catalog pays a copy per change, unlike the text search's)."""
+    once per row and vector, afresh for a new model) and, per platform, a search matrix of
+    them in the catalog's platform order with its availability column (see
+    :func:`models.catalog.masked_search`), grown and written in place as the catalog changes,
+    like the catalog's own."""
 
     def __init__(self) -> None:
         self.vectors = np.zeros((0, 0), np.float32)
         self.stamp = np.zeros(0, np.int64)
         self.of: object = None
-        self._search: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        # platform → its matrix, the rows written into it, the catalog's platform version
+        # its availability column is of
+        self._search: dict[str, tuple[np.ndarray, int, int]] = {}
 
     def refresh(self, model: SequenceScorer, catalog: Catalog) -> None:
         n = len(catalog)
@@ -411,25 +414,41 @@ class _SequenceItems:
             if not fresh:
                 vectors[: len(self.vectors)] = self.vectors
                 stamp[: len(self.stamp)] = self.stamp
+            else:
+                self._search.clear()
             self.vectors, self.stamp, self.of = vectors, stamp, model
-            self._search.clear()
         stale = np.flatnonzero(self.stamp[:n] != catalog.written)
         if len(stale):
             self.vectors[stale] = model.item_vectors(catalog.vectors[stale])
             self.stamp[stale] = catalog.written[stale]
+            # rows already in a platform's matrix get their new vector there too
+            for platform, (matrix, filled, _) in self._search.items():
+                mine = stale[[catalog.platforms[r] == platform for r in stale.tolist()]]
+                at = catalog.positions(mine)
+                matrix[at[at < filled], :-1] = self.vectors[mine[at < filled]]
 
     def neighbours(
         self, catalog: Catalog, queries: np.ndarray, platform: str, n: int
     ) -> np.ndarray:
-        cached = self._search.get(platform)
-        if cached is None or cached[0] != catalog.version:
-            rows = catalog.searchable(platform)
-            cached = (catalog.version, rows, np.ascontiguousarray(self.vectors[rows]))
-            self._search[platform] = cached
-        _, rows, matrix = cached
-        if len(rows) == 0 or len(queries) == 0:
+        rows = catalog.rows(platform)
+        searchable = len(catalog.searchable(platform))
+        if searchable == 0 or len(queries) == 0:
             return np.zeros((len(queries), 0), np.int64)
-        top, _ = search(queries, matrix, n, catalog.search_threads)
+        matrix, filled, version = self._search.get(
+            platform, (np.zeros((0, catalog.dim + 1), np.float32), 0, -1)
+        )
+        if filled < len(rows):  # items joined: their vectors appended
+            if len(matrix) < len(rows):
+                grown = np.zeros((2 * len(rows), catalog.dim + 1), np.float32)
+                grown[:filled] = matrix[:filled]
+                matrix = grown
+            matrix[filled : len(rows), :-1] = self.vectors[rows[filled:]]
+            filled, version = len(rows), -1
+        if version != catalog.platform_version(platform):
+            matrix[:filled, -1] = availability(catalog.available[rows])
+            version = catalog.platform_version(platform)
+        self._search[platform] = (matrix, filled, version)
+        top, _ = masked_search(queries, matrix[:filled], min(n, searchable), catalog.search_threads)
         found: np.ndarray = rows[top]
         return found
 

@@ -459,6 +459,43 @@ def test_the_sequence_model_reads_the_latest_items_here_and_with_consent_elsewhe
     assert flags[0].tolist() == [1, 1, 1] and len(histories[0]) == 3
 
 
+def test_the_sequence_search_follows_a_live_catalog() -> None:
+    """Items join, change vector, are withdrawn and come back between searches (its matrices
+    are written in place): every answer is the exact top over the item tower's vectors."""
+    from models.catalog import Catalog
+
+    rng = np.random.default_rng(11)
+    catalog = Catalog(dim=8)
+    items = pipeline_module._SequenceItems()
+    model = RecordingSequence()
+    truth: dict[str, tuple[str, np.ndarray, bool]] = {}
+    for step in range(300):
+        key = f"k{rng.integers(120)}"
+        platform = truth[key][0] if key in truth else ("shop", "video")[step % 2]
+        vector = rng.standard_normal(8).astype(np.float32)
+        available = bool(rng.random() < 0.7)
+        catalog.upsert(key, platform, vector, available=available, added_ts=0.0)
+        truth[key] = (platform, vector, available)
+        if step % 10:
+            continue
+        items.refresh(model, catalog)
+        queries = rng.standard_normal((2, 8)).astype(np.float32)
+        for p in ("shop", "video"):
+            live = np.array(
+                [catalog.index[k] for k in catalog.keys if truth[k][0] == p and truth[k][2]],
+                dtype=np.int64,
+            )
+            found = items.neighbours(catalog, queries, p, 5)
+            if len(live) == 0:
+                assert found.shape == (2, 0)
+                continue
+            tower = model.item_vectors(np.stack([truth[catalog.keys[r]][1] for r in live]))
+            want = queries @ tower.T
+            for q in range(2):
+                best = np.argsort(-want[q], kind="stable")[:5]
+                assert found[q].tolist() == live[best].tolist()
+
+
 def test_the_sequence_signal_scores_the_item_tower_output_and_proposes_its_nearest() -> None:
     # one candidate from each of the other sources that have any here
     few = PipelineConfig(
