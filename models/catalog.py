@@ -143,7 +143,7 @@ class _PlatformIndex:
 
 class Catalog:
     """``search_threads``: ONNX Runtime's intra-op threads for :meth:`neighbours` (0: one per
-    core, the worker's; a replay takes 1, see ``models.evaluation.build_catalog``)."""
+    core; each process of a ``--jobs N`` replay takes 1, see ``models.evaluation``)."""
 
     def __init__(self, dim: int = 384, search_threads: int = 0) -> None:
         self.dim = dim
