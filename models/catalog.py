@@ -246,15 +246,20 @@ class Catalog:
         self, queries: np.ndarray, platform: str, n: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` available items of ``platform`` by dot product, for each query row."""
-        index = self._by_platform.get(platform)
-        searchable = 0 if index is None else index.count - index.unavailable
-        if index is None or searchable == 0 or len(queries) == 0:
+        searchable = self.available_count(platform)
+        if searchable == 0 or len(queries) == 0:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
+        index = self._by_platform[platform]
         top, sims = masked_search(
             queries, index.matrix[: index.count], min(n, searchable), self.search_threads
         )
         return index.rows[top], sims
+
+    def available_count(self, platform: str) -> int:
+        """How many of ``platform``'s items are available (kept as they change)."""
+        index = self._by_platform.get(platform)
+        return 0 if index is None else index.count - index.unavailable
 
     def positions(self, rows: np.ndarray) -> np.ndarray:
         """Each row's place in its platform's :meth:`rows`."""

@@ -421,9 +421,10 @@ class _SequenceItems:
         if len(stale):
             self.vectors[stale] = model.item_vectors(catalog.vectors[stale])
             self.stamp[stale] = catalog.written[stale]
-            # rows already in a platform's matrix get their new vector there too
+        if len(stale) and self._search:  # rows already in a platform's matrix: written there
+            owners = np.array([catalog.platforms[r] for r in stale.tolist()], dtype=object)
             for platform, (matrix, filled, _) in self._search.items():
-                mine = stale[[catalog.platforms[r] == platform for r in stale.tolist()]]
+                mine = stale[owners == platform]
                 at = catalog.positions(mine)
                 matrix[at[at < filled], :-1] = self.vectors[mine[at < filled]]
 
@@ -431,7 +432,7 @@ class _SequenceItems:
         self, catalog: Catalog, queries: np.ndarray, platform: str, n: int
     ) -> np.ndarray:
         rows = catalog.rows(platform)
-        searchable = len(catalog.searchable(platform))
+        searchable = catalog.available_count(platform)
         if searchable == 0 or len(queries) == 0:
             return np.zeros((len(queries), 0), np.int64)
         matrix, filled, version = self._search.get(
