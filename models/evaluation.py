@@ -463,6 +463,12 @@ class Run:
                 "prequential": by_target_seen(self.hits),
                 "leave_last_out": by_target_seen(self.heldout),
             },
+            # how far each overall NDCG@10 could move with another draw of as many targets
+            "ndcg@10_95ci": {
+                section: list(mean_interval(hits))
+                for section, hits in (("prequential", self.hits), ("leave_last_out", self.heldout))
+                if hits
+            },
             "series": self.series,
             **self.details,
         }

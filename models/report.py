@@ -20,6 +20,7 @@ Examples
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +250,8 @@ def plot(result: dict[str, Any], out: Path) -> list[str]:
     fig.savefig(out / "hr_along_stream.png", dpi=110)
     plt.close(fig)
     names.append("hr_along_stream.png")
+    if _plot_models_compared(result, out / "models_compared.png", plt):
+        names.append("models_compared.png")
     blend = result["models"].get("blend")
     pts = [p for p in (blend or {}).get("series", []) if "weights" in p]
     platforms = sorted({pl for p in pts for pl in p["weights"]})
@@ -276,6 +279,52 @@ def plot(result: dict[str, Any], out: Path) -> list[str]:
         plt.close(fig)
         names.append("blend_weights.png")
     return names
+
+
+def _plot_models_compared(result: dict[str, Any], path: Path, plt: Any) -> bool:
+    """Every model's overall NDCG@10 with its 95% bootstrap interval, one panel per section
+    (the stream, and leave-last-out where there is one), best first; the blends stand out.
+    False (nothing written) when no model ranked a target."""
+    models = result["models"]
+    sections = [
+        (key, title)
+        for key, title in (
+            ("prequential", "prequential replay"),
+            ("leave_last_out", "leave-last-out"),
+        )
+        if any(m.get(key, {}).get("all") for m in models.values())
+    ]
+    if not sections:
+        return False
+    fig, axes = plt.subplots(
+        1, len(sections), figsize=(5.5 * len(sections), 0.42 * len(models) + 1.6), squeeze=False
+    )
+    for ax, (key, title) in zip(axes[0], sections, strict=True):
+        rows = sorted(
+            ((name, m[key]["all"]["ndcg@10"], m.get("ndcg@10_95ci", {}).get(key))
+             for name, m in models.items() if m.get(key, {}).get("all")),
+            key=lambda r: r[1],
+        )
+        ys = range(len(rows))
+        values = [v for _, v, _ in rows]
+        colours = ["tab:orange" if name.startswith("blend") else "tab:blue" for name, _, _ in rows]
+        ax.barh(ys, values, color=colours, alpha=0.85)
+        for y, (_, v, ci) in zip(ys, rows, strict=True):
+            end = v
+            if ci and all(map(math.isfinite, ci)):
+                ax.plot(ci, [y, y], color="black", lw=1.2)
+                end = max(v, ci[1])
+            ax.text(end, y, f" {v:.4f}", va="center", fontsize=8)
+        ax.set_yticks(list(ys), [name for name, _, _ in rows], fontsize=9)
+        ax.set_xlabel("NDCG@10, all platforms (line: 95% bootstrap interval)")
+        ax.set_title(f"{result['dataset']}: {title}")
+        highs = [c[1] for _, _, c in rows if c and math.isfinite(c[1])]
+        ax.set_xlim(0, max([*values, *highs]) * 1.25 or 1.0)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def write_report(result: dict[str, Any], out: Path) -> Path:

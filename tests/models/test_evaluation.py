@@ -238,6 +238,9 @@ def test_evaluate_runs_every_model_and_writes_the_report(tmp_path: Path) -> None
     for m in models.values():
         assert m["prequential"]["all"]["n"] == len(ds.events)  # no repeats here
         assert set(m["leave_last_out"]) == {"shop", "all"}
+        for section in ("prequential", "leave_last_out"):
+            low, high = m["ndcg@10_95ci"][section]
+            assert low - 1e-9 <= m[section]["all"]["ndcg@10"] <= high + 1e-9
     # text similarity finds the theme: far better than chance (1 theme in 4)
     assert models["content"]["prequential"]["all"]["hr@10"] > 0.5
     assert models["blend"]["cold_start"]["n"] == 24 * 4
@@ -266,6 +269,8 @@ def test_evaluate_runs_every_model_and_writes_the_report(tmp_path: Path) -> None
     pytest.importorskip("matplotlib")
     assert (tmp_path / "toy" / "hr_along_stream.png").stat().st_size > 1000
     assert (tmp_path / "toy" / "blend_weights.png").stat().st_size > 1000
+    assert (tmp_path / "toy" / "models_compared.png").stat().st_size > 1000
+    assert "![models_compared.png](models_compared.png)" in md.read_text()
 
 
 def test_the_report_says_when_the_reranker_was_fitted(tmp_path: Path) -> None:
