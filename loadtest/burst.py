@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.worker.wait_for_catalog(len(world.items))
         sub = RecommendationSubscriber(s, from_beginning=False)
         list(sub.records(timeout_s=1.0))  # join before the burst
+        cpu_before = stack.worker.status()["cpu_s"]
         t0 = time.time()
         for e in events:
             producer.send({**e, "ts": time.time()})
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         "latency_ms": {"p50": round(statistics.median(latencies), 1), "p90": round(p(0.9), 1),
                        "p99": round(p(0.99), 1), "max": round(latencies[-1], 1)},
         "worker_stats": status["stats"],
+        # the worker's own CPU time over the burst (its /status), both cores together
+        "worker_cpu_s": round(status["cpu_s"] - cpu_before, 2),
+        "onnx_spinning": s.onnx_spinning,
         "note": "burst: latency includes queueing behind the burst, not steady-state latency",
     }
     print(json.dumps(result, indent=2))

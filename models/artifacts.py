@@ -100,14 +100,39 @@ def read_spec(root: Path, name: str, version: str | None = None) -> dict[str, An
     return spec
 
 
+def session_options(threads: int = 0, spinning: bool = True) -> ort.SessionOptions:
+    """ONNX Runtime options with ``threads`` intra-op threads (0: one per core).
+
+    ``spinning``: those threads busy-wait for the next call instead of sleeping (ONNX Runtime's
+    default). A replay calling back to back gains from it (Amazon, first 60,000 events: 965
+    events/s vs 854 without); the stream worker does not: between batches it only burns CPU
+    the event loop and the broker need (``python -m loadtest.burst --events 3000``, two runs
+    each, alternating: 372 / 406 events/s with it, 436 / 478 without; the worker's CPU time
+    over the burst 10.4 / 9.5 s vs 6.4 / 5.7 s), so the worker turns it off
+    (``Settings.onnx_spinning``).
+
+    >>> session_options(1, spinning=False).get_session_config_entry(
+    ...     "session.intra_op.allow_spinning")
+    '0'
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return options
+
+
 def load_sessions(
-    model_dir: Path, files: Sequence[str], providers: Sequence[str] | None, threads: int
+    model_dir: Path,
+    files: Sequence[str],
+    providers: Sequence[str] | None,
+    threads: int,
+    spinning: bool = True,
 ) -> list[ort.InferenceSession]:
     """ONNX Runtime sessions for the graphs ``files`` of one artifact, with ``threads``
-    intra-op threads (0: one per core)."""
-    options = ort.SessionOptions()
+    intra-op threads (0: one per core), busy-waiting between calls if ``spinning`` (see
+    :func:`session_options`)."""
+    options = session_options(threads, spinning)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
     # denormal activations would slow the CPU kernels many times over; they change nothing
     options.add_session_config_entry("session.set_denormal_as_zero", "1")
     sessions = []

@@ -31,14 +31,16 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from models.artifacts import session_options
 from models.errors import InvalidEventError
 
 
 @functools.cache
-def _search_session(threads: int) -> ort.InferenceSession:
+def _search_session(threads: int, spinning: bool = True) -> ort.InferenceSession:
     """``(queries [q, d], matrix [n, d], k [1])`` → the ``k`` largest of ``queries @ matrix.T``
     per row, best first (ties: the lower index first), and their indices, on ``threads``
-    intra-op threads (0: one per core). One per process and thread count, shared by every
+    intra-op threads (0: one per core), busy-waiting between calls if ``spinning``
+    (:func:`models.artifacts.session_options`). One per process and setting, shared by every
     catalog (a session is thread-safe, and a catalog stays copyable)."""
     floats = TensorProto.FLOAT
     graph = helper.make_graph(
@@ -58,19 +60,20 @@ def _search_session(threads: int) -> ort.InferenceSession:
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
     return ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        model.SerializeToString(),
+        session_options(threads, spinning),
+        providers=["CPUExecutionProvider"],
     )
 
 
 def search(
-    queries: np.ndarray, matrix: np.ndarray, n: int, threads: int = 0
+    queries: np.ndarray, matrix: np.ndarray, n: int, threads: int = 0, spinning: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """The indices of the top ``min(n, len(matrix))`` rows of ``matrix`` by dot product with
-    each query, best first, and their products (``threads``: see :func:`_search_session`)."""
-    sims, top = _search_session(threads).run(
+    each query, best first, and their products (``threads``, ``spinning``: see
+    :func:`_search_session`)."""
+    sims, top = _search_session(threads, spinning).run(
         None,
         {
             "queries": np.ascontiguousarray(queries, dtype=np.float32),
@@ -82,14 +85,14 @@ def search(
 
 
 def masked_search(
-    queries: np.ndarray, matrix: np.ndarray, n: int, threads: int = 0
+    queries: np.ndarray, matrix: np.ndarray, n: int, threads: int = 0, spinning: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`search` over a matrix whose last column is :func:`availability` (0 or -inf): the
     queries get a 1 there, so an unavailable row scores -inf and is never among the top ``n``
     when ``n`` is at most the available count."""
     padded = np.ones((len(queries), matrix.shape[1]), dtype=np.float32)
     padded[:, :-1] = queries
-    return search(padded, matrix, n, threads)
+    return search(padded, matrix, n, threads, spinning)
 
 
 def availability(available: np.ndarray | bool) -> np.ndarray:
@@ -143,11 +146,16 @@ class _PlatformIndex:
 
 class Catalog:
     """``search_threads``: ONNX Runtime's intra-op threads for :meth:`neighbours` (0: one per
-    core; each process of a ``--jobs N`` replay takes 1, see ``models.evaluation``)."""
+    core; each process of a ``--jobs N`` replay takes 1, see ``models.evaluation``);
+    ``search_spinning``: whether they busy-wait between searches (off in the stream worker, see
+    :func:`models.artifacts.session_options`)."""
 
-    def __init__(self, dim: int = 384, search_threads: int = 0) -> None:
+    def __init__(
+        self, dim: int = 384, search_threads: int = 0, search_spinning: bool = True
+    ) -> None:
         self.dim = dim
         self.search_threads = search_threads
+        self.search_spinning = search_spinning
         self.keys: list[str] = []
         self.index: dict[str, int] = {}
         self.platforms: list[str] = []
@@ -252,7 +260,11 @@ class Catalog:
             return empty.astype(np.int64), empty.astype(np.float32)
         index = self._by_platform[platform]
         top, sims = masked_search(
-            queries, index.matrix[: index.count], min(n, searchable), self.search_threads
+            queries,
+            index.matrix[: index.count],
+            min(n, searchable),
+            self.search_threads,
+            self.search_spinning,
         )
         return index.rows[top], sims
 

@@ -16,7 +16,14 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from models.artifacts import MODEL_FILE, SPEC_FILE, current_dir, current_version, file_version
+from models.artifacts import (
+    MODEL_FILE,
+    SPEC_FILE,
+    current_dir,
+    current_version,
+    file_version,
+    session_options,
+)
 from models.errors import ModelLoadError
 
 ENCODER_NAME = "encoder"
@@ -77,7 +84,10 @@ class TextEncoder:
         max_length: int = 256,
         batch_size: int = 64,
         providers: Sequence[str] | None = None,
+        spinning: bool = True,
     ) -> None:
+        """``spinning``: ONNX Runtime's threads busy-wait between calls (see
+        :func:`models.artifacts.session_options`)."""
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2 (room for special tokens), got {max_length}")
         if batch_size < 1:
@@ -91,7 +101,7 @@ class TextEncoder:
         self.batch_size = batch_size
         self._tokenizer, self._pad_id = _load_tokenizer(model_dir / TOKENIZER_FILE, max_length)
         self.providers = _usable_providers(providers)
-        self._session = _load_session(model_file, self.providers)
+        self._session = _load_session(model_file, self.providers, spinning)
         self._input_names, self.dim = _check_signature(self._session, model_file)
         spec = _read_optional_spec(model_dir / SPEC_FILE)
         if "dim" in spec and int(spec["dim"]) != self.dim:
@@ -109,6 +119,7 @@ class TextEncoder:
         *,
         batch_size: int = 64,
         providers: Sequence[str] | None = None,
+        spinning: bool = True,
     ) -> TextEncoder:
         """Load the current (or the given) published encoder version under ``root``."""
         # Resolve CURRENT once so the directory and the spec belong to the same version even if
@@ -117,7 +128,13 @@ class TextEncoder:
         path = current_dir(root, ENCODER_NAME, version)
         spec = _read_optional_spec(path / SPEC_FILE)
         max_length = int(spec.get("max_seq_length", 256))
-        return cls(path, max_length=max_length, batch_size=batch_size, providers=providers)
+        return cls(
+            path,
+            max_length=max_length,
+            batch_size=batch_size,
+            providers=providers,
+            spinning=spinning,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -185,9 +202,8 @@ def _usable_providers(providers: Sequence[str] | None) -> list[str]:
     return usable
 
 
-def _load_session(model_file: Path, providers: list[str]) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 0  # 0 = one thread per physical core
+def _load_session(model_file: Path, providers: list[str], spinning: bool) -> ort.InferenceSession:
+    options = session_options(0, spinning)  # 0 = one thread per physical core
     options.inter_op_num_threads = 1  # the graph is a straight line; no inter-op parallelism
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:

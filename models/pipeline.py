@@ -449,7 +449,13 @@ class _SequenceItems:
             matrix[:filled, -1] = availability(catalog.available[rows])
             version = catalog.platform_version(platform)
         self._search[platform] = (matrix, filled, version)
-        top, _ = masked_search(queries, matrix[:filled], min(n, searchable), catalog.search_threads)
+        top, _ = masked_search(
+            queries,
+            matrix[:filled],
+            min(n, searchable),
+            catalog.search_threads,
+            catalog.search_spinning,
+        )
         found: np.ndarray = rows[top]
         return found
 
@@ -497,7 +503,8 @@ class Pipeline:
         self.sequence = sequence  # optional: without one its signal is 0 and adds no items
         self._sequence_items = _SequenceItems()
         self.config = config
-        self.catalog = catalog or Catalog(encoder.dim)
+        # not `catalog or ...`: an empty catalog is falsy (len 0) and must still be used
+        self.catalog = catalog if catalog is not None else Catalog(encoder.dim)
         self.popularity = Popularity(config.popularity_half_life_s)
         self.covisitation = CoVisitation(half_life_s=config.covisit_half_life_s)
         self.item_knn = ItemKNN()

@@ -31,12 +31,16 @@ ITEM_TOWER_FILE = "item_tower.onnx"
 
 class RankingHead:
     def __init__(
-        self, model_dir: Path, providers: Sequence[str] | None = None, threads: int = 0
+        self,
+        model_dir: Path,
+        providers: Sequence[str] | None = None,
+        threads: int = 0,
+        spinning: bool = True,
     ) -> None:
         """``threads``: ONNX Runtime's intra-op threads (0: one per core). A replay running
         beside others takes 1: with the threads' default (and the reranker's fits on both
         cores) two side-by-side MovieLens replays ran ~700 events/s each, with one thread
-        ~960."""
+        ~960. ``spinning``: see :func:`models.artifacts.session_options`."""
         spec = read_spec(model_dir.parent.parent, model_dir.parent.name, model_dir.name)
         self.version: str = spec["version"]
         #: the encoder whose vectors it was trained on
@@ -52,7 +56,9 @@ class RankingHead:
                 f"ranker {self.version} has no {ITEM_TOWER_FILE} (exported before the item "
                 "tower was split off): re-export the ranker"
             )
-        sessions = load_sessions(model_dir, (MODEL_FILE, ITEM_TOWER_FILE), providers, threads)
+        sessions = load_sessions(
+            model_dir, (MODEL_FILE, ITEM_TOWER_FILE), providers, threads, spinning
+        )
         self._session, self._item_tower = sessions
         inputs = {i.name: i.shape for i in self._session.get_inputs()}
         if set(inputs) != set(INPUTS):
@@ -76,8 +82,9 @@ class RankingHead:
         version: str | None = None,
         providers: Sequence[str] | None = None,
         threads: int = 0,
+        spinning: bool = True,
     ) -> RankingHead:
-        return cls(current_dir(root, "ranker", version), providers, threads)
+        return cls(current_dir(root, "ranker", version), providers, threads, spinning)
 
     def check_encoder(self, encoder_version: str) -> RankingHead:
         """Itself if it was trained on ``encoder_version``'s vectors, else a clear error."""

@@ -84,13 +84,19 @@ def arrange(
 
 class SequenceModel:
     def __init__(
-        self, model_dir: Path, providers: Sequence[str] | None = None, threads: int = 0
+        self,
+        model_dir: Path,
+        providers: Sequence[str] | None = None,
+        threads: int = 0,
+        spinning: bool = True,
     ) -> None:
         spec = read_spec(model_dir.parent.parent, model_dir.parent.name, model_dir.name)
         self.version: str = spec["version"]
         #: the encoder whose vectors it was trained on: another one's are meaningless to it
         self.encoder_version: str | None = spec.get("encoder_version")
-        sessions = load_sessions(model_dir, (MODEL_FILE, ITEM_TOWER_FILE), providers, threads)
+        sessions = load_sessions(
+            model_dir, (MODEL_FILE, ITEM_TOWER_FILE), providers, threads, spinning
+        )
         self._session, self._item_tower = sessions
         inputs = {i.name: i.shape for i in self._session.get_inputs()}
         if set(inputs) != set(INPUTS):
@@ -113,8 +119,9 @@ class SequenceModel:
         version: str | None = None,
         providers: Sequence[str] | None = None,
         threads: int = 0,
+        spinning: bool = True,
     ) -> SequenceModel:
-        return cls(current_dir(root, NAME, version), providers, threads)
+        return cls(current_dir(root, NAME, version), providers, threads, spinning)
 
     def check_encoder(self, encoder_version: str) -> SequenceModel:
         """Itself if it was trained on ``encoder_version``'s vectors, else a clear error."""

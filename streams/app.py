@@ -18,7 +18,6 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import faust
@@ -26,6 +25,7 @@ import faust.streams as faust_streams
 from faust.types import EventT
 
 from models.artifacts import current_version
+from models.catalog import Catalog
 from models.encoder import TextEncoder
 from models.errors import InvalidEventError, ModelLoadError, StreamrecError
 from models.identity import route
@@ -74,15 +74,17 @@ def event_batches(
 
 def load_pipeline(settings: Settings) -> Pipeline:
     config = pipeline_config(settings)  # a bad STREAMREC_PIPELINE fails before models load
-    encoder = TextEncoder.from_artifacts(settings.artifacts_dir)
-    ranker = RankingHead.from_artifacts(settings.artifacts_dir).check_encoder(encoder.version)
+    spinning = settings.onnx_spinning
+    encoder = TextEncoder.from_artifacts(settings.artifacts_dir, spinning=spinning)
+    ranker = load_head(settings, None, encoder.version)
     sequence = None  # optional: the blend does without its signal
     if SequenceModel.available(settings.artifacts_dir):
         try:
-            sequence = load_sequence(settings.artifacts_dir, None, encoder.version)
+            sequence = load_sequence(settings, None, encoder.version)
         except ModelLoadError as e:
             log.error("sequence model not used: %s", e)
-    return Pipeline(encoder, ranker, config, sequence=sequence)
+    catalog = Catalog(encoder.dim, search_spinning=spinning)
+    return Pipeline(encoder, ranker, config, catalog=catalog, sequence=sequence)
 
 
 def pipeline_config(settings: Settings) -> PipelineConfig:
@@ -104,8 +106,16 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
     ).with_overrides(settings.pipeline)
 
 
-def load_sequence(root: Path, version: str | None, encoder_version: str) -> SequenceModel:
-    return SequenceModel.from_artifacts(root, version).check_encoder(encoder_version)
+def load_head(settings: Settings, version: str | None, encoder_version: str) -> RankingHead:
+    return RankingHead.from_artifacts(
+        settings.artifacts_dir, version, spinning=settings.onnx_spinning
+    ).check_encoder(encoder_version)
+
+
+def load_sequence(settings: Settings, version: str | None, encoder_version: str) -> SequenceModel:
+    return SequenceModel.from_artifacts(
+        settings.artifacts_dir, version, spinning=settings.onnx_spinning
+    ).check_encoder(encoder_version)
 
 
 def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
@@ -277,19 +287,21 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
                 "blend_weights": pipeline.blends.snapshot(),
                 "reranker_fits": pipeline.reranker.fits if pipeline.reranker else None,
                 "platforms": list(settings.platforms),
+                "cpu_s": round(time.process_time(), 2),  # the worker's CPU time so far
             }
         )
 
     async def newly_published(
-        name: str, served: str | None, load: Callable[[Path, str], M]
+        name: str, served: str | None, load: Callable[[Settings, str, str], M]
     ) -> M | None:
         """Model ``name`` if a version other than ``served`` was published, loaded off the
-        event loop; None if not, or if it cannot be loaded (logged: the old one keeps serving)."""
+        event loop (for the encoder served); None if not, or if it cannot be loaded (logged:
+        the old one keeps serving)."""
         try:
             version = current_version(settings.artifacts_dir, name)
             if version == served:
                 return None
-            return await asyncio.to_thread(load, settings.artifacts_dir, version)
+            return await asyncio.to_thread(load, settings, version, pipeline.encoder.version)
         except ModelLoadError as e:
             log.error("%s not swapped: %s", name, e)
             return None
@@ -300,20 +312,13 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
         event loop runs one coroutine at a time. A sequence model is optional: the first one
         published is taken up, and its item vectors are computed on the next batch."""
         old = pipeline.ranker.version if pipeline.ranker else None
-        def load_head(root: Path, version: str) -> RankingHead:
-            head = RankingHead.from_artifacts(root, version)
-            return head.check_encoder(pipeline.encoder.version)
-
         if head := await newly_published("ranker", old, load_head):
             pipeline.ranker = head
             log.warning("ranker swapped: %s -> %s", old, head.version)
         if not SequenceModel.available(settings.artifacts_dir):
             return
         old = pipeline.sequence.version if pipeline.sequence else None
-        def load(root: Path, version: str) -> SequenceModel:
-            return load_sequence(root, version, pipeline.encoder.version)
-
-        if sequence := await newly_published("sequence", old, load):
+        if sequence := await newly_published("sequence", old, load_sequence):
             pipeline.sequence = sequence
             log.warning("sequence model swapped: %s -> %s", old, sequence.version)
 

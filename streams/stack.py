@@ -43,6 +43,7 @@ class WorkerProcess:
                 "STREAMREC_DEAD_LETTER_TOPIC": s.dead_letter_topic,
                 "STREAMREC_PARTITIONS": str(s.partitions),
                 "STREAMREC_MAX_PAST_AGE_S": str(s.max_past_age_s),
+                "STREAMREC_ONNX_SPINNING": str(s.onnx_spinning).lower(),
             }
         )
         return env

@@ -1,0 +1,39 @@
+"""The worker's pipeline as ``streamrec worker`` loads it (no broker needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+
+from models.catalog import _search_session
+from streams.app import load_pipeline
+from streams.settings import Settings
+from tests.streams.conftest import unique_settings
+
+
+def _spins(session: ort.InferenceSession) -> str:
+    options = session.get_session_options()
+    return options.get_session_config_entry("session.intra_op.allow_spinning")
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_the_workers_onnx_sessions_spin_only_when_set(
+    sequence_artifacts: Path, spinning: bool
+) -> None:
+    settings = unique_settings(sequence_artifacts).model_copy(update={"onnx_spinning": spinning})
+    if not spinning:
+        assert settings.onnx_spinning is Settings().onnx_spinning  # off by default
+    pipeline = load_pipeline(settings)
+    assert pipeline.ranker is not None and pipeline.sequence is not None
+    catalog = pipeline.catalog
+    sessions = [
+        pipeline.encoder._session,  # type: ignore[attr-defined]
+        pipeline.ranker._session,  # type: ignore[attr-defined]
+        pipeline.ranker._item_tower,  # type: ignore[attr-defined]
+        pipeline.sequence._session,  # type: ignore[attr-defined]
+        pipeline.sequence._item_tower,  # type: ignore[attr-defined]
+        _search_session(catalog.search_threads, catalog.search_spinning),
+    ]
+    assert [_spins(s) for s in sessions] == ["1" if spinning else "0"] * len(sessions)
