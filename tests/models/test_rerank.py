@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from concurrent.futures import Future
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_info
 
 from models import rerank
 from models.errors import ExportValidationError, ModelNotReadyError
@@ -134,6 +136,28 @@ def test_a_background_fit_gives_the_inline_fits_trees() -> None:
         rr.wait()
         scores.append(rr.score(probe))
     assert np.array_equal(scores[0], scores[1])
+
+
+def test_a_background_fit_leaves_the_other_cores_to_the_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[list[int]] = []
+    fit = HistGradientBoostingClassifier.fit
+
+    def recording_fit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append([p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"])
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(HistGradientBoostingClassifier, "fit", recording_fit)
+    rng = np.random.default_rng(3)
+    for background in (True, False):
+        rr = Reranker(retrain_every=50, negatives=5, max_iter=5, background=background)
+        for _ in range(50):
+            rr.learn_one(*xor_list(rng))
+        rr.wait()
+    background_fit, inline_fit = seen
+    assert background_fit and set(background_fit) == {1}
+    assert inline_fit == [p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"]
 
 
 def test_a_failed_background_fit_is_logged_and_the_old_trees_keep_serving(
