@@ -301,8 +301,11 @@ def _plot_models_compared(result: dict[str, Any], path: Path, plt: Any) -> bool:
     )
     for ax, (key, title) in zip(axes[0], sections, strict=True):
         rows = sorted(
-            ((name, m[key]["all"]["ndcg@10"], m.get("ndcg@10_95ci", {}).get(key))
-             for name, m in models.items() if m.get(key, {}).get("all")),
+            (
+                (name, m[key]["all"]["ndcg@10"], m.get("ndcg@10_95ci", {}).get(key))
+                for name, m in models.items()
+                if m.get(key, {}).get("all")
+            ),
             key=lambda r: r[1],
         )
         ys = range(len(rows))
