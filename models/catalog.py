@@ -259,14 +259,16 @@ class Catalog:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
         index = self._by_platform[platform]
-        top, sims = masked_search(
-            queries,
-            index.matrix[: index.count],
-            min(n, searchable),
-            self.search_threads,
-            self.search_spinning,
-        )
+        top, sims = self.masked_search(queries, index.matrix[: index.count], min(n, searchable))
         return index.rows[top], sims
+
+    def masked_search(
+        self, queries: np.ndarray, matrix: np.ndarray, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`masked_search` on this catalog's search threads and spinning, for its own
+        platform matrices and those laid out like them (another model's vectors of a platform's
+        :meth:`rows`, the last column :func:`availability`)."""
+        return masked_search(queries, matrix, n, self.search_threads, self.search_spinning)
 
     def available_count(self, platform: str) -> int:
         """How many of ``platform``'s items are available (kept as they change)."""

@@ -25,7 +25,7 @@ from typing import Any, Protocol, get_args, get_type_hints
 import numpy as np
 
 from models.blend import SIGNALS, PlatformBlends
-from models.catalog import Catalog, availability, masked_search
+from models.catalog import Catalog, availability
 from models.errors import ConfigError, InvalidEventError
 from models.events import (
     CONSUMED_EVENTS,
@@ -449,13 +449,7 @@ class _SequenceItems:
             matrix[:filled, -1] = availability(catalog.available[rows])
             version = catalog.platform_version(platform)
         self._search[platform] = (matrix, filled, version)
-        top, _ = masked_search(
-            queries,
-            matrix[:filled],
-            min(n, searchable),
-            catalog.search_threads,
-            catalog.search_spinning,
-        )
+        top, _ = catalog.masked_search(queries, matrix[:filled], min(n, searchable))
         found: np.ndarray = rows[top]
         return found
 

@@ -74,8 +74,7 @@ def event_batches(
 
 def load_pipeline(settings: Settings) -> Pipeline:
     config = pipeline_config(settings)  # a bad STREAMREC_PIPELINE fails before models load
-    spinning = settings.onnx_spinning
-    encoder = TextEncoder.from_artifacts(settings.artifacts_dir, spinning=spinning)
+    encoder = TextEncoder.from_artifacts(settings.artifacts_dir, spinning=settings.onnx_spinning)
     ranker = load_head(settings, None, encoder.version)
     sequence = None  # optional: the blend does without its signal
     if SequenceModel.available(settings.artifacts_dir):
@@ -83,7 +82,7 @@ def load_pipeline(settings: Settings) -> Pipeline:
             sequence = load_sequence(settings, None, encoder.version)
         except ModelLoadError as e:
             log.error("sequence model not used: %s", e)
-    catalog = Catalog(encoder.dim, search_spinning=spinning)
+    catalog = Catalog(encoder.dim, search_spinning=settings.onnx_spinning)
     return Pipeline(encoder, ranker, config, catalog=catalog, sequence=sequence)
 
 
