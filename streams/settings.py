@@ -126,6 +126,23 @@ class Settings(BaseSettings):
         """``raw`` from the catalog topic, checked against the limits above."""
         return parse_catalog_item(raw, platforms=self.platforms, max_text_chars=self.max_text_chars)
 
+    def as_env(self) -> dict[str, str]:
+        """Every setting as the ``STREAMREC_*`` variable that gives it back (what a worker
+        subprocess is started with: it then runs on these settings, all of them, whatever this
+        process's own environment says). Secrets included: for a child's environment only,
+        never to be logged."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, tuple):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = str(value).lower()
+            env[f"STREAMREC_{name.upper()}"] = str(value)
+        return env
+
     def kafka_client_kwargs(self) -> dict[str, object]:
         """Security options in kafka-python / aiokafka spelling; empty for plaintext."""
         kwargs: dict[str, object] = {"security_protocol": self.security_protocol}

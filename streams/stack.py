@@ -28,24 +28,8 @@ class WorkerProcess:
     def env(self) -> dict[str, str]:
         s = self.settings
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
-        env.update(
-            {
-                "STREAMREC_BOOTSTRAP_SERVERS": s.bootstrap_servers,
-                "STREAMREC_APP_ID": s.app_id,
-                "STREAMREC_DATA_DIR": str(s.data_dir),
-                "STREAMREC_ARTIFACTS_DIR": str(Path(s.artifacts_dir).resolve()),
-                "STREAMREC_WEB_PORT": str(s.web_port),
-                "STREAMREC_PLATFORMS": ",".join(s.platforms),
-                "STREAMREC_EVENT_TOPIC_PREFIX": s.event_topic_prefix,
-                "STREAMREC_CATALOG_TOPIC": s.catalog_topic,
-                "STREAMREC_PERSON_TOPIC": s.person_topic,
-                "STREAMREC_RECOMMENDATIONS_TOPIC": s.recommendations_topic,
-                "STREAMREC_DEAD_LETTER_TOPIC": s.dead_letter_topic,
-                "STREAMREC_PARTITIONS": str(s.partitions),
-                "STREAMREC_MAX_PAST_AGE_S": str(s.max_past_age_s),
-                "STREAMREC_ONNX_SPINNING": str(s.onnx_spinning).lower(),
-            }
-        )
+        env.update(s.as_env())
+        env["STREAMREC_ARTIFACTS_DIR"] = str(Path(s.artifacts_dir).resolve())
         return env
 
     def start(self, timeout_s: float = 90.0) -> WorkerProcess:
