@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.worker.wait_for_catalog(len(world.items))
         sub = RecommendationSubscriber(s, from_beginning=False)
         list(sub.records(timeout_s=1.0))  # join before the burst
-        cpu_before = stack.worker.status()["cpu_s"]
+        before = stack.worker.status()
         t0 = time.time()
         for e in events:
             producer.send({**e, "ts": time.time()})
@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                        "p99": round(p(0.99), 1), "max": round(latencies[-1], 1)},
         "worker_stats": status["stats"],
         # the worker's own CPU time over the burst (its /status), both cores together
-        "worker_cpu_s": round(status["cpu_s"] - cpu_before, 2),
+        "worker_cpu_s": round(status["cpu_s"] - before["cpu_s"], 2),
+        # reranker fits finished during the burst (each in the worker's fitting process)
+        "reranker_fits": (status["reranker_fits"] or 0) - (before["reranker_fits"] or 0),
+        "reranker_failed_fits": status["reranker_failed_fits"],
         "onnx_spinning": s.onnx_spinning,
         "note": "burst: latency includes queueing behind the burst, not steady-state latency",
     }

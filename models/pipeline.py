@@ -174,7 +174,7 @@ class PipelineConfig:
     # ...and rescore the blend's top this many (the trees cost ~6x less than on all ~300;
     # on MovieLens the blend's 50th rarely reaches the top 10: NDCG@10 0.0877 vs 0.0878)
     rerank_top: int = 50
-    rerank_in_background: bool = False  # the worker: fit in a thread, keep serving meanwhile
+    rerank_in_background: bool = False  # the worker: fit in another process, keep serving
     seed: int = 7
 
     def with_overrides(self, pairs: Sequence[str]) -> PipelineConfig:

@@ -57,18 +57,19 @@ from __future__ import annotations
 
 import functools
 import logging
+import multiprocessing
 import os
 import time
-from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, NamedTuple
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 from sklearn.ensemble import HistGradientBoostingClassifier
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from models.errors import ExportValidationError, ModelNotReadyError
 
@@ -80,9 +81,9 @@ ONNX_ATOL = 1e-4
 
 class Reranker:
     """Gradient-boosted trees over a ranking's signals, fitted every ``retrain_every`` answered
-    lists on the latest ``max_lists``; ``background=True`` fits in a thread and serves the new
-    trees once they are ready (the stream worker), ``False`` fits inline (a replay, which must
-    be reproducible)."""
+    lists on the latest ``max_lists``; ``background=True`` fits in another process and serves
+    the new trees once they are ready (the stream worker), ``False`` fits inline (a replay,
+    which must be reproducible)."""
 
     def __init__(
         self,
@@ -108,7 +109,12 @@ class Reranker:
         self.seed = seed
         self.background = background
         self._rng = np.random.default_rng(seed)
-        self._lists: deque[np.ndarray] = deque(maxlen=max_lists)  # rows, the positive first
+        # The latest ``max_lists`` answered lists, a ring: slot ``i % max_lists`` holds the
+        # ``i``-th list's rows (the positive first) and how many there are. Kept in one array,
+        # not one array per list: joining 30,000 small arrays for a fit took 120 ms of the
+        # worker's loop; taking them from the ring ~20 ms, with the GIL released.
+        self._rows: np.ndarray | None = None  # (max_lists, negatives + 1, inputs)
+        self._lengths = np.zeros(max_lists, np.int64)
         self._since_fit = 0
         self._model: ort.InferenceSession | None = None
         self._fits = 0
@@ -117,6 +123,7 @@ class Reranker:
         self.fit_seconds = 0.0  # spent fitting, in total
         self.failed_fits = 0  # background fits that raised (logged; the old trees served on)
         self._pending: Future[FittedTrees] | None = None
+        self.last_fit: FittedTrees | None = None  # the trees served, and how they were fitted
 
     @property
     def ready(self) -> bool:
@@ -157,7 +164,7 @@ class Reranker:
         # the same draws as choosing among the other candidates themselves
         picked = self._rng.choice(n - 1, min(self.negatives, n - 1), replace=False)
         picked += picked >= positive
-        self._lists.append(self.inputs(features, np.concatenate([[positive], picked]), request))
+        self._store(self.inputs(features, np.concatenate([[positive], picked]), request))
         self.answered += 1
         self._since_fit += 1
         self._poll()
@@ -196,7 +203,7 @@ class Reranker:
 
     def _poll(self) -> None:
         """Serve a background fit's trees once they are ready, from the caller's thread: the
-        fitting thread never touches the reranker's state, so it needs no lock. A failed fit
+        fitting process never touches the reranker's state, so it needs no lock. A failed fit
         is logged and counted, and the old trees keep serving."""
         pending = self._pending
         if pending is None or not pending.done():
@@ -209,33 +216,59 @@ class Reranker:
         self.failed_fits += 1
         log.error("reranker fit failed, the previous trees keep serving: %s", error)
 
-    def _fit(self) -> None:
-        self._poll()
-        if self._pending is not None:
-            return  # still fitting the previous batch: the next trigger takes the new lists
-        self.fitted_at.append(self.answered)
-        lists = list(self._lists)
-        x = np.concatenate(lists)
-        y = np.zeros(len(x), np.int8)
-        y[np.cumsum([0, *[len(r) for r in lists[:-1]]])] = 1
-        params = {
+    def _store(self, rows: np.ndarray) -> None:
+        if self._rows is None:
+            shape = (self.max_lists, self.negatives + 1, rows.shape[1])
+            self._rows = np.zeros(shape, rows.dtype)
+        elif rows.shape[1] != self._rows.shape[2]:
+            raise ValueError(f"a list of {rows.shape[1]} inputs after {self._rows.shape[2]}")
+        slot = self.answered % self.max_lists
+        self._rows[slot, : len(rows)] = rows
+        self._lengths[slot] = len(rows)
+
+    def stored(self) -> tuple[np.ndarray, np.ndarray]:
+        """The lists kept for the next fit, oldest first: their rows (lists x the most rows
+        one holds x inputs; a list's first ``length`` rows are its own, the positive first) and
+        their lengths. Copies."""
+        count = min(self.answered, self.max_lists)
+        order = (self.answered - count + np.arange(count)) % self.max_lists
+        if self._rows is None:
+            return np.zeros((0, self.negatives + 1, 0), np.float32), np.zeros(0, np.int64)
+        return self._rows[order], self._lengths[order]
+
+    def fit_params(self) -> dict[str, Any]:
+        """The trees' hyper-parameters (:func:`fit_trees`)."""
+        return {
             "max_iter": self.max_iter,
             "learning_rate": self.learning_rate,
             "max_leaf_nodes": self.max_leaf_nodes,
             "min_samples_leaf": self.min_samples_leaf,
             "random_state": self.seed,
         }
+
+    def _fit(self) -> None:
+        self._poll()
+        if self._pending is not None:
+            return  # still fitting the previous batch: the next trigger takes the new lists
+        self.fitted_at.append(self.answered)
+        rows, lengths = self.stored()
+        params = self.fit_params()
         # its own generator: checking a fit must not change the negatives drawn next
         check_seed = self.seed + len(self.fitted_at) - 1
         if not self.background:
-            self._swap_in(fit_trees(x, y, params, check_seed))
+            self._swap_in(fit_lists(rows, lengths, params, check_seed))
             return
-        self._pending = _fitter().submit(fit_trees, x, y, params, check_seed, threads=1)
+        try:
+            self._pending = _fitter().submit(fit_lists, rows, lengths, params, check_seed, 1)
+        except BrokenProcessPool:  # the fitting process died (killed?): start another
+            _fitter.cache_clear()
+            self._pending = _fitter().submit(fit_lists, rows, lengths, params, check_seed, 1)
 
     def _swap_in(self, fitted: FittedTrees) -> None:
         self._pending = None
         # one assignment: a ranking in flight keeps the trees it read
         self._model = _session(fitted.onnx)
+        self.last_fit = fitted
         self._fits += 1
         self.fit_seconds += fitted.seconds
 
@@ -243,6 +276,23 @@ class Reranker:
 class FittedTrees(NamedTuple):
     onnx: bytes  # the serialised TreeEnsembleRegressor
     seconds: float  # fitting, converting and checking took
+    process: int  # the id of the process that fitted them
+    openmp_threads: int  # the most OpenMP threads the fit could use (0: no OpenMP runtime)
+
+
+def fit_lists(
+    rows: np.ndarray,
+    lengths: np.ndarray,
+    params: dict[str, Any],
+    check_seed: int,
+    threads: int | None = None,
+) -> FittedTrees:
+    """:func:`fit_trees` on answered lists as :meth:`Reranker.stored` gives them: each list's
+    rows in order, its first row the positive (label 1), the others 0."""
+    x = rows[np.arange(rows.shape[1]) < lengths[:, None]]
+    y = np.zeros(len(x), np.int8)
+    y[np.cumsum(lengths) - lengths] = 1
+    return fit_trees(x, y, params, check_seed, threads)
 
 
 def fit_trees(
@@ -253,7 +303,8 @@ def fit_trees(
     threads: int | None = None,
 ) -> FittedTrees:
     """Fit the trees on ``(x, y)`` and convert them to ONNX, checked against sklearn's margins
-    on 2,000 rows drawn with ``check_seed``. Pure: it runs the same inline or in a thread.
+    on 2,000 rows drawn with ``check_seed``. Pure: it runs the same inline or in the fitting
+    process (:func:`_fitter`).
 
     ``threads``: OpenMP threads for the fit (None: one per core). The worker's background fits
     take 1, leaving the other core to the stream: a synthetic check (330,000 rows × 35, a late
@@ -263,12 +314,14 @@ def fit_trees(
     start = time.perf_counter()
     model = HistGradientBoostingClassifier(**params)
     with threadpool_limits(threads, user_api="openmp"):
+        openmp = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"]
         model.fit(x, y)
     onnx_model = trees_to_onnx(model, x.shape[1])
     pick = np.random.default_rng(check_seed)
     check = x[pick.choice(len(x), min(len(x), 2000), replace=False)]
     _validate(_session(onnx_model), model, check)
-    return FittedTrees(onnx_model, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return FittedTrees(onnx_model, seconds, os.getpid(), max(openmp, default=0))
 
 
 #: Rows scored per thread at least: below it a thread's hand-off costs more than it saves.
@@ -297,10 +350,13 @@ def _scorers() -> ThreadPoolExecutor:
 
 
 @functools.cache
-def _fitter() -> ThreadPoolExecutor:
-    """One fitting thread per process, shared by every reranker (so a pipeline holds no pool
-    and stays deep-copyable)."""
-    return ThreadPoolExecutor(1, thread_name_prefix="reranker-fit")
+def _fitter() -> Executor:
+    """One fitting process per process, shared by every reranker (so a pipeline holds no pool
+    and stays deep-copyable), started on the first background fit. Not a thread: scikit-learn
+    holds the GIL between its OpenMP sections, and a fit in a thread paused the worker's loop
+    for tens of milliseconds at a time (``python -m loadtest.bench_refit``). Spawned, not
+    forked: the worker runs threads (Faust, ONNX Runtime) that a fork would copy mid-flight."""
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
 
 
 def _session(onnx_model: bytes) -> ort.InferenceSession:

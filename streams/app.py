@@ -278,15 +278,19 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
     # --- status for operators, the demo and load tests --------------------------------------
     @app.page("/status")
     async def status(web: Any, request: Any) -> Any:
+        reranker = pipeline.reranker
         return web.json(
             {
                 "catalog_items": len(pipeline.catalog),
                 "model_versions": pipeline.model_versions,
                 "stats": pipeline.stats,
                 "blend_weights": pipeline.blends.snapshot(),
-                "reranker_fits": pipeline.reranker.fits if pipeline.reranker else None,
+                "reranker_fits": reranker.fits if reranker else None,
+                # background fits that raised or whose process died (the old trees served on)
+                "reranker_failed_fits": reranker.failed_fits if reranker else None,
                 "platforms": list(settings.platforms),
-                "cpu_s": round(time.process_time(), 2),  # the worker's CPU time so far
+                # the worker's CPU time so far (not its reranker-fitting process's)
+                "cpu_s": round(time.process_time(), 2),
             }
         )
 
