@@ -103,6 +103,13 @@ def test_request_values_let_the_trees_trust_a_signal_for_some_people_only() -> N
     assert hits[False] < 0.75  # a guess between the two signals' best
 
 
+def learn_and_wait(rr: Reranker, rng: np.random.Generator, lists: int) -> None:
+    """``rr`` learns ``lists`` XOR lists, then any fit they started is served."""
+    for _ in range(lists):
+        rr.learn_one(*xor_list(rng))
+    rr.wait()
+
+
 def test_keeps_only_the_latest_lists() -> None:
     rr = Reranker(retrain_every=1000, negatives=2, max_lists=5)
     rng = np.random.default_rng(2)
@@ -113,8 +120,8 @@ def test_keeps_only_the_latest_lists() -> None:
     assert lengths.tolist() == [3] * 5  # the positive and 2 negatives
     # the latest 5, oldest first, each its positive first
     for kept, (features, positive) in zip(rows, shown[-5:], strict=True):
-        assert np.array_equal(kept[0, : features.shape[1]], features[positive])
         width = features.shape[1]
+        assert np.array_equal(kept[0, :width], features[positive])
         assert not any(np.array_equal(kept[j, :width], features[positive]) for j in (1, 2))
 
 
@@ -154,9 +161,7 @@ def test_a_background_fit_runs_in_another_process_on_one_openmp_thread() -> None
     fits = {}
     for background in (True, False):
         rr = Reranker(retrain_every=50, negatives=5, max_iter=5, background=background)
-        for _ in range(50):
-            rr.learn_one(*xor_list(rng))
-        rr.wait()
+        learn_and_wait(rr, rng, 50)
         assert rr.last_fit is not None
         fits[background] = rr.last_fit
     assert fits[True].process != os.getpid() and fits[True].openmp_threads == 1
@@ -168,18 +173,14 @@ def test_a_background_fit_runs_in_another_process_on_one_openmp_thread() -> None
 def test_a_killed_fitting_process_is_replaced_at_the_next_fit() -> None:
     rr = Reranker(retrain_every=40, negatives=5, max_iter=20, background=True)
     rng = np.random.default_rng(8)
-    for _ in range(40):
-        rr.learn_one(*xor_list(rng))
-    rr.wait()
+    learn_and_wait(rr, rng, 40)
     assert rr.last_fit is not None
     killed = rr.last_fit.process
     os.kill(killed, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while not rerank._fitter()._broken and time.monotonic() < deadline:  # noticed, async
         time.sleep(0.05)
-    for _ in range(40):
-        rr.learn_one(*xor_list(rng))
-    rr.wait()
+    learn_and_wait(rr, rng, 40)
     assert rr.fits == 2 and rr.failed_fits == 0
     assert rr.last_fit.process not in (killed, os.getpid())
 
