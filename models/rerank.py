@@ -55,14 +55,17 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.shared_memory import SharedMemory
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -123,6 +126,9 @@ class Reranker:
         self.fit_seconds = 0.0  # spent fitting, in total
         self.failed_fits = 0  # background fits that raised (logged; the old trees served on)
         self._pending: Future[FittedTrees] | None = None
+        # where a background fit's lists are handed to the fitting process: made at the first,
+        # reused (a new block per fit page-faulted for longer than pickling took)
+        self._handover: SharedMemory | None = None
         self.last_fit: FittedTrees | None = None  # the trees served, and how they were fitted
 
     @property
@@ -230,11 +236,15 @@ class Reranker:
         """The lists kept for the next fit, oldest first: their rows (lists x the most rows
         one holds x inputs; a list's first ``length`` rows are its own, the positive first) and
         their lengths. Copies."""
-        count = min(self.answered, self.max_lists)
-        order = (self.answered - count + np.arange(count)) % self.max_lists
+        order = self._order()
         if self._rows is None:
             return np.zeros((0, self.negatives + 1, 0), np.float32), np.zeros(0, np.int64)
         return self._rows[order], self._lengths[order]
+
+    def _order(self) -> np.ndarray:
+        """The ring's slots holding lists, oldest first."""
+        count = min(self.answered, self.max_lists)
+        return (self.answered - count + np.arange(count)) % self.max_lists
 
     def fit_params(self) -> dict[str, Any]:
         """The trees' hyper-parameters (:func:`fit_trees`)."""
@@ -251,18 +261,44 @@ class Reranker:
         if self._pending is not None:
             return  # still fitting the previous batch: the next trigger takes the new lists
         self.fitted_at.append(self.answered)
-        rows, lengths = self.stored()
         params = self.fit_params()
         # its own generator: checking a fit must not change the negatives drawn next
         check_seed = self.seed + len(self.fitted_at) - 1
         if not self.background:
+            rows, lengths = self.stored()
             self._swap_in(fit_lists(rows, lengths, params, check_seed))
             return
+        fit: Callable[..., FittedTrees]
+        args: tuple[Any, ...]
         try:
-            self._pending = _fitter().submit(fit_lists, rows, lengths, params, check_seed, 1)
+            name, shape, dtype, lengths = self._hand_over()
+        except OSError as e:  # no room in /dev/shm (a container's is 64 MB): pickle them
+            log.warning("reranker lists handed over by pickle (shared memory: %s)", e)
+            rows, lengths = self.stored()
+            fit, args = fit_lists, (rows, lengths, params, check_seed, 1)
+        else:
+            fit, args = _fit_shared, (name, shape, dtype, lengths, params, check_seed, 1)
+        try:
+            self._pending = _fitter().submit(fit, *args)
         except BrokenProcessPool:  # the fitting process died (killed?): start another
             _fitter.cache_clear()
-            self._pending = _fitter().submit(fit_lists, rows, lengths, params, check_seed, 1)
+            self._pending = _fitter().submit(fit, *args)
+
+    def _hand_over(self) -> tuple[str, tuple[int, ...], str, np.ndarray]:
+        """:meth:`stored`'s rows copied into the hand-over block (``np.take`` copies without
+        holding the GIL; pickling them held it ~20 ms): its name, their shape and dtype, and
+        the lengths. Only one fit is pending at a time, so nothing writes it during a fit."""
+        assert self._rows is not None  # a fit follows a stored list
+        if self._handover is None:
+            block = SharedMemory(create=True, size=self._rows.nbytes)
+            weakref.finalize(self, _free, block)
+            self._handover = block
+        order = self._order()
+        shape = (len(order), *self._rows.shape[1:])
+        view = np.ndarray(shape, self._rows.dtype, buffer=self._handover.buf)
+        np.take(self._rows, order, axis=0, out=view)
+        del view  # no view may outlive the block
+        return self._handover.name, shape, self._rows.dtype.str, self._lengths[order]
 
     def _swap_in(self, fitted: FittedTrees) -> None:
         self._pending = None
@@ -293,6 +329,36 @@ def fit_lists(
     y = np.zeros(len(x), np.int8)
     y[np.cumsum(lengths) - lengths] = 1
     return fit_trees(x, y, params, check_seed, threads)
+
+
+def _fit_shared(
+    name: str,
+    shape: tuple[int, ...],
+    dtype: str,
+    lengths: np.ndarray,
+    params: dict[str, Any],
+    check_seed: int,
+    threads: int,
+) -> FittedTrees:
+    """:func:`fit_lists` on the rows in shared-memory block ``name`` (the fitting process's
+    side of :meth:`Reranker._hand_over`; the block stays the reranker's to free)."""
+    block = SharedMemory(name=name)
+    try:
+        rows = np.ndarray(shape, np.dtype(dtype), buffer=block.buf)
+        fitted = fit_lists(rows, lengths, params, check_seed, threads)
+        del rows
+        return fitted
+    finally:
+        # after a failed fit its traceback may still hold a view: the mapping then goes with it
+        with contextlib.suppress(BufferError):
+            block.close()
+
+
+def _free(block: SharedMemory) -> None:
+    """Unmap and remove a reranker's hand-over block (when it is collected, or at exit)."""
+    with contextlib.suppress(BufferError, FileNotFoundError):
+        block.close()
+        block.unlink()
 
 
 def fit_trees(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
 from concurrent.futures import Future
+from multiprocessing.shared_memory import SharedMemory
+from unittest import mock
 
 import numpy as np
 import onnxruntime as ort
@@ -139,18 +142,40 @@ def test_background_fit_swaps_the_trees_in_when_done() -> None:
     assert rr.fitted_at == [50] and rr.fits == 1
 
 
-def test_a_background_fit_gives_the_inline_fits_trees() -> None:
+def test_a_background_fit_gives_the_inline_fits_trees(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Inline; in the fitting process, the lists in shared memory; and, without room for a
+    shared block, pickled to it (logged)."""
     rng = np.random.default_rng(5)
     lists = [xor_list(rng) for _ in range(60)]
     probe = xor_list(rng)[0]
     scores = []
-    for background in (False, True):
-        rr = Reranker(retrain_every=60, negatives=5, max_iter=20, background=background)
+    for way in ("inline", "shared", "pickled"):
+        if way == "pickled":
+            monkeypatch.setattr(rerank, "SharedMemory", mock.Mock(side_effect=OSError(28, "full")))
+        rr = Reranker(retrain_every=60, negatives=5, max_iter=20, background=way != "inline")
         for f, positive in lists:
             rr.learn_one(f, positive)
         rr.wait()
+        assert rr.fits == 1
         scores.append(rr.score(probe))
-    assert np.array_equal(scores[0], scores[1])
+    assert np.array_equal(scores[0], scores[1]) and np.array_equal(scores[0], scores[2])
+    assert "handed over by pickle" in caplog.text
+
+
+def test_the_hand_over_block_is_reused_and_freed_with_the_reranker() -> None:
+    rr = Reranker(retrain_every=40, negatives=5, max_iter=5, background=True)
+    rng = np.random.default_rng(9)
+    learn_and_wait(rr, rng, 40)
+    assert rr._handover is not None
+    name = rr._handover.name
+    learn_and_wait(rr, rng, 40)
+    assert rr.fits == 2 and rr._handover.name == name
+    del rr
+    gc.collect()
+    with pytest.raises(FileNotFoundError):
+        SharedMemory(name=name)
 
 
 def test_a_background_fit_runs_in_another_process_on_one_openmp_thread() -> None:
