@@ -56,6 +56,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import multiprocessing
@@ -290,6 +291,7 @@ class Reranker:
         the lengths. Only one fit is pending at a time, so nothing writes it during a fit."""
         assert self._rows is not None  # a fit follows a stored list
         if self._handover is None:
+            _check_room(self._rows.nbytes)
             block = SharedMemory(create=True, size=self._rows.nbytes)
             weakref.finalize(self, _free, block)
             self._handover = block
@@ -352,6 +354,21 @@ def _fit_shared(
         # after a failed fit its traceback may still hold a view: the mapping then goes with it
         with contextlib.suppress(BufferError):
             block.close()
+
+
+def _check_room(size: int) -> None:
+    """Raise OSError unless ``/dev/shm`` (where Linux keeps shared memory) has ``size`` bytes
+    free: a block is made at its full size without its pages, and touching one past the room
+    there kills the process (SIGBUS) rather than raising."""
+    try:
+        stats = os.statvfs("/dev/shm")
+    except OSError:
+        return  # no /dev/shm: not Linux, where making the block fails by itself
+    free = stats.f_bavail * stats.f_frsize
+    if free < size:
+        raise OSError(
+            errno.ENOSPC, f"/dev/shm has {free / 1e6:.0f} MB free, the lists need {size / 1e6:.0f}"
+        )
 
 
 def _free(block: SharedMemory) -> None:
