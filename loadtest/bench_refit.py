@@ -3,12 +3,13 @@
 Usage::
 
     python -m loadtest.bench_refit                  # a late MovieLens fit's size
-    python -m loadtest.bench_refit --rows 100000 --fits 3
+    python -m loadtest.bench_refit --lists 10000 --fits 3
 
 The stream worker fits the reranker's trees (``models.rerank``) while its event loop keeps
 ranking. A busy loop stands in for that loop: small numpy products and a little Python per
 iteration, as a ranking of a batch does. It runs alone (the baseline), then beside fits of
-synthetic lists (``--rows`` x 35 float32, one positive in 11, the reranker's default trees) made
+``--lists`` synthetic answered lists (the positive and 10 negatives each, 36 float32 inputs; the
+reranker's default trees) made
 
 * ``thread``: in a thread of the same process, on one OpenMP thread (the worker before);
 * ``pickled``: in the reranker's fitting process (``models.rerank._fitter``), the lists
@@ -39,9 +40,7 @@ import numpy as np
 from models import rerank
 from models.rerank import Reranker
 
-#: alone: no fit; thread: in a thread of this process (the worker before); pickled: in the
-#: fitting process, the lists pickled to it (without room for shared memory); shared: in the
-#: fitting process, the lists in shared memory (the worker's way)
+#: see the module docstring; "alone" is the baseline
 WAYS = ("alone", "thread", "pickled", "shared")
 
 
@@ -138,7 +137,8 @@ def main() -> None:
             with contextlib.ExitStack() as patches:
                 if way == "thread":  # the reranker's fitter as it was: a thread of this one
                     patches.enter_context(mock.patch.object(rerank, "_fitter", lambda: thread))
-                if way in ("thread", "pickled"):  # no shared memory: the lists are pickled
+                # no shared memory: pickled to the process; a thread gets them as they are
+                if way in ("thread", "pickled"):
                     patches.enter_context(
                         mock.patch.object(rerank, "SharedMemory", side_effect=OSError("off"))
                     )
