@@ -37,7 +37,12 @@ Amazon Arts ↔ Office (``amazon``)
     prequentially, and their two last items (the next Arts and the next Office item) are held
     out and ranked after the stream. Any other split beside them (``*_F2.txt``: evaluating
     ``test_F2.txt``, the ``valid_F2.txt`` users) is learned from too, its histories only, after
-    the train users within a step.
+    the train users within a step. Within a user the file's order is kept, and it is not a
+    time order across the two domains: every history starts with Arts, 76 % of train users'
+    (valid: 80 %) are exactly their Arts and Office items alternated (``A O A O … A A A`` once
+    the shorter runs out) and 96 % have their first Office item right after their first Arts
+    item. So a platform's first positives come after one to a few positives on the other
+    (``streamrec evaluate``'s cold-start table by place shows how many).
 
 Examples
 --------

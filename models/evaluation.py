@@ -418,6 +418,7 @@ class Hit:
     rank: int  # 1-based; 0 = not among the returned items
     cold: bool = False
     earlier_here: int = 0  # the person's positives on this platform before this one
+    elsewhere: int = 0  # ...and on other platforms
     seen: int = -1  # the target item's positives in the stream before it (-1: not counted)
 
 
@@ -495,6 +496,37 @@ def _cold_parts(cold: Sequence[Hit]) -> dict[str, list[Hit]]:
         "first_here": [h for h in cold if h.earlier_here == 0],
         "later_here": [h for h in cold if h.earlier_here > 0],
     }
+
+
+def cold_by_position(with_history: Sequence[Hit], without: Sequence[Hit]) -> list[dict[str, Any]]:
+    """Cold-start targets (the same ones, replayed with and without other platforms' history)
+    by their place among the person's positives on the platform: how many there are, how much
+    history elsewhere they had on average (what the first run could use), and HR@10 of both.
+
+    Examples
+    --------
+    >>> on = [Hit(0, "b", 1, True, 0, 3), Hit(1, "b", 0, True, 1, 3), Hit(2, "b", 2, True, 0, 1)]
+    >>> off = [Hit(0, "b", 0, True, 0, 3), Hit(1, "b", 0, True, 1, 3), Hit(2, "b", 5, True, 0, 1)]
+    >>> [(p["position"], p["n"], p["elsewhere_mean"], p["hr@10_with_history"], p["hr@10_without"])
+    ...  for p in cold_by_position(on, off)]
+    [(1, 2, 2.0, 1.0, 0.5), (2, 1, 3.0, 0.0, 0.0)]
+    """
+    rows = []
+    for place in sorted({h.earlier_here for h in with_history}):
+        on = [h for h in with_history if h.earlier_here == place]
+        off = [h for h in without if h.earlier_here == place]
+        hr_on, hr_off = _hr(on), _hr(off)
+        rows.append(
+            {
+                "position": place + 1,
+                "n": len(on),
+                "elsewhere_mean": sum(h.elsewhere for h in on) / len(on),
+                "hr@10_with_history": hr_on,
+                "hr@10_without": hr_off,
+                "lift": hr_on / hr_off - 1.0 if hr_off > 0 else None,
+            }
+        )
+    return rows
 
 
 #: Targets grouped by how often their item was a positive in the stream before (the long tail
@@ -748,6 +780,10 @@ class _Replayer:
             n for p, n in counts.items() if p != platform
         )
 
+    def elsewhere(self, person: str, platform: str) -> int:
+        """The person's positives on other platforms than ``platform`` so far."""
+        return sum(n for p, n in self.positives[person].items() if p != platform)
+
     def observed(self, person: str, event: Event) -> None:
         if event.is_positive and event.item is not None:
             key = item_key(event.platform, event.item)
@@ -806,13 +842,13 @@ def replay(
     # the batch was ranked on plus that event (their next one sees both).
     batch: list[tuple[int, Event, SessionState, int | None]] = []
     requests: list[RankRequest] = []
-    targets: list[tuple[int, str, str, bool, int, int]] = []
+    targets: list[tuple[int, str, str, bool, int, int, int]] = []
     in_batch: dict[str, tuple[SessionState, Event]] = {}
 
     def flush() -> None:
         nonlocal window
         ranked_lists = model.rank(requests) if requests else []
-        for (i, key, platform, cold, earlier, seen), ranked in zip(
+        for (i, key, platform, cold, earlier, elsewhere, seen), ranked in zip(
             targets, ranked_lists, strict=True
         ):
             if i < 0:  # ranked for the feedback only (rank_all), not evaluated
@@ -822,7 +858,7 @@ def replay(
                 rank = ranked.index(key) + 1
             except ValueError:
                 rank = 0
-            hit = Hit(i, platform, rank, cold, earlier, seen)
+            hit = Hit(i, platform, rank, cold, earlier, elsewhere, seen)
             hits.append(hit)
             window.append(hit)
             if len(hits) % every == 0:
@@ -873,6 +909,7 @@ def replay(
                         event.platform,
                         state.is_cold(person, event.platform),
                         state.positives[person][event.platform],
+                        state.elsewhere(person, event.platform),
                         state.item_positives[key],
                     )
                 )
@@ -942,8 +979,9 @@ def served_run(dataset: Dataset, lists: Mapping[str, list[str]], seconds: float)
                 rank = ranked.index(key) + 1 if key in ranked else 0
                 cold = state.is_cold(event.user, event.platform)
                 earlier = state.positives[event.user][event.platform]
+                elsewhere = state.elsewhere(event.user, event.platform)
                 seen = state.item_positives[key]
-                hits.append(Hit(i, event.platform, rank, cold, earlier, seen))
+                hits.append(Hit(i, event.platform, rank, cold, earlier, elsewhere, seen))
         if key is not None and event.type in CONSUMED_EVENTS:
             consumed[event.user].add(key)
         state.observed(event.user, event)
@@ -1162,6 +1200,9 @@ def replay_model(
                 "answered_lists": pipeline.reranker.answered,
                 "fitted_at": pipeline.reranker.fitted_at,
                 "fit_seconds": round(pipeline.reranker.fit_seconds, 2),
+                "background": pipeline.reranker.background,
+                "serve_after": pipeline.reranker.serve_after,
+                "waited_seconds": round(pipeline.reranker.waited_seconds, 2),
             }
         return run
     base = BASELINES[name](catalog, config)
@@ -1298,6 +1339,7 @@ def summarise(
             "lift_95ci": [ci["low"], ci["high"]],
             "target": 0.25,
             **split,
+            "by_position": cold_by_position(cold_on, cold_off),
         }
         if "cross-history" in runs and "popularity" in runs:
             # the ceiling of what other platforms say about a newcomer, against popularity

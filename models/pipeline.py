@@ -175,6 +175,9 @@ class PipelineConfig:
     # on MovieLens the blend's 50th rarely reaches the top 10: NDCG@10 0.0877 vs 0.0878)
     rerank_top: int = 50
     rerank_in_background: bool = False  # the worker: fit in another process, keep serving
+    # ...and serve its trees this many answered lists after the fit started, waiting for it if
+    # need be (a replay: reproducible, yet fitting beside the stream); None: once ready
+    rerank_serve_after: int | None = None
     seed: int = 7
 
     def with_overrides(self, pairs: Sequence[str]) -> PipelineConfig:
@@ -525,6 +528,7 @@ class Pipeline:
                 config.rerank_every,
                 seed=config.seed,
                 background=config.rerank_in_background,
+                serve_after=config.rerank_serve_after,
             )
             if config.rerank_every
             else None

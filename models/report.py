@@ -152,9 +152,17 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
             said = f"\n{name}: the reranker learned from {rr['answered_lists']:,} answered lists "
             if rr["fitted_at"]:
                 fits = ", ".join(f"{n:,}" for n in rr["fitted_at"])
+                if rr.get("serve_after") is not None:
+                    where = (
+                        f"in a process beside the replay, each fit's trees serving "
+                        f"{rr['serve_after']:,} lists after it started; the replay waited "
+                        f"{rr['waited_seconds']} s for them"
+                    )
+                else:
+                    where = "inside the replay's time"
                 said += (
                     f"and was fitted after {fits} of them ({rr['fit_seconds']} s of fitting, "
-                    f"inside the replay's time)."
+                    f"{where})."
                 )
             else:
                 said += "and was never fitted (too few): the blend's order was served."
@@ -194,6 +202,22 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
                 f"cross-history {_f(p['hr@10_cross_history'])} vs popularity "
                 f"{_f(p['hr@10_popularity'])}"
             )
+        if c.get("by_position"):
+            out += [
+                "",
+                "Cold start by the target's place among the person's positives on the platform:",
+                "",
+                "| place | targets | positives elsewhere before (mean) | HR@10 with | without "
+                "| lift |",
+                "|---:|---:|---:|---:|---:|---:|",
+            ]
+            out += [
+                f"| {p['position']} | {p['n']} | {p['elsewhere_mean']:.2f} | "
+                f"{_f(p['hr@10_with_history'])} | {_f(p['hr@10_without'])} | "
+                f"{_f(p['lift'], True)} |"
+                for p in c["by_position"]
+            ]
+            out.append("")
     if "leave_last_out_ndcg@10" in checks:
         c = checks["leave_last_out_ndcg@10"]
         ci = checks.get("leave_last_out_ndcg@10_95ci", {})

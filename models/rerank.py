@@ -85,9 +85,11 @@ ONNX_ATOL = 1e-4
 
 class Reranker:
     """Gradient-boosted trees over a ranking's signals, fitted every ``retrain_every`` answered
-    lists on the latest ``max_lists``; ``background=True`` fits in another process and serves
-    the new trees once they are ready (the stream worker), ``False`` fits inline (a replay,
-    which must be reproducible)."""
+    lists on the latest ``max_lists``; ``background=True`` fits in another process while the
+    caller goes on, ``False`` fits inline. A background fit's trees serve once they are ready
+    (the stream worker), or with ``serve_after`` exactly that many answered lists after the fit
+    started, waiting for it if need be: the same trees at the same point whatever the machine's
+    speed, so a replay stays reproducible while its fits run beside it."""
 
     def __init__(
         self,
@@ -100,9 +102,13 @@ class Reranker:
         min_samples_leaf: int = 100,
         seed: int = 7,
         background: bool = False,
+        serve_after: int | None = None,
     ) -> None:
         if retrain_every < 1 or negatives < 1:
             raise ValueError("retrain_every and negatives must be >= 1")
+        if serve_after is not None and not 0 <= serve_after < retrain_every:
+            # a later fit must never start while the last one's trees are still due
+            raise ValueError("serve_after must be in [0, retrain_every)")
         self.retrain_every = retrain_every
         self.negatives = negatives
         self.max_lists = max_lists
@@ -112,6 +118,7 @@ class Reranker:
         self.min_samples_leaf = min_samples_leaf
         self.seed = seed
         self.background = background
+        self.serve_after = serve_after
         self._rng = np.random.default_rng(seed)
         # The latest ``max_lists`` answered lists, a ring: slot ``i % max_lists`` holds the
         # ``i``-th list's rows (the positive first) and how many there are. One array, not one
@@ -125,6 +132,7 @@ class Reranker:
         self.answered = 0  # lists learned from
         self.fitted_at: list[int] = []  # ``answered`` when each fit started
         self.fit_seconds = 0.0  # spent fitting, in total
+        self.waited_seconds = 0.0  # the caller blocked on fits due (``serve_after``, wait())
         self.failed_fits = 0  # background fits that raised (logged; the old trees served on)
         self._pending: Future[FittedTrees] | None = None
         # where a background fit's lists are handed to the fitting process: made at the first,
@@ -206,14 +214,24 @@ class Reranker:
         shutdown). A failed fit raises here."""
         pending = self._pending
         if pending is not None:
-            self._swap_in(pending.result())
+            started = time.perf_counter()
+            fitted = pending.result()
+            self.waited_seconds += time.perf_counter() - started
+            self._swap_in(fitted)
 
     def _poll(self) -> None:
-        """Serve a background fit's trees once they are ready, from the caller's thread: the
-        fitting process never touches the reranker's state, so it needs no lock. A failed fit
-        is logged and counted, and the old trees keep serving."""
+        """Serve a background fit's trees once they are ready (or, with ``serve_after``, once
+        they are due: then wait for them), from the caller's thread: the fitting process never
+        touches the reranker's state, so it needs no lock. A failed fit is logged and counted,
+        and the old trees keep serving."""
         pending = self._pending
-        if pending is None or not pending.done():
+        if pending is None:
+            return
+        if self.serve_after is not None:
+            if self.answered >= self.fitted_at[-1] + self.serve_after:
+                self.wait()
+            return
+        if not pending.done():
             return
         error = pending.exception()
         if error is None:

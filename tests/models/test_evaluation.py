@@ -200,6 +200,7 @@ def test_cold_start_marks_first_five_on_a_second_platform() -> None:
     run = replay(ds, spy, catalog_for(ds), progress=False)
     assert [h.cold for h in run.hits] == [False] + [True] * 5 + [False] * 3
     assert [h.earlier_here for h in run.hits[1:]] == list(range(8))
+    assert [h.elsewhere for h in run.hits] == [0] + [1] * 8
     cold = run.summary()["cold_start"]
     assert (cold["first_here"]["n"], cold["later_here"]["n"]) == (1, 4)
 

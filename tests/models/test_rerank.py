@@ -166,6 +166,31 @@ def test_a_background_fit_gives_the_inline_fits_trees(
     assert "handed over by pickle" in caplog.text
 
 
+def test_serve_after_serves_a_background_fit_at_the_same_list_whatever_its_speed() -> None:
+    """A replay's way: the trees fitted on the first 40 lists serve from the 50th on, not when
+    the fitting process happens to finish, and they are the inline fit's trees."""
+    rng = np.random.default_rng(6)
+    lists = [xor_list(rng) for _ in range(60)]
+    probe = xor_list(rng)[0]
+    inline = Reranker(retrain_every=40, negatives=5, max_iter=20)
+    rr = Reranker(retrain_every=40, negatives=5, max_iter=20, background=True, serve_after=10)
+    for f, positive in lists[:40]:
+        inline.learn_one(f, positive)
+        rr.learn_one(f, positive)
+    assert rr._pending is not None
+    deadline = time.monotonic() + 60
+    while not rr._pending.done() and time.monotonic() < deadline:  # done, yet not due
+        time.sleep(0.05)
+    for f, positive in lists[40:49]:
+        rr.learn_one(f, positive)
+    assert not rr.ready and rr.answered == 49
+    rr.learn_one(*lists[49])
+    assert rr.ready and rr.fits == 1 and rr._pending is None
+    assert np.array_equal(rr.score(probe), inline.score(probe))
+    with pytest.raises(ValueError, match="serve_after"):
+        Reranker(retrain_every=40, background=True, serve_after=40)
+
+
 def test_the_hand_over_block_is_reused_and_freed_with_the_reranker() -> None:
     rr = Reranker(retrain_every=40, negatives=5, max_iter=5, background=True)
     rng = np.random.default_rng(9)
