@@ -1,14 +1,17 @@
-"""What every export shares: torch (the export extra) and a staging folder per artifact."""
+"""What every export shares: torch (the export extra), a staging folder per artifact, and
+for the two-graph models their item tower's export and the record of how they were made."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from models.artifacts import ITEM_TOWER_FILE
 from models.errors import ExportError
 
 
@@ -33,3 +36,40 @@ def staging(root: Path, name: str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
+
+
+def export_item_tower(graph: Any, example: Any, staged: Path, output: str, opset: int) -> None:
+    """The item tower ``graph`` (``item`` [items, dim] -> ``output``) as
+    :data:`models.artifacts.ITEM_TOWER_FILE` in ``staged``, any number of items."""
+    torch = require_torch()
+    torch.onnx.export(
+        graph,
+        (example,),
+        str(staged / ITEM_TOWER_FILE),
+        input_names=["item"],
+        output_names=[output],
+        dynamic_axes={"item": {0: "items"}, output: {0: "items"}},
+        opset_version=opset,
+        dynamo=False,
+    )
+
+
+def two_tower_record(
+    dim: int,
+    diffs: dict[str, float],
+    metrics: dict[str, Any],
+    encoder_version: str,
+    source: str,
+    started: float,
+) -> dict[str, Any]:
+    """What a two-graph model's spec records beside its own fields: the item tower, the
+    validation against torch, the training metrics and data, the encoder whose vectors it
+    learned from, and how long the export took (since ``started``, a ``time.time()``)."""
+    return {
+        "item_tower": {"file": ITEM_TOWER_FILE, "item": ["items", dim]},
+        "validation_max_abs_diff": diffs,
+        "metrics": metrics,
+        "encoder_version": encoder_version,
+        "training_data": source,
+        "seconds": round(time.time() - started, 1),
+    }

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from export.common import require_torch, staging
+from export.common import export_item_tower, require_torch, staging, two_tower_record
 from models.artifacts import MODEL_FILE, publish
 from models.encoder import TextEncoder
 from models.errors import ExportError, ExportValidationError
@@ -385,15 +385,8 @@ def export_ranker(
             opset_version=spec.opset,
             dynamo=False,
         )
-        torch.onnx.export(
-            item_tower_graph(model),
-            (torch.randn(48, dim),),
-            str(staged / ITEM_TOWER_FILE),
-            input_names=["item"],
-            output_names=["item_hidden"],
-            dynamic_axes={"item": {0: "items"}, "item_hidden": {0: "items"}},
-            opset_version=spec.opset,
-            dynamo=False,
+        export_item_tower(
+            item_tower_graph(model), torch.randn(48, dim), staged, "item_hidden", spec.opset
         )
         diffs = _validate(model, staged, spec, dim, n_dense)
         spec_dict = {
@@ -407,12 +400,7 @@ def export_ranker(
                 "dense": ["candidates", n_dense],
                 "request": ["candidates"],
             },
-            "item_tower": {"file": ITEM_TOWER_FILE, "item": ["items", dim]},
-            "validation_max_abs_diff": diffs,
-            "metrics": metrics,
-            "encoder_version": encoder.version,
-            "training_data": source,
-            "seconds": round(time.time() - started, 1),
+            **two_tower_record(dim, diffs, metrics, encoder.version, source, started),
         }
         version = publish(artifacts_root, "ranker", staged, spec_dict)
     if progress:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from export.common import require_torch, staging
+from export.common import export_item_tower, require_torch, staging, two_tower_record
 from models.artifacts import MODEL_FILE, publish
 from models.encoder import TextEncoder
 from models.errors import ExportError, ExportValidationError
@@ -398,15 +398,8 @@ def export_sequence(
             opset_version=spec.opset,
             dynamo=False,
         )
-        torch.onnx.export(
-            tower_graph,
-            (torch.from_numpy(seqs.vectors[:3]),),
-            str(staged / ITEM_TOWER_FILE),
-            input_names=["item"],
-            output_names=["item_vector"],
-            dynamic_axes={"item": {0: "items"}, "item_vector": {0: "items"}},
-            opset_version=spec.opset,
-            dynamo=False,
+        export_item_tower(
+            tower_graph, torch.from_numpy(seqs.vectors[:3]), staged, "item_vector", spec.opset
         )
         diffs = _validate(model, staged, spec, seqs)
         spec_dict = {
@@ -418,12 +411,7 @@ def export_sequence(
                 "same": ["batch", spec.length],
                 "mask": ["batch", spec.length],
             },
-            "item_tower": {"file": ITEM_TOWER_FILE, "item": ["items", dim]},
-            "validation_max_abs_diff": diffs,
-            "metrics": metrics,
-            "encoder_version": encoder.version,
-            "training_data": source,
-            "seconds": round(time.time() - started, 1),
+            **two_tower_record(dim, diffs, metrics, encoder.version, source, started),
         }
         version = publish(artifacts_root, NAME, staged, spec_dict)
     if progress:

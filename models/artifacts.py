@@ -34,8 +34,9 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
+import numpy as np
 import onnxruntime as ort
 
 from models.errors import ModelLoadError
@@ -149,3 +150,92 @@ def load_sessions(
         except Exception as e:  # onnxruntime raises its own untyped errors
             raise ModelLoadError(f"cannot load {model_dir / file}: {e}") from e
     return sessions
+
+
+#: A two-graph model's item tower, beside its main :data:`MODEL_FILE`.
+ITEM_TOWER_FILE = "item_tower.onnx"
+
+
+class TwoTowerModel:
+    """What the models served as two ONNX graphs share (:class:`models.ranker.RankingHead`,
+    :class:`models.sequence.SequenceModel`): the main graph, whose input names must be
+    :attr:`inputs`, and an item tower (``item`` -> :attr:`tower_output`) that depends on the
+    item alone, so it runs once per catalog row; the spec beside them, and the encoder whose
+    vectors they were trained on (another one's are meaningless to them).
+
+    ``threads``: ONNX Runtime's intra-op threads (0: one per core; a replay beside others
+    takes 1). ``spinning``: see :func:`session_options`.
+    """
+
+    kind: ClassVar[str]  # the artifact's name under the root
+    label: ClassVar[str]  # what errors call it
+    inputs: ClassVar[tuple[str, ...]]
+    tower_output: ClassVar[str]
+
+    def __init__(
+        self,
+        model_dir: Path,
+        providers: Sequence[str] | None = None,
+        threads: int = 0,
+        spinning: bool = True,
+    ) -> None:
+        spec = read_spec(model_dir.parent.parent, model_dir.parent.name, model_dir.name)
+        self.spec = spec
+        self.version: str = spec["version"]
+        self.encoder_version: str | None = spec.get("encoder_version")
+        self._check_spec()
+        if not (model_dir / ITEM_TOWER_FILE).is_file():
+            raise self._stale(
+                f"has no {ITEM_TOWER_FILE} (exported before the item tower was split off)"
+            )
+        self._session, self._item_tower = load_sessions(
+            model_dir, (MODEL_FILE, ITEM_TOWER_FILE), providers, threads, spinning
+        )
+        #: the main graph's input shapes by name
+        self.input_shapes: dict[str, list[Any]] = {
+            i.name: i.shape for i in self._session.get_inputs()
+        }
+        if set(self.input_shapes) != set(self.inputs):
+            raise self._stale(
+                f"takes inputs {sorted(self.input_shapes)}, this code passes {sorted(self.inputs)}"
+            )
+        self._loaded()
+
+    def _check_spec(self) -> None:
+        """Refuse a spec this code cannot serve (a subclass's checks)."""
+
+    def _loaded(self) -> None:
+        """Both graphs are loaded: a subclass reads what it needs from them and the spec."""
+
+    def _stale(self, what: str) -> ModelLoadError:
+        return ModelLoadError(f"{self.label} {self.version} {what}: re-export the {self.label}")
+
+    @classmethod
+    def from_artifacts(
+        cls,
+        root: Path,
+        version: str | None = None,
+        providers: Sequence[str] | None = None,
+        threads: int = 0,
+        spinning: bool = True,
+    ) -> Self:
+        """The published version under ``root`` (``CURRENT``, or ``version``)."""
+        return cls(current_dir(root, cls.kind, version), providers, threads, spinning)
+
+    def check_encoder(self, encoder_version: str) -> Self:
+        """Itself if it was trained on ``encoder_version``'s vectors, else a clear error."""
+        if self.encoder_version != encoder_version:
+            raise self._stale(
+                f"was trained on {self.encoder_version}'s vectors, the catalog is encoded by "
+                f"{encoder_version}"
+            )
+        return self
+
+    def _tower(self, items: np.ndarray, width: int) -> np.ndarray:
+        """The item tower's output for item text vectors ``items`` [n, dim]: [n, width]."""
+        if len(items) == 0:
+            return np.zeros((0, width), dtype=np.float32)
+        out: np.ndarray = self._item_tower.run(
+            [self.tower_output], {"item": np.ascontiguousarray(items, dtype=np.float32)}
+        )[0]
+        return out

@@ -22,16 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from models.artifacts import MODEL_FILE, current_dir, load_sessions, read_spec
-from models.errors import ModelLoadError
+from models.artifacts import ITEM_TOWER_FILE, TwoTowerModel
 
 NAME = "sequence"
 #: The graph's inputs: ``history`` [batch, length, dim] float32 item vectors (zeros where
 #: ``mask`` is false), ``same`` [batch, length] int64 (1: on the ranked platform), ``mask``
 #: [batch, length] bool; its output ``query`` is [batch, dim].
 INPUTS = ("history", "same", "mask")
-#: The item tower's graph, beside the query's :data:`MODEL_FILE`: ``item`` -> ``item_vector``.
-ITEM_TOWER_FILE = "item_tower.onnx"
+__all__ = ["INPUTS", "ITEM_TOWER_FILE", "NAME", "SequenceModel", "arrange", "pack"]
 
 
 def pack(
@@ -82,55 +80,22 @@ def arrange(
     return rows, flags
 
 
-class SequenceModel:
-    def __init__(
-        self,
-        model_dir: Path,
-        providers: Sequence[str] | None = None,
-        threads: int = 0,
-        spinning: bool = True,
-    ) -> None:
-        spec = read_spec(model_dir.parent.parent, model_dir.parent.name, model_dir.name)
-        self.version: str = spec["version"]
-        #: the encoder whose vectors it was trained on: another one's are meaningless to it
-        self.encoder_version: str | None = spec.get("encoder_version")
-        sessions = load_sessions(
-            model_dir, (MODEL_FILE, ITEM_TOWER_FILE), providers, threads, spinning
-        )
-        self._session, self._item_tower = sessions
-        inputs = {i.name: i.shape for i in self._session.get_inputs()}
-        if set(inputs) != set(INPUTS):
-            raise ModelLoadError(
-                f"sequence model {self.version} takes inputs {sorted(inputs)}, this code "
-                f"passes {sorted(INPUTS)}: re-export it"
-            )
+class SequenceModel(TwoTowerModel):
+    """The sequence model's two graphs (:class:`models.artifacts.TwoTowerModel`)."""
+
+    kind = NAME
+    label = "sequence model"
+    inputs = INPUTS
+    tower_output = "item_vector"
+
+    def _loaded(self) -> None:
         #: how many of a person's last items the model reads: on the ranked platform, and
         #: elsewhere (before them in the slots)
-        self.length_same: int = int(spec["length_same"])
-        self.length_other: int = int(spec["length_other"])
-        self.length: int = int(spec["length"])
+        self.length_same: int = int(self.spec["length_same"])
+        self.length_other: int = int(self.spec["length_other"])
+        self.length: int = int(self.spec["length"])
         #: the text embeddings' width
-        self.dim: int = int(inputs["history"][-1])
-
-    @classmethod
-    def from_artifacts(
-        cls,
-        root: Path,
-        version: str | None = None,
-        providers: Sequence[str] | None = None,
-        threads: int = 0,
-        spinning: bool = True,
-    ) -> SequenceModel:
-        return cls(current_dir(root, NAME, version), providers, threads, spinning)
-
-    def check_encoder(self, encoder_version: str) -> SequenceModel:
-        """Itself if it was trained on ``encoder_version``'s vectors, else a clear error."""
-        if self.encoder_version != encoder_version:
-            raise ModelLoadError(
-                f"sequence model {self.version} was trained on {self.encoder_version}'s vectors, "
-                f"the catalog is encoded by {encoder_version}: re-export it"
-            )
-        return self
+        self.dim: int = int(self.input_shapes["history"][-1])
 
     @staticmethod
     def available(root: Path) -> bool:
@@ -143,12 +108,7 @@ class SequenceModel:
 
     def item_vectors(self, items: np.ndarray) -> np.ndarray:
         """The item tower's output for item text vectors ``items`` [n, dim]: [n, dim]."""
-        if len(items) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        out: np.ndarray = self._item_tower.run(
-            ["item_vector"], {"item": np.ascontiguousarray(items, dtype=np.float32)}
-        )[0]
-        return out
+        return self._tower(items, self.dim)
 
     def queries(self, histories: Sequence[np.ndarray], same: Sequence[np.ndarray]) -> np.ndarray:
         """One query per history (see :func:`pack`): [batch, dim]; an item's score is

@@ -53,7 +53,7 @@ def test_serving_runtime_gives_unit_queries_for_any_batch(sequence_artifacts: Pa
     assert model.queries([], []).shape == (0, model.dim)
     encoder = read_spec(sequence_artifacts, "encoder")["version"]
     assert model.check_encoder(encoder) is model
-    with pytest.raises(ModelLoadError, match=r"trained on .* re-export it"):
+    with pytest.raises(ModelLoadError, match=r"trained on .* re-export the sequence model"):
         model.check_encoder("encoder-000000000000")
 
 
