@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         # reranker fits finished during the burst (each in the worker's fitting process)
         "reranker_fits": (status["reranker_fits"] or 0) - (before["reranker_fits"] or 0),
         "reranker_failed_fits": status["reranker_failed_fits"],
+        # ...and what they took in that process (on top of worker_cpu_s)
+        "reranker_fit_s": round(
+            (status["reranker_fit_s"] or 0) - (before["reranker_fit_s"] or 0), 2
+        ),
         "onnx_spinning": s.onnx_spinning,
         "note": "burst: latency includes queueing behind the burst, not steady-state latency",
     }

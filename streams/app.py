@@ -288,8 +288,10 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
                 "reranker_fits": reranker.fits if reranker else None,
                 # background fits that raised or whose process died (the old trees served on)
                 "reranker_failed_fits": reranker.failed_fits if reranker else None,
+                # what the served fits took in the fitting process (one thread: ~its CPU time)
+                "reranker_fit_s": round(reranker.fit_seconds, 2) if reranker else None,
                 "platforms": list(settings.platforms),
-                # the worker's CPU time so far (not its reranker-fitting process's)
+                # the worker's CPU time so far (without its fitting process: reranker_fit_s)
                 "cpu_s": round(time.process_time(), 2),
             }
         )
