@@ -24,6 +24,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 METRICS = ("hr@10", "ndcg@10", "mrr", "coverage")
 
 
@@ -276,6 +278,8 @@ def plot(result: dict[str, Any], out: Path) -> list[str]:
     names.append("hr_along_stream.png")
     if _plot_models_compared(result, out / "models_compared.png", plt):
         names.append("models_compared.png")
+    if _plot_cold_start(result, out / "cold_start.png", plt):
+        names.append("cold_start.png")
     blend = result["models"].get("blend")
     pts = [p for p in (blend or {}).get("series", []) if "weights" in p]
     platforms = sorted({pl for p in pts for pl in p["weights"]})
@@ -348,6 +352,36 @@ def _plot_models_compared(result: dict[str, Any], path: Path, plt: Any) -> bool:
         highs = [c[1] for _, _, c in rows if c and math.isfinite(c[1])]
         ax.set_xlim(0, max([*values, *highs]) * 1.25 or 1.0)
         ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _plot_cold_start(result: dict[str, Any], path: Path, plt: Any) -> bool:
+    """HR@10 of the cold-start targets with and without other platforms' history, by their
+    place among the person's positives on the platform, each place labelled with how many
+    positives elsewhere came before it on average. False (nothing written) without them."""
+    places = result.get("checks", {}).get("cold_start", {}).get("by_position")
+    if not places:
+        return False
+    xs = np.arange(len(places))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(places) + 1.5), 4.2))
+    for shift, key, label, colour in (
+        (-0.2, "hr@10_with_history", "with other platforms' history", "tab:orange"),
+        (0.2, "hr@10_without", "without", "tab:blue"),
+    ):
+        ax.bar(xs + shift, [p[key] for p in places], 0.4, label=label, color=colour, alpha=0.85)
+    ax.set_xticks(
+        xs,
+        [f"{p['position']}\n{p['elsewhere_mean']:.1f} elsewhere\nn={p['n']}" for p in places],
+        fontsize=8,
+    )
+    ax.set_xlabel("the person's n-th positive on the platform (positives elsewhere before it)")
+    ax.set_ylabel("HR@10")
+    ax.set_title(f"{result['dataset']}: cold start on a second platform")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -253,6 +253,9 @@ def test_evaluate_runs_every_model_and_writes_the_report(tmp_path: Path) -> None
     low, high = checks["blend_vs_best_baseline"]["lift_95ci"]
     assert low <= checks["blend_vs_best_baseline"]["lift"] <= high
     assert 0.0 < models["blend"]["returned"] <= 1.0
+    places = checks["cold_start"]["by_position"]
+    assert [(p["position"], p["n"]) for p in places] == [(1, 24), (2, 24), (3, 24), (4, 24)]
+    assert all(p["elsewhere_mean"] >= 1 for p in places)
     alone = checks["cold_start"]["first_here_other_platforms_alone"]
     assert alone["n"] == 24
     assert alone["hr@10_cross_history"] == models["cross-history"]["cold_start"]["first_here"][
@@ -271,7 +274,9 @@ def test_evaluate_runs_every_model_and_writes_the_report(tmp_path: Path) -> None
     assert (tmp_path / "toy" / "hr_along_stream.png").stat().st_size > 1000
     assert (tmp_path / "toy" / "blend_weights.png").stat().st_size > 1000
     assert (tmp_path / "toy" / "models_compared.png").stat().st_size > 1000
+    assert (tmp_path / "toy" / "cold_start.png").stat().st_size > 1000
     assert "![models_compared.png](models_compared.png)" in md.read_text()
+    assert "| 1 | 24 |" in md.read_text()  # the cold-start table's first place
 
 
 def test_the_report_says_when_the_reranker_was_fitted(tmp_path: Path) -> None:
