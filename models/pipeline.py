@@ -480,6 +480,18 @@ class _Prepared:
     recent_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
+_NO_ROWS = np.zeros(0, np.int64)
+
+
+@dataclass
+class _Searched:
+    """What :meth:`Pipeline._searched` found for a batch, by request index."""
+
+    sequence_queries: np.ndarray | None  # the sequence model's query per request (None: none)
+    text: dict[int, np.ndarray] = field(default_factory=dict)  # text-neighbour catalog rows
+    sequence: dict[int, np.ndarray] = field(default_factory=dict)  # the queries' nearest rows
+
+
 @dataclass
 class Output:
     recommendations: list[Recommendation] = field(default_factory=list)
@@ -759,144 +771,37 @@ class Pipeline:
     # --- ranking ---------------------------------------------------------------------------
 
     def recommend(self, requests: Sequence[RankRequest]) -> list[Ranking]:
-        """Rank candidates for every request; one ranking-head call for the whole batch."""
+        """Rank candidates for every request: each request's candidates from every source and
+        their signals, one ranking-head call for the whole batch, the blend's order, then the
+        reranker's on the blend's top."""
         if not requests:
             return []
-        cfg = self.config
         prepared = [self._prepare(r) for r in requests]
-        queries = np.stack([p.query for p in prepared])
-        by_platform: dict[str, list[int]] = {}
-        for i, r in enumerate(requests):
-            by_platform.setdefault(r.platform, []).append(i)
-        neighbour_rows: dict[int, np.ndarray] = {}
-        sequence_rows: dict[int, np.ndarray] = {}
-        sequence_queries = self._sequence_queries(requests)
-        for platform, idx in by_platform.items():
-            self._neighbour_candidates([prepared[i] for i in idx], platform)
-            rows, _ = self.catalog.neighbours(queries[idx], platform, cfg.neighbour_candidates)
-            for i, r in zip(idx, rows, strict=True):
-                neighbour_rows[i] = r
-            if sequence_queries is not None and cfg.sequence_candidates > 0:
-                found = self._sequence_items.neighbours(
-                    self.catalog, sequence_queries[idx], platform, cfg.sequence_candidates
-                )
-                for i, r in zip(idx, found, strict=True):
-                    sequence_rows[i] = r
-        no_rows = np.zeros(0, np.int64)
-
-        mirrors = self._mirrors
-        mirrors.fit(len(self.catalog))
-        scratch = mirrors.scores
-        weights_of = {
-            p: np.array([self.blends[p].weights[k] for k in SIGNALS], np.float32)
-            for p in by_platform
-        }
+        searched = self._searched(requests, prepared)
+        self._mirrors.fit(len(self.catalog))
+        sequence_queries = searched.sequence_queries
         all_rows: list[np.ndarray] = []
         all_dense: list[np.ndarray] = []
         all_blend_only: list[np.ndarray] = []
-        spans: list[tuple[int, int]] = []
-        start = 0
-        available = self.catalog.available
-        catalog_keys = self.catalog.key_array
         for i, (req, prep) in enumerate(zip(requests, prepared, strict=True)):
-            popular = self.popularity.top(req.platform, cfg.candidates_per_source, 0.0)
-            before = np.concatenate(
-                [
-                    neighbour_rows[i],
-                    sequence_rows.get(i, no_rows),
-                    prep.covisit.rows,
-                    prep.cross_covisit.rows,
-                    prep.item_knn.rows,
-                    prep.transition.rows,
-                    prep.consumed_covisit.rows,
-                    prep.person_knn.rows,
-                ]
+            rows, keys, lexical = self._candidates(
+                req, prep, searched.text[i], searched.sequence.get(i, _NO_ROWS)
             )
-            platform_rows = self.catalog.rows(req.platform)
-            shortlist = self.lexical.shortlist(
-                prep.recent_rows,
-                platform_rows,
-                cfg.lexical_candidates,
-                # a platform's rows only ever grow: their count names them
-                among_key=(req.platform, len(platform_rows)),
-            )
-            after = np.concatenate(
-                [
-                    self._rows_of(popular),
-                    self.catalog.newest(req.platform, cfg.candidates_per_source // 5),
-                    self._rows_of(req.extra),
-                ]
-            )
-            proposed = np.concatenate([before, shortlist, after])
-            # The lexical signal of every candidate and the lexical candidates' own choice
-            # from the shortlist come from one product (two cost ~30 % more per request).
-            lexical = self.lexical.nearest(proposed, prep.recent_rows)
-            at = np.arange(len(proposed))
-            chosen = best(
-                at[len(before) : len(before) + len(shortlist)],
-                lexical[len(before) : len(before) + len(shortlist)],
-                cfg.lexical_candidates,
-            )
-            at = np.concatenate([at[: len(before)], chosen, at[len(proposed) - len(after) :]])
-            proposed, lexical = proposed[at], lexical[at]
-            # Distinct, in the order proposed (ties in the blend keep that order): each row's
-            # first place, by an unbuffered minimum (no sort)
-            places = np.arange(len(proposed))
-            mirrors.first[proposed] = len(proposed)
-            np.minimum.at(mirrors.first, proposed, places)
-            keep = mirrors.first[proposed] == places
-            keep[keep] = available[proposed[keep]]
-            rows, lexical = proposed[keep], lexical[keep]
-            keys = catalog_keys[rows].tolist()
-            if req.exclude:
-                drop = np.fromiter(map(req.exclude.__contains__, keys), bool, len(keys))
-                if drop.any():
-                    rows, lexical = rows[~drop], lexical[~drop]
-                    keys = catalog_keys[rows].tolist()
+            query = None if sequence_queries is None else sequence_queries[i]
+            dense, blend_only = self._signals(req, prep, rows, keys, lexical, query)
             all_rows.append(rows)
-            # gathered per request: read while still in cache by the products below
-            vecs = self.catalog.vectors[rows]
-            dense = np.zeros((len(keys), len(DENSE_FEATURES)), dtype=np.float32)
-            dense[:, 0] = vecs @ prep.u_same
-            dense[:, 1] = vecs @ prep.u_cross
-            dense[:, 2] = vecs @ prep.context
-            dense[:, 3] = prep.covisit.at(rows, scratch)
-            dense[:, 4] = self.popularity.normalise(mirrors.popularity[rows], req.platform)
-            age = np.maximum(0.0, req.ts - self.catalog.added_ts[rows])
-            dense[:, 5] = 0.5 ** (age / cfg.fresh_half_life_s)
-            preference_rows = mirrors.preference[rows]
-            dense[:, 6] = self.preference.predict_many(
-                preference_user(req.person, req.platform), keys, preference_rows
-            )
-            mirrors.preference[rows] = preference_rows
             all_dense.append(dense)
-            blend_only = np.zeros((len(keys), len(SIGNALS) - 1 - len(DENSE_FEATURES)), np.float32)
-            blend_only[:, 0] = prep.cross_covisit.at(rows, scratch)
-            blend_only[:, 1] = prep.item_knn.at(rows, scratch)
-            blend_only[:, 2] = prep.transition.at(rows, scratch)
-            blend_only[:, 3] = prep.consumed_covisit.at(rows, scratch)
-            blend_only[:, 4] = prep.covisit.shares(dense[:, 3])
-            blend_only[:, 5] = prep.transition.shares(blend_only[:, 2])
-            blend_only[:, 6] = prep.consumed_covisit.shares(blend_only[:, 3])
-            blend_only[:, 7] = prep.person_knn.at(rows, scratch)
-            if len(prep.recent_rows):  # nearest: the best cosine with one of them
-                blend_only[:, 8] = (vecs @ self.catalog.vectors[prep.recent_rows].T).max(axis=1)
-            blend_only[:, 9] = lexical
-            if sequence_queries is not None:
-                blend_only[:, 10] = self._sequence_items.vectors[rows] @ sequence_queries[i]
             all_blend_only.append(blend_only)
-            spans.append((start, start + len(keys)))
-            start += len(keys)
-
-        rows_cat = np.concatenate(all_rows) if all_rows else np.zeros(0, np.int64)
+        sizes = [len(r) for r in all_rows]
+        rows_cat = np.concatenate(all_rows)
         dense_cat = np.concatenate(all_dense)
         if self.ranker is not None and len(rows_cat):
             head = self.ranker.score(
                 np.stack([p.person for p in prepared]),
                 np.stack([p.context for p in prepared]),
-                mirrors.item_hidden_for(self.ranker, rows_cat, self.catalog),
+                self._mirrors.item_hidden_for(self.ranker, rows_cat, self.catalog),
                 dense_cat,
-                np.repeat(np.arange(len(spans)), [e - s for s, e in spans]),
+                np.repeat(np.arange(len(sizes)), sizes),
             )
         else:
             head = np.zeros(len(rows_cat), dtype=np.float32)
@@ -904,28 +809,9 @@ class Pipeline:
         features = np.concatenate(
             [head[:, None], dense_cat, np.concatenate(all_blend_only)], axis=1
         )
-
-        rankings = []
-        for req, (s, e), prep in zip(requests, spans, prepared, strict=True):
-            f = features[s:e]
-            contrib = f * weights_of[req.platform]
-            scores = contrib.sum(axis=1)
-            order = np.argsort(-scores, kind="stable")
-            ranked_keys = catalog_keys[rows_cat[s:e][order]].tolist()
-            ranking = Ranking(
-                req,
-                ranked_keys,
-                f[order],
-                scores[order],
-                contrib[order],
-                prep.history,
-                prep.person,
-                prep.context,
-                request_features=_request_features(req, prep),
-            )
-            rankings.append(ranking)
+        rankings = self._blend_rankings(requests, prepared, rows_cat, features, sizes)
         if self.reranker is not None and self.reranker.ready:
-            top = cfg.rerank_top
+            top = self.config.rerank_top
             reranked = self.reranker.score_many(
                 [r.features[:top] for r in rankings], [r.request_features for r in rankings]
             )
@@ -933,6 +819,179 @@ class Pipeline:
                 _rerank(ranking, p)
         for ranking in rankings:
             self._remember_for_feedback(ranking)
+        return rankings
+
+    def _searched(self, requests: Sequence[RankRequest], prepared: list[_Prepared]) -> _Searched:
+        """What is searched for a whole platform's requests at once: the neighbour signals'
+        candidates (into ``prepared``), the text neighbours of each request's query, and the
+        sequence model's queries and (if it proposes candidates) their nearest items."""
+        cfg = self.config
+        queries = np.stack([p.query for p in prepared])
+        by_platform: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            by_platform.setdefault(r.platform, []).append(i)
+        found = _Searched(self._sequence_queries(requests))
+        for platform, idx in by_platform.items():
+            self._neighbour_candidates([prepared[i] for i in idx], platform)
+            rows, _ = self.catalog.neighbours(queries[idx], platform, cfg.neighbour_candidates)
+            for i, r in zip(idx, rows, strict=True):
+                found.text[i] = r
+            if found.sequence_queries is not None and cfg.sequence_candidates > 0:
+                nearest = self._sequence_items.neighbours(
+                    self.catalog, found.sequence_queries[idx], platform, cfg.sequence_candidates
+                )
+                for i, r in zip(idx, nearest, strict=True):
+                    found.sequence[i] = r
+        return found
+
+    def _candidates(
+        self, req: RankRequest, prep: _Prepared, text_rows: np.ndarray, sequence_rows: np.ndarray
+    ) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """One request's candidates (catalog rows, distinct, available, not excluded; ties in
+        the blend keep this order), their keys and their lexical signal."""
+        cfg = self.config
+        mirrors = self._mirrors
+        popular = self.popularity.top(req.platform, cfg.candidates_per_source, 0.0)
+        before = np.concatenate(
+            [
+                text_rows,
+                sequence_rows,
+                prep.covisit.rows,
+                prep.cross_covisit.rows,
+                prep.item_knn.rows,
+                prep.transition.rows,
+                prep.consumed_covisit.rows,
+                prep.person_knn.rows,
+            ]
+        )
+        platform_rows = self.catalog.rows(req.platform)
+        shortlist = self.lexical.shortlist(
+            prep.recent_rows,
+            platform_rows,
+            cfg.lexical_candidates,
+            # a platform's rows only ever grow: their count names them
+            among_key=(req.platform, len(platform_rows)),
+        )
+        after = np.concatenate(
+            [
+                self._rows_of(popular),
+                self.catalog.newest(req.platform, cfg.candidates_per_source // 5),
+                self._rows_of(req.extra),
+            ]
+        )
+        proposed = np.concatenate([before, shortlist, after])
+        # The lexical signal of every candidate and the lexical candidates' own choice
+        # from the shortlist come from one product (two cost ~30 % more per request).
+        lexical = self.lexical.nearest(proposed, prep.recent_rows)
+        at = np.arange(len(proposed))
+        chosen = best(
+            at[len(before) : len(before) + len(shortlist)],
+            lexical[len(before) : len(before) + len(shortlist)],
+            cfg.lexical_candidates,
+        )
+        at = np.concatenate([at[: len(before)], chosen, at[len(proposed) - len(after) :]])
+        proposed, lexical = proposed[at], lexical[at]
+        # Distinct, in the order proposed (ties in the blend keep that order): each row's
+        # first place, by an unbuffered minimum (no sort)
+        places = np.arange(len(proposed))
+        mirrors.first[proposed] = len(proposed)
+        np.minimum.at(mirrors.first, proposed, places)
+        keep = mirrors.first[proposed] == places
+        keep[keep] = self.catalog.available[proposed[keep]]
+        rows, lexical = proposed[keep], lexical[keep]
+        catalog_keys = self.catalog.key_array
+        keys = catalog_keys[rows].tolist()
+        if req.exclude:
+            drop = np.fromiter(map(req.exclude.__contains__, keys), bool, len(keys))
+            if drop.any():
+                rows, lexical = rows[~drop], lexical[~drop]
+                keys = catalog_keys[rows].tolist()
+        return rows, keys, lexical
+
+    def _signals(
+        self,
+        req: RankRequest,
+        prep: _Prepared,
+        rows: np.ndarray,
+        keys: list[str],
+        lexical: np.ndarray,
+        sequence_query: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One request's candidates' signals: those the ranking head also reads
+        (:data:`DENSE_FEATURES` order) and those only the blend reads (the rest of
+        :data:`SIGNALS` after them)."""
+        cfg = self.config
+        mirrors = self._mirrors
+        scratch = mirrors.scores
+        # gathered per request: read while still in cache by the products below
+        vecs = self.catalog.vectors[rows]
+        dense = np.zeros((len(keys), len(DENSE_FEATURES)), dtype=np.float32)
+        dense[:, 0] = vecs @ prep.u_same
+        dense[:, 1] = vecs @ prep.u_cross
+        dense[:, 2] = vecs @ prep.context
+        dense[:, 3] = prep.covisit.at(rows, scratch)
+        dense[:, 4] = self.popularity.normalise(mirrors.popularity[rows], req.platform)
+        age = np.maximum(0.0, req.ts - self.catalog.added_ts[rows])
+        dense[:, 5] = 0.5 ** (age / cfg.fresh_half_life_s)
+        preference_rows = mirrors.preference[rows]
+        dense[:, 6] = self.preference.predict_many(
+            preference_user(req.person, req.platform), keys, preference_rows
+        )
+        mirrors.preference[rows] = preference_rows
+        blend_only = np.zeros((len(keys), len(SIGNALS) - 1 - len(DENSE_FEATURES)), np.float32)
+        blend_only[:, 0] = prep.cross_covisit.at(rows, scratch)
+        blend_only[:, 1] = prep.item_knn.at(rows, scratch)
+        blend_only[:, 2] = prep.transition.at(rows, scratch)
+        blend_only[:, 3] = prep.consumed_covisit.at(rows, scratch)
+        blend_only[:, 4] = prep.covisit.shares(dense[:, 3])
+        blend_only[:, 5] = prep.transition.shares(blend_only[:, 2])
+        blend_only[:, 6] = prep.consumed_covisit.shares(blend_only[:, 3])
+        blend_only[:, 7] = prep.person_knn.at(rows, scratch)
+        if len(prep.recent_rows):  # nearest: the best cosine with one of them
+            blend_only[:, 8] = (vecs @ self.catalog.vectors[prep.recent_rows].T).max(axis=1)
+        blend_only[:, 9] = lexical
+        if sequence_query is not None:
+            blend_only[:, 10] = self._sequence_items.vectors[rows] @ sequence_query
+        return dense, blend_only
+
+    def _blend_rankings(
+        self,
+        requests: Sequence[RankRequest],
+        prepared: list[_Prepared],
+        rows: np.ndarray,
+        features: np.ndarray,
+        sizes: list[int],
+    ) -> list[Ranking]:
+        """Each request's candidates (``sizes[i]`` consecutive ``rows`` and ``features``) in
+        the order of its platform's blend."""
+        weights_of = {
+            p: np.array([self.blends[p].weights[k] for k in SIGNALS], np.float32)
+            for p in {r.platform for r in requests}
+        }
+        catalog_keys = self.catalog.key_array
+        rankings = []
+        start = 0
+        for req, prep, size in zip(requests, prepared, sizes, strict=True):
+            s, e = start, start + size
+            start = e
+            f = features[s:e]
+            contrib = f * weights_of[req.platform]
+            scores = contrib.sum(axis=1)
+            order = np.argsort(-scores, kind="stable")
+            ranked_keys = catalog_keys[rows[s:e][order]].tolist()
+            rankings.append(
+                Ranking(
+                    req,
+                    ranked_keys,
+                    f[order],
+                    scores[order],
+                    contrib[order],
+                    prep.history,
+                    prep.person,
+                    prep.context,
+                    request_features=_request_features(req, prep),
+                )
+            )
         return rankings
 
     def _sequence_queries(self, requests: Sequence[RankRequest]) -> np.ndarray | None:
