@@ -18,7 +18,6 @@ from models.evaluation import (
     ContentBaseline,
     CoVisitationBaseline,
     CrossHistoryBaseline,
-    Hit,
     ItemKNNBaseline,
     PopularityBaseline,
     PreferenceBaseline,
@@ -28,7 +27,6 @@ from models.evaluation import (
     embed_items,
     evaluate,
     main,
-    metrics,
     replay,
 )
 from models.events import CatalogItem, Event, EventType
@@ -66,16 +64,6 @@ def crafted(kind: EventType = EventType.PURCHASE) -> Dataset:
     names = ["a", "b", *[f"filler-{i}" for i in range(20)]]
     events = [ev(i, f"p{i + 1}", "a" if i < 5 else "b", kind=kind) for i in range(10)]
     return dataset(events, items("shop", names))
-
-
-def test_metrics_known_values() -> None:
-    m = metrics([Hit(0, "x", 1), Hit(1, "x", 2), Hit(2, "y", 0), Hit(3, "y", 10),
-                 Hit(4, "y", 11)], {"x": {"x:1", "x:2"}, "y": {"y:1"}}, {"x": 4, "y": 10})
-    assert m["x"] == {"n": 2, "hr@10": 1.0, "ndcg@10": pytest.approx((1 + 1 / math.log2(3)) / 2),
-                      "mrr": 0.75, "coverage": 0.5}
-    assert m["y"]["hr@10"] == pytest.approx(1 / 3)
-    assert m["y"]["mrr"] == pytest.approx((1 / 10 + 1 / 11) / 3)
-    assert m["all"]["n"] == 5 and m["all"]["coverage"] == pytest.approx(3 / 14)
 
 
 def test_popularity_baseline_has_the_known_hit_rate() -> None:

@@ -1,0 +1,45 @@
+"""Ranking metrics over a replay's hits."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from models.metrics import Hit, by_target_seen, cold_by_position, metrics, paired_lift
+
+
+def test_metrics_known_values() -> None:
+    m = metrics([Hit(0, "x", 1), Hit(1, "x", 2), Hit(2, "y", 0), Hit(3, "y", 10),
+                 Hit(4, "y", 11)], {"x": {"x:1", "x:2"}, "y": {"y:1"}}, {"x": 4, "y": 10})
+    assert m["x"] == {"n": 2, "hr@10": 1.0, "ndcg@10": pytest.approx((1 + 1 / math.log2(3)) / 2),
+                      "mrr": 0.75, "coverage": 0.5}
+    assert m["y"]["hr@10"] == pytest.approx(1 / 3)
+    assert m["y"]["mrr"] == pytest.approx((1 / 10 + 1 / 11) / 3)
+    assert m["all"]["n"] == 5 and m["all"]["coverage"] == pytest.approx(3 / 14)
+
+
+def test_targets_are_bucketed_by_how_often_their_item_was_seen() -> None:
+    hits = [Hit(0, "x", 1, seen=0), Hit(1, "x", 0, seen=2), Hit(2, "x", 2, seen=2),
+            Hit(3, "x", 0, seen=50)]
+    buckets = by_target_seen(hits)
+    assert buckets["0"]["n"] == 1 and buckets["0"]["hr@10"] == 1.0
+    assert buckets["1-2"]["n"] == 2 and buckets["1-2"]["returned"] == 0.5
+    assert buckets["30+"]["hr@10"] == 0.0
+
+
+def test_cold_start_by_place_pairs_the_same_targets_of_both_runs() -> None:
+    on = [Hit(i, "b", 1 if i % 2 else 0, True, i % 3, i % 3 + 1) for i in range(30)]
+    off = [Hit(i, "b", 0, True, i % 3, i % 3 + 1) for i in range(30)]
+    places = cold_by_position(on, off)
+    assert [(p["position"], p["n"], p["elsewhere_mean"]) for p in places] == [
+        (1, 10, 1.0), (2, 10, 2.0), (3, 10, 3.0)
+    ]
+    assert all(p["hr@10_without"] == 0.0 and p["lift"] is None for p in places)
+
+
+def test_paired_lift_is_zero_for_the_same_hits() -> None:
+    hits = [Hit(i, "x", (i % 12) + 1) for i in range(100)]
+    lift = paired_lift(hits, hits)
+    assert lift["lift"] == 0.0 and lift["low"] == lift["high"] == 0.0
+    assert math.isfinite(lift["n"])
