@@ -14,13 +14,6 @@ from models.artifacts import read_spec
 from models.catalog import Catalog
 from models.datasets import Dataset
 from models.evaluation import (
-    ConsumedCoVisitationBaseline,
-    ContentBaseline,
-    CoVisitationBaseline,
-    CrossHistoryBaseline,
-    ItemKNNBaseline,
-    PopularityBaseline,
-    PreferenceBaseline,
     _Replayer,
     build_catalog,
     default_models,
@@ -31,6 +24,15 @@ from models.evaluation import (
 )
 from models.events import CatalogItem, Event, EventType
 from models.pipeline import PipelineConfig, RankRequest
+from models.recommenders import (
+    ConsumedCoVisitationBaseline,
+    ContentBaseline,
+    CoVisitationBaseline,
+    CrossHistoryBaseline,
+    ItemKNNBaseline,
+    PopularityBaseline,
+    PreferenceBaseline,
+)
 from models.report import write_report
 from models.session import SessionState
 

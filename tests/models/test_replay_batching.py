@@ -13,6 +13,14 @@ import pytest
 from models.catalog import Catalog
 from models.datasets import Dataset
 from models.evaluation import (
+    _Replayer,
+    build_catalog,
+    replay,
+)
+from models.events import CatalogItem, Event, EventType, item_key
+from models.pipeline import Pipeline, PipelineConfig, RankRequest
+from models.preference import PreferenceModel
+from models.recommenders import (
     BlendRecommender,
     ConsumedCoVisitationBaseline,
     ContentBaseline,
@@ -22,13 +30,7 @@ from models.evaluation import (
     PopularityBaseline,
     PreferenceBaseline,
     Recommender,
-    _Replayer,
-    build_catalog,
-    replay,
 )
-from models.events import CatalogItem, Event, EventType, item_key
-from models.pipeline import Pipeline, PipelineConfig, RankRequest
-from models.preference import PreferenceModel
 from models.session import SessionState
 
 from ..fakes import HashingEncoder
