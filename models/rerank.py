@@ -223,7 +223,8 @@ class Reranker:
         """Serve a background fit's trees once they are ready (or, with ``serve_after``, once
         they are due: then wait for them), from the caller's thread: the fitting process never
         touches the reranker's state, so it needs no lock. A failed fit is logged and counted,
-        and the old trees keep serving."""
+        and the old trees keep serving; with ``serve_after`` it raises (a replay must not go on
+        with other trees than the ones it reports)."""
         pending = self._pending
         if pending is None:
             return
