@@ -248,9 +248,10 @@ class _Replayer:
         return RankRequest(person, platform, session, context, frozenset(exclude), ts)
 
     def is_cold(self, person: str, platform: str) -> bool:
-        counts = self.positives[person]
-        return counts[platform] < COLD_START_FIRST and any(
-            n for p, n in counts.items() if p != platform
+        """Among the person's first positives on ``platform``, after some elsewhere."""
+        return (
+            self.positives[person][platform] < COLD_START_FIRST
+            and self.elsewhere(person, platform) > 0
         )
 
     def elsewhere(self, person: str, platform: str) -> int:

@@ -256,10 +256,10 @@ class Reranker:
         """The lists kept for the next fit, oldest first: their rows (lists x the most rows
         one holds x inputs; a list's first ``length`` rows are its own, the positive first) and
         their lengths. Copies; the rows into ``out`` if given (shaped like them)."""
-        count = min(self.answered, self.max_lists)
-        order = (self.answered - count + np.arange(count)) % self.max_lists
         if self._rows is None:
             return np.zeros((0, self.negatives + 1, 0), np.float32), np.zeros(0, np.int64)
+        count = min(self.answered, self.max_lists)
+        order = (self.answered - count + np.arange(count)) % self.max_lists
         return np.take(self._rows, order, axis=0, out=out), self._lengths[order]
 
     def fit_params(self) -> dict[str, Any]:
