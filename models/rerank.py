@@ -61,6 +61,7 @@ import functools
 import logging
 import multiprocessing
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -138,6 +139,11 @@ class Reranker:
         # where a background fit's lists are handed to the fitting process: made at the first,
         # reused (a new block per fit page-faulted for longer than pickling took)
         self._handover: SharedMemory | None = None
+        # A background fit's lists are copied out of the ring by a thread (:meth:`_fit`) while
+        # the caller goes on: until ``_copied`` is set, lists answered meanwhile wait in
+        # ``_deferred`` (their index and rows), so the fit sees exactly the lists before it.
+        self._copied: threading.Event | None = None
+        self._deferred: list[tuple[int, np.ndarray]] = []
         self.last_fit: FittedTrees | None = None  # the trees served, and how they were fitted
 
     @property
@@ -239,6 +245,7 @@ class Reranker:
             self._swap_in(pending.result())
             return
         self._pending = None
+        self._write_deferred()
         self.failed_fits += 1
         log.error("reranker fit failed, the previous trees keep serving: %s", error)
 
@@ -248,18 +255,40 @@ class Reranker:
             self._rows = np.zeros(shape, rows.dtype)
         elif rows.shape[1] != self._rows.shape[2]:
             raise ValueError(f"a list of {rows.shape[1]} inputs after {self._rows.shape[2]}")
-        slot = self.answered % self.max_lists
-        self._rows[slot, : len(rows)] = rows
-        self._lengths[slot] = len(rows)
+        self._deferred.append((self.answered, rows))
+        self._write_deferred()
+
+    def _write_deferred(self) -> None:
+        """Write the lists answered during a fit's copy into the ring, once no copy runs."""
+        if self._copied is not None:
+            if not self._copied.is_set():
+                return
+            self._copied = None
+        ring = self._rows
+        if ring is None:  # nothing stored yet, so nothing deferred
+            return
+        for index, rows in self._deferred:
+            slot = index % self.max_lists
+            ring[slot, : len(rows)] = rows
+            self._lengths[slot] = len(rows)
+        self._deferred.clear()
 
     def stored(self, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The lists kept for the next fit, oldest first: their rows (lists x the most rows
         one holds x inputs; a list's first ``length`` rows are its own, the positive first) and
         their lengths. Copies; the rows into ``out`` if given (shaped like them)."""
+        self._write_deferred()
+        return self._snapshot(self.answered, out)
+
+    def _snapshot(
+        self, answered: int, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`stored` as of the ``answered``-th list, from the ring as it is (no list after
+        it written there yet)."""
         if self._rows is None:
             return np.zeros((0, self.negatives + 1, 0), np.float32), np.zeros(0, np.int64)
-        count = min(self.answered, self.max_lists)
-        order = (self.answered - count + np.arange(count)) % self.max_lists
+        count = min(answered, self.max_lists)
+        order = (answered - count + np.arange(count)) % self.max_lists
         return np.take(self._rows, order, axis=0, out=out), self._lengths[order]
 
     def fit_params(self) -> dict[str, Any]:
@@ -284,40 +313,67 @@ class Reranker:
             rows, lengths = self.stored()
             self._swap_in(fit_lists(rows, lengths, params, check_seed))
             return
+        # Copying 30,000 lists (46 MB) out of the ring paused the caller's loop ~18 ms: a
+        # thread copies them instead (``np.take`` releases the GIL) and hands them on.
+        self._write_deferred()
+        copied = self._copied = threading.Event()
+        outcome: Future[FittedTrees] = Future()
+        self._pending = outcome
+        _copier().submit(self._hand_to_fitter, self.answered, params, check_seed, copied, outcome)
+
+    def _hand_to_fitter(
+        self,
+        answered: int,
+        params: dict[str, Any],
+        check_seed: int,
+        copied: threading.Event,
+        outcome: Future[FittedTrees],
+    ) -> None:
+        """(The copying thread.) The first ``answered`` lists' latest ``max_lists`` out of the
+        ring, ``copied`` set (the caller writes the ring again), the fit submitted to the
+        fitting process; ``outcome`` gets its trees or its error."""
         fit: Callable[..., FittedTrees]
         args: tuple[Any, ...]
         try:
-            name, shape, dtype, lengths = self._hand_over()
-        except OSError as e:  # no room in /dev/shm (a container's is 64 MB): pickle them
-            log.warning("reranker lists handed over by pickle (shared memory: %s)", e)
-            rows, lengths = self.stored()
-            fit, args = fit_lists, (rows, lengths, params, check_seed, 1)
-        else:
-            fit, args = _fit_shared, (name, shape, dtype, lengths, params, check_seed, 1)
-        try:
-            self._pending = _fitter().submit(fit, *args)
-        except BrokenProcessPool:  # the fitting process died (killed?): start another
-            _fitter.cache_clear()
-            self._pending = _fitter().submit(fit, *args)
+            try:
+                name, shape, dtype, lengths = self._hand_over(answered)
+            except OSError as e:  # no room in /dev/shm (a container's is 64 MB): pickle them
+                log.warning("reranker lists handed over by pickle (shared memory: %s)", e)
+                rows, lengths = self._snapshot(answered)
+                fit, args = fit_lists, (rows, lengths, params, check_seed, 1)
+            else:
+                fit, args = _fit_shared, (name, shape, dtype, lengths, params, check_seed, 1)
+            finally:
+                copied.set()
+            try:
+                fitting = _fitter().submit(fit, *args)
+            except BrokenProcessPool:  # the fitting process died (killed?): start another
+                _fitter.cache_clear()
+                fitting = _fitter().submit(fit, *args)
+        except BaseException as e:  # the caller's _poll / wait() reports it
+            outcome.set_exception(e)
+            return
+        fitting.add_done_callback(functools.partial(_settle, outcome))
 
-    def _hand_over(self) -> tuple[str, tuple[int, ...], str, np.ndarray]:
-        """:meth:`stored`'s rows copied into the hand-over block (``np.take`` copies without
-        holding the GIL; pickling them held it ~20 ms): its name, their shape and dtype, and
-        the lengths. Only one fit is pending at a time, so nothing writes it during a fit."""
+    def _hand_over(self, answered: int) -> tuple[str, tuple[int, ...], str, np.ndarray]:
+        """:meth:`_snapshot`'s rows copied into the hand-over block: its name, their shape
+        and dtype, and the lengths. Only one fit is pending at a time, so nothing writes the
+        block during a fit."""
         assert self._rows is not None  # a fit follows a stored list
         if self._handover is None:
             _check_room(self._rows.nbytes)
             block = SharedMemory(create=True, size=self._rows.nbytes)
             weakref.finalize(self, _free, block)
             self._handover = block
-        shape = (min(self.answered, self.max_lists), *self._rows.shape[1:])
+        shape = (min(answered, self.max_lists), *self._rows.shape[1:])
         view = np.ndarray(shape, self._rows.dtype, buffer=self._handover.buf)
-        lengths = self.stored(out=view)[1]
+        lengths = self._snapshot(answered, out=view)[1]
         del view  # no view may outlive the block
         return self._handover.name, shape, self._rows.dtype.str, lengths
 
     def _swap_in(self, fitted: FittedTrees) -> None:
         self._pending = None
+        self._write_deferred()  # the copy is done: no thread state left to the next fit
         # one assignment: a ranking in flight keeps the trees it read
         self._model = _session(fitted.onnx)
         self.last_fit = fitted
@@ -444,6 +500,21 @@ def _margins(model: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
 def _scorers() -> ThreadPoolExecutor:
     """Threads for :func:`_margins` (ONNX Runtime releases the GIL while it runs)."""
     return ThreadPoolExecutor(SCORING_THREADS, thread_name_prefix="reranker-score")
+
+
+def _settle(outcome: Future[FittedTrees], fitting: Future[FittedTrees]) -> None:
+    """Pass a finished fit's trees, or its error, on to the reranker's ``outcome``."""
+    try:
+        outcome.set_result(fitting.result())
+    except BaseException as e:  # raised again by the reranker's wait()
+        outcome.set_exception(e)
+
+
+@functools.cache
+def _copier() -> ThreadPoolExecutor:
+    """The thread that copies background fits' lists out of their rings and hands them to
+    the fitting process (:meth:`Reranker._hand_to_fitter`), shared by every reranker."""
+    return ThreadPoolExecutor(1, thread_name_prefix="reranker-copy")
 
 
 @functools.cache

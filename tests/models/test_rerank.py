@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import threading
 import time
 from concurrent.futures import Future
 from multiprocessing.shared_memory import SharedMemory
@@ -189,6 +190,42 @@ def test_serve_after_serves_a_background_fit_at_the_same_list_whatever_its_speed
     assert np.array_equal(rr.score(probe), inline.score(probe))
     with pytest.raises(ValueError, match="serve_after"):
         Reranker(retrain_every=40, background=True, serve_after=40)
+
+
+def test_lists_answered_while_a_fit_copies_out_wait_and_the_fit_sees_only_the_earlier(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A background fit's lists are copied out by a thread, not by the caller: while the copy
+    has not run, learn_one goes on and its lists wait outside the ring; the fit still sees
+    exactly the lists before it (the inline fit's trees), and the ring gets the later ones."""
+    rng = np.random.default_rng(4)
+    lists = [xor_list(rng) for _ in range(60)]
+    probe = xor_list(rng)[0]
+    inline = Reranker(retrain_every=50, negatives=5, max_iter=20)
+    rr = Reranker(retrain_every=50, negatives=5, max_iter=20, background=True)
+    release = threading.Event()
+    hand_over = Reranker._hand_over
+
+    def held(self: Reranker, answered: int) -> tuple[str, tuple[int, ...], str, np.ndarray]:
+        assert release.wait(60)
+        return hand_over(self, answered)
+
+    monkeypatch.setattr(Reranker, "_hand_over", held)
+    for f, positive in lists[:50]:
+        inline.learn_one(f, positive)
+        rr.learn_one(f, positive)
+    for f, positive in lists[50:]:  # the copy is held: the caller is not
+        rr.learn_one(f, positive)
+    assert rr.answered == 60 and len(rr._deferred) == 10 and not rr.ready
+    release.set()
+    rr.wait()
+    assert rr.fits == 1 and np.array_equal(rr.score(probe), inline.score(probe))
+    assert not rr._deferred and rr._copied is None  # written at the swap
+    for f, positive in lists[50:]:
+        inline.learn_one(f, positive)
+    rows, lengths = rr.stored()
+    want_rows, want_lengths = inline.stored()
+    assert np.array_equal(rows, want_rows) and np.array_equal(lengths, want_lengths)
 
 
 def test_the_hand_over_block_is_reused_and_freed_with_the_reranker() -> None:
