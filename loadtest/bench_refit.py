@@ -12,8 +12,8 @@ iteration, as a ranking of a batch does. It runs alone (the baseline), then besi
 reranker's default trees) made
 
 * ``thread``: in a thread of the same process, on one OpenMP thread (the worker before);
-* ``pickled``: in the reranker's fitting process (``models.rerank._fitter``), the lists
-  pickled to it (what it falls back to without room in ``/dev/shm``);
+* ``file``: in the reranker's fitting process (``models.rerank._fitter``), the lists
+  handed over through a temporary file (what it falls back to without room in ``/dev/shm``);
 * ``shared``: in the fitting process, the lists handed over in shared memory (the worker's).
 
 Each way's reranker has fitted once before the fit measured: a running worker's fits find the
@@ -41,7 +41,7 @@ from models import rerank
 from models.rerank import Reranker
 
 #: see the module docstring; "alone" is the baseline
-WAYS = ("alone", "thread", "pickled", "shared")
+WAYS = ("alone", "thread", "file", "shared")
 
 
 def answered_lists(rr: Reranker, count: int, seed: int = 0) -> np.ndarray:
@@ -137,8 +137,8 @@ def main() -> None:
             with contextlib.ExitStack() as patches:
                 if way == "thread":  # the reranker's fitter as it was: a thread of this one
                     patches.enter_context(mock.patch.object(rerank, "_fitter", lambda: thread))
-                # no shared memory: pickled to the process; a thread gets them as they are
-                if way in ("thread", "pickled"):
+                # no shared memory: through a file (a thread reads it as the process would)
+                if way in ("thread", "file"):
                     patches.enter_context(
                         mock.patch.object(rerank, "SharedMemory", side_effect=OSError("off"))
                     )

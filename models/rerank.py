@@ -61,6 +61,7 @@ import functools
 import logging
 import multiprocessing
 import os
+import tempfile
 import threading
 import time
 import weakref
@@ -332,28 +333,28 @@ class Reranker:
         """(The copying thread.) The first ``answered`` lists' latest ``max_lists`` out of the
         ring, ``copied`` set (the caller writes the ring again), the fit submitted to the
         fitting process; ``outcome`` gets its trees or its error."""
-        fit: Callable[..., FittedTrees]
-        args: tuple[Any, ...]
+        written: str | None = None
         try:
             try:
-                name, shape, dtype, lengths = self._hand_over(answered)
-            except OSError as e:  # no room in /dev/shm (a container's is 64 MB): pickle them
-                log.warning("reranker lists handed over by pickle (shared memory: %s)", e)
-                rows, lengths = self._snapshot(answered)
-                fit, args = fit_lists, (rows, lengths, params, check_seed, 1)
-            else:
-                fit, args = _fit_shared, (name, shape, dtype, lengths, params, check_seed, 1)
+                source, shape, dtype, lengths = self._hand_over(answered)
+            except OSError as e:  # no room in /dev/shm (a container's is 64 MB): a file
+                log.warning("reranker lists handed over through a file (shared memory: %s)", e)
+                source, shape, dtype, lengths = self._write_out(answered)
+                written = source
             finally:
                 copied.set()
+            fit: Callable[..., FittedTrees] = _fit_shared if written is None else _fit_file
+            args: tuple[Any, ...] = (source, shape, dtype, lengths, params, check_seed, 1)
             try:
                 fitting = _fitter().submit(fit, *args)
             except BrokenProcessPool:  # the fitting process died (killed?): start another
                 _fitter.cache_clear()
                 fitting = _fitter().submit(fit, *args)
         except BaseException as e:  # the caller's _poll / wait() reports it
+            _remove(written)
             outcome.set_exception(e)
             return
-        fitting.add_done_callback(functools.partial(_settle, outcome))
+        fitting.add_done_callback(functools.partial(_settle, outcome, written))
 
     def _hand_over(self, answered: int) -> tuple[str, tuple[int, ...], str, np.ndarray]:
         """:meth:`_snapshot`'s rows copied into the hand-over block: its name, their shape
@@ -370,6 +371,25 @@ class Reranker:
         lengths = self._snapshot(answered, out=view)[1]
         del view  # no view may outlive the block
         return self._handover.name, shape, self._rows.dtype.str, lengths
+
+    def _write_out(self, answered: int) -> tuple[str, tuple[int, ...], str, np.ndarray]:
+        """:meth:`_snapshot`'s rows written to a temporary file, straight from the ring
+        (``tofile`` releases the GIL; pickling them to the fitting process held it ~30 ms, a
+        pause of the caller's loop): its path, their shape and dtype, and the lengths."""
+        ring = self._rows
+        assert ring is not None  # a fit follows a stored list
+        count = min(answered, self.max_lists)
+        start = (answered - count) % self.max_lists
+        fd, path = tempfile.mkstemp(prefix="streamrec-reranker-", suffix=".rows")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                ring[start : start + count].tofile(file)
+                ring[: max(0, start + count - self.max_lists)].tofile(file)  # wrapped around
+        except BaseException:
+            _remove(path)
+            raise
+        order = (start + np.arange(count)) % self.max_lists
+        return path, (count, *ring.shape[1:]), ring.dtype.str, self._lengths[order]
 
     def _swap_in(self, fitted: FittedTrees) -> None:
         self._pending = None
@@ -424,6 +444,31 @@ def _fit_shared(
         # after a failed fit its traceback may still hold a view: the mapping then goes with it
         with contextlib.suppress(BufferError):
             block.close()
+
+
+def _fit_file(
+    path: str,
+    shape: tuple[int, ...],
+    dtype: str,
+    lengths: np.ndarray,
+    params: dict[str, Any],
+    check_seed: int,
+    threads: int,
+) -> FittedTrees:
+    """:func:`fit_lists` on the rows in file ``path`` (the fitting process's side of
+    :meth:`Reranker._write_out`), which it removes once read."""
+    try:
+        rows = np.fromfile(path, np.dtype(dtype)).reshape(shape)
+    finally:
+        _remove(path)
+    return fit_lists(rows, lengths, params, check_seed, threads)
+
+
+def _remove(path: str | None) -> None:
+    """Remove a hand-over file if there is one (the fitting process may have already)."""
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def _check_room(size: int) -> None:
@@ -502,8 +547,12 @@ def _scorers() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(SCORING_THREADS, thread_name_prefix="reranker-score")
 
 
-def _settle(outcome: Future[FittedTrees], fitting: Future[FittedTrees]) -> None:
-    """Pass a finished fit's trees, or its error, on to the reranker's ``outcome``."""
+def _settle(
+    outcome: Future[FittedTrees], written: str | None, fitting: Future[FittedTrees]
+) -> None:
+    """Pass a finished fit's trees, or its error, on to the reranker's ``outcome``; remove
+    the file its lists were ``written`` to, if any, in case the fitting process died first."""
+    _remove(written)
     try:
         outcome.set_result(fitting.result())
     except BaseException as e:  # raised again by the reranker's wait()

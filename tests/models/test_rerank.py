@@ -9,6 +9,7 @@ import threading
 import time
 from concurrent.futures import Future
 from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -143,28 +144,55 @@ def test_background_fit_swaps_the_trees_in_when_done() -> None:
     assert rr.fitted_at == [50] and rr.fits == 1
 
 
+@pytest.mark.parametrize("lists_learned", [60, 75])  # the ring (max 70) full or wrapped
 def test_a_background_fit_gives_the_inline_fits_trees(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    lists_learned: int,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
     """Inline; in the fitting process, the lists in shared memory; and, without room for a
-    shared block, pickled to it (logged)."""
+    shared block, through a temporary file (logged), removed once read."""
     rng = np.random.default_rng(5)
-    lists = [xor_list(rng) for _ in range(60)]
+    lists = [xor_list(rng) for _ in range(lists_learned)]
     probe = xor_list(rng)[0]
     scores = []
-    for way in ("inline", "shared", "pickled"):
-        if way == "pickled":  # /dev/shm too small (a container's is 64 MB by default)
+    for way in ("inline", "shared", "file"):
+        if way == "file":  # /dev/shm too small (a container's is 64 MB by default)
             monkeypatch.setattr(
                 rerank.os, "statvfs", lambda path: mock.Mock(f_bavail=0, f_frsize=4096)
             )
-        rr = Reranker(retrain_every=60, negatives=5, max_iter=20, background=way != "inline")
+            monkeypatch.setattr(rerank.tempfile, "tempdir", str(tmp_path))
+        rr = Reranker(
+            retrain_every=lists_learned,
+            negatives=5,
+            max_lists=70,
+            max_iter=20,
+            background=way != "inline",
+        )
         for f, positive in lists:
             rr.learn_one(f, positive)
         rr.wait()
         assert rr.fits == 1
         scores.append(rr.score(probe))
     assert np.array_equal(scores[0], scores[1]) and np.array_equal(scores[0], scores[2])
-    assert "handed over by pickle" in caplog.text
+    assert "handed over through a file" in caplog.text
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("lists_learned", [40, 75])
+def test_the_hand_over_file_holds_the_stored_lists_in_order(lists_learned: int) -> None:
+    rr = Reranker(retrain_every=1000, negatives=5, max_lists=70)
+    rng = np.random.default_rng(10)
+    for _ in range(lists_learned):
+        rr.learn_one(*xor_list(rng))
+    path, shape, dtype, lengths = rr._write_out(rr.answered)
+    try:
+        written = np.fromfile(path, np.dtype(dtype)).reshape(shape)
+    finally:
+        os.unlink(path)
+    rows, want_lengths = rr.stored()
+    assert np.array_equal(written, rows) and np.array_equal(lengths, want_lengths)
 
 
 def test_serve_after_serves_a_background_fit_at_the_same_list_whatever_its_speed() -> None:
