@@ -65,7 +65,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.shared_memory import SharedMemory
@@ -336,30 +336,27 @@ class Reranker:
         written: str | None = None
         try:
             try:
-                source, shape, dtype, lengths = self._hand_over(answered)
+                handed = self._hand_over(answered)
             except OSError as e:  # no room in /dev/shm (a container's is 64 MB): a file
                 log.warning("reranker lists handed over through a file (shared memory: %s)", e)
-                source, shape, dtype, lengths = self._write_out(answered)
-                written = source
+                handed = self._write_out(answered)
+                written = handed.source
             finally:
                 copied.set()
-            fit: Callable[..., FittedTrees] = _fit_shared if written is None else _fit_file
-            args: tuple[Any, ...] = (source, shape, dtype, lengths, params, check_seed, 1)
             try:
-                fitting = _fitter().submit(fit, *args)
+                fitting = _fitter().submit(_fit_handed, handed, params, check_seed, 1)
             except BrokenProcessPool:  # the fitting process died (killed?): start another
                 _fitter.cache_clear()
-                fitting = _fitter().submit(fit, *args)
+                fitting = _fitter().submit(_fit_handed, handed, params, check_seed, 1)
         except BaseException as e:  # the caller's _poll / wait() reports it
             _remove(written)
             outcome.set_exception(e)
             return
         fitting.add_done_callback(functools.partial(_settle, outcome, written))
 
-    def _hand_over(self, answered: int) -> tuple[str, tuple[int, ...], str, np.ndarray]:
-        """:meth:`_snapshot`'s rows copied into the hand-over block: its name, their shape
-        and dtype, and the lengths. Only one fit is pending at a time, so nothing writes the
-        block during a fit."""
+    def _hand_over(self, answered: int) -> HandedLists:
+        """:meth:`_snapshot`'s rows copied into the hand-over block. Only one fit is pending
+        at a time, so nothing writes the block during a fit."""
         assert self._rows is not None  # a fit follows a stored list
         if self._handover is None:
             _check_room(self._rows.nbytes)
@@ -370,12 +367,12 @@ class Reranker:
         view = np.ndarray(shape, self._rows.dtype, buffer=self._handover.buf)
         lengths = self._snapshot(answered, out=view)[1]
         del view  # no view may outlive the block
-        return self._handover.name, shape, self._rows.dtype.str, lengths
+        return HandedLists(self._handover.name, False, shape, self._rows.dtype.str, lengths)
 
-    def _write_out(self, answered: int) -> tuple[str, tuple[int, ...], str, np.ndarray]:
+    def _write_out(self, answered: int) -> HandedLists:
         """:meth:`_snapshot`'s rows written to a temporary file, straight from the ring
         (``tofile`` releases the GIL; pickling them to the fitting process held it ~30 ms, a
-        pause of the caller's loop): its path, their shape and dtype, and the lengths."""
+        pause of the caller's loop)."""
         ring = self._rows
         assert ring is not None  # a fit follows a stored list
         count = min(answered, self.max_lists)
@@ -389,7 +386,9 @@ class Reranker:
             _remove(path)
             raise
         order = (start + np.arange(count)) % self.max_lists
-        return path, (count, *ring.shape[1:]), ring.dtype.str, self._lengths[order]
+        return HandedLists(
+            path, True, (count, *ring.shape[1:]), ring.dtype.str, self._lengths[order]
+        )
 
     def _swap_in(self, fitted: FittedTrees) -> None:
         self._pending = None
@@ -423,45 +422,39 @@ def fit_lists(
     return fit_trees(x, y, params, check_seed, threads)
 
 
-def _fit_shared(
-    name: str,
-    shape: tuple[int, ...],
-    dtype: str,
-    lengths: np.ndarray,
-    params: dict[str, Any],
-    check_seed: int,
-    threads: int,
+class HandedLists(NamedTuple):
+    """Where a background fit's lists wait for the fitting process (:func:`_fit_handed`)."""
+
+    source: str  # the shared-memory block's name, or the file's path
+    in_file: bool
+    shape: tuple[int, ...]  # the rows: lists x the most rows one holds x inputs
+    dtype: str
+    lengths: np.ndarray  # each list's rows
+
+
+def _fit_handed(
+    handed: HandedLists, params: dict[str, Any], check_seed: int, threads: int
 ) -> FittedTrees:
-    """:func:`fit_lists` on the rows in shared-memory block ``name`` (the fitting process's
-    side of :meth:`Reranker._hand_over`; the block stays the reranker's to free)."""
-    block = SharedMemory(name=name)
+    """:func:`fit_lists` on lists handed over by :meth:`Reranker._hand_over` (the block stays
+    the reranker's to free) or :meth:`Reranker._write_out` (the file is removed once read):
+    the fitting process's side."""
+    dtype = np.dtype(handed.dtype)
+    if handed.in_file:
+        try:
+            rows = np.fromfile(handed.source, dtype).reshape(handed.shape)
+        finally:
+            _remove(handed.source)
+        return fit_lists(rows, handed.lengths, params, check_seed, threads)
+    block = SharedMemory(name=handed.source)
     try:
-        rows = np.ndarray(shape, np.dtype(dtype), buffer=block.buf)
-        fitted = fit_lists(rows, lengths, params, check_seed, threads)
+        rows = np.ndarray(handed.shape, dtype, buffer=block.buf)
+        fitted = fit_lists(rows, handed.lengths, params, check_seed, threads)
         del rows
         return fitted
     finally:
         # after a failed fit its traceback may still hold a view: the mapping then goes with it
         with contextlib.suppress(BufferError):
             block.close()
-
-
-def _fit_file(
-    path: str,
-    shape: tuple[int, ...],
-    dtype: str,
-    lengths: np.ndarray,
-    params: dict[str, Any],
-    check_seed: int,
-    threads: int,
-) -> FittedTrees:
-    """:func:`fit_lists` on the rows in file ``path`` (the fitting process's side of
-    :meth:`Reranker._write_out`), which it removes once read."""
-    try:
-        rows = np.fromfile(path, np.dtype(dtype)).reshape(shape)
-    finally:
-        _remove(path)
-    return fit_lists(rows, lengths, params, check_seed, threads)
 
 
 def _remove(path: str | None) -> None:

@@ -186,13 +186,14 @@ def test_the_hand_over_file_holds_the_stored_lists_in_order(lists_learned: int) 
     rng = np.random.default_rng(10)
     for _ in range(lists_learned):
         rr.learn_one(*xor_list(rng))
-    path, shape, dtype, lengths = rr._write_out(rr.answered)
+    handed = rr._write_out(rr.answered)
     try:
-        written = np.fromfile(path, np.dtype(dtype)).reshape(shape)
+        written = np.fromfile(handed.source, np.dtype(handed.dtype)).reshape(handed.shape)
     finally:
-        os.unlink(path)
-    rows, want_lengths = rr.stored()
-    assert np.array_equal(written, rows) and np.array_equal(lengths, want_lengths)
+        os.unlink(handed.source)
+    rows, lengths = rr.stored()
+    assert handed.in_file and np.array_equal(written, rows)
+    assert np.array_equal(handed.lengths, lengths)
 
 
 def test_serve_after_serves_a_background_fit_at_the_same_list_whatever_its_speed() -> None:
@@ -234,7 +235,7 @@ def test_lists_answered_while_a_fit_copies_out_wait_and_the_fit_sees_only_the_ea
     release = threading.Event()
     hand_over = Reranker._hand_over
 
-    def held(self: Reranker, answered: int) -> tuple[str, tuple[int, ...], str, np.ndarray]:
+    def held(self: Reranker, answered: int) -> rerank.HandedLists:
         assert release.wait(60)
         return hand_over(self, answered)
 
