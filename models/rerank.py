@@ -288,9 +288,14 @@ class Reranker:
         it written there yet)."""
         if self._rows is None:
             return np.zeros((0, self.negatives + 1, 0), np.float32), np.zeros(0, np.int64)
-        count = min(answered, self.max_lists)
-        order = (answered - count + np.arange(count)) % self.max_lists
+        order = self._ring_order(answered)
         return np.take(self._rows, order, axis=0, out=out), self._lengths[order]
+
+    def _ring_order(self, answered: int) -> np.ndarray:
+        """The ring's slots of the latest ``max_lists`` of the first ``answered`` lists,
+        oldest first."""
+        count = min(answered, self.max_lists)
+        return (answered - count + np.arange(count)) % self.max_lists
 
     def fit_params(self) -> dict[str, Any]:
         """The trees' hyper-parameters (:func:`fit_trees`)."""
@@ -375,8 +380,8 @@ class Reranker:
         pause of the caller's loop)."""
         ring = self._rows
         assert ring is not None  # a fit follows a stored list
-        count = min(answered, self.max_lists)
-        start = (answered - count) % self.max_lists
+        order = self._ring_order(answered)
+        count, start = len(order), int(order[0])  # a fit follows a stored list: count >= 1
         fd, path = tempfile.mkstemp(prefix="streamrec-reranker-", suffix=".rows")
         try:
             with os.fdopen(fd, "wb") as file:
@@ -385,7 +390,6 @@ class Reranker:
         except BaseException:
             _remove(path)
             raise
-        order = (start + np.arange(count)) % self.max_lists
         return HandedLists(
             path, True, (count, *ring.shape[1:]), ring.dtype.str, self._lengths[order]
         )
