@@ -28,6 +28,10 @@ class ModelNotReadyError(StreamrecError):
     """A model was asked for predictions before it learned enough to make any."""
 
 
+class ModelFitError(StreamrecError):
+    """Fitting an online model failed (e.g. the reranker's fitting process died)."""
+
+
 class ExportError(StreamrecError):
     """Exporting or training a model failed."""
 

@@ -61,6 +61,7 @@ import functools
 import logging
 import multiprocessing
 import os
+import re
 import tempfile
 import threading
 import time
@@ -77,12 +78,19 @@ from onnx import TensorProto, helper
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from models.errors import ExportValidationError, ModelNotReadyError
+from models.errors import ExportValidationError, ModelFitError, ModelNotReadyError
 
 log = logging.getLogger(__name__)
 
 #: The ONNX trees must give sklearn's margins to this (float32 sums of ~200 leaf values).
 ONNX_ATOL = 1e-4
+#: A fit's lists handed over through a file (no room in ``/dev/shm``):
+#: ``<temp dir>/streamrec-reranker-<writer's process id>-<random>.rows``
+HAND_OVER_PREFIX = "streamrec-reranker-"
+_HAND_OVER_NAME = re.compile(re.escape(HAND_OVER_PREFIX) + r"(\d+)-\w+\.rows")
+#: Seconds after which a hand-over file whose writer is gone counts as left behind (a fit
+#: reads its file within seconds of its writing).
+ORPHAN_AGE_S = 600.0
 
 
 class Reranker:
@@ -382,7 +390,11 @@ class Reranker:
         assert ring is not None  # a fit follows a stored list
         order = self._ring_order(answered)
         count, start = len(order), int(order[0])  # a fit follows a stored list: count >= 1
-        fd, path = tempfile.mkstemp(prefix="streamrec-reranker-", suffix=".rows")
+        directory = tempfile.gettempdir()
+        _remove_orphans(directory)
+        fd, path = tempfile.mkstemp(
+            prefix=f"{HAND_OVER_PREFIX}{os.getpid()}-", suffix=".rows", dir=directory
+        )
         try:
             with os.fdopen(fd, "wb") as file:
                 ring[start : start + count].tofile(file)
@@ -468,6 +480,35 @@ def _remove(path: str | None) -> None:
             os.unlink(path)
 
 
+def _remove_orphans(directory: str) -> None:
+    """Remove the hand-over files in ``directory`` whose writer is gone: a process killed
+    between writing one and its fit's end leaves it behind (46 MB). A file names its writer's
+    process id; one younger than :data:`ORPHAN_AGE_S` is left alone, in case that id belongs
+    to another machine or container sharing the directory."""
+    old = time.time() - ORPHAN_AGE_S
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            writer = _HAND_OVER_NAME.fullmatch(entry.name)
+            if writer is None or _alive(int(writer[1])):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat().st_mtime < old:
+                    os.unlink(entry.path)
+                    log.warning(
+                        "removed %s, a reranker's hand-over file left by a dead process", entry.path
+                    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
+
+
 def _check_room(size: int) -> None:
     """Raise OSError unless ``/dev/shm`` (where Linux keeps shared memory) has ``size`` bytes
     free: a block is made at its full size without its pages, and touching one past the room
@@ -551,9 +592,20 @@ def _settle(
     the file its lists were ``written`` to, if any, in case the fitting process died first."""
     _remove(written)
     try:
-        outcome.set_result(fitting.result())
+        outcome.set_result(_fitted(fitting))
     except BaseException as e:  # raised again by the reranker's wait()
         outcome.set_exception(e)
+
+
+def _fitted(fitting: Future[FittedTrees]) -> FittedTrees:
+    try:
+        return fitting.result()
+    except BrokenProcessPool as e:
+        raise ModelFitError(
+            "the reranker's fitting process died: killed, out of memory, or, run from a script"
+            ' without an `if __name__ == "__main__":` guard, stopped as it imported that script'
+            " again (the process is spawned)"
+        ) from e
 
 
 @functools.cache

@@ -5,9 +5,12 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 from unittest import mock
@@ -19,7 +22,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_info
 
 from models import rerank
-from models.errors import ExportValidationError, ModelNotReadyError
+from models.errors import ExportValidationError, ModelFitError, ModelNotReadyError
 from models.events import CatalogItem
 from models.pipeline import Pipeline, PipelineConfig, RankRequest
 from models.rerank import Reranker, trees_to_onnx
@@ -196,6 +199,35 @@ def test_the_hand_over_file_holds_the_stored_lists_in_order(lists_learned: int) 
     assert np.array_equal(handed.lengths, lengths)
 
 
+def test_writing_a_hand_over_file_removes_those_left_by_dead_processes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A process killed while its fit's lists waited in a file leaves it behind: the next
+    writer removes it, once it is old enough not to be another machine's file in use."""
+    monkeypatch.setattr(rerank.tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    old = time.time() - rerank.ORPHAN_AGE_S - 1
+    names = {
+        "orphan": f"streamrec-reranker-{gone.pid}-abc_12.rows",
+        "recent": f"streamrec-reranker-{gone.pid}-def34.rows",
+        "alive": f"streamrec-reranker-{os.getppid()}-ghi56.rows",
+        "other": f"streamrec-reranker-{gone.pid}-abc12.npy",
+    }
+    for what, name in names.items():
+        (tmp_path / name).write_bytes(b"rows")
+        if what != "recent":
+            os.utime(tmp_path / name, (old, old))
+    rr = Reranker(retrain_every=1000, negatives=5, max_lists=70)
+    rng = np.random.default_rng(10)
+    for _ in range(20):
+        rr.learn_one(*xor_list(rng))
+    handed = rr._write_out(rr.answered)
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {n for w, n in names.items() if w != "orphan"} | {Path(handed.source).name}
+    assert Path(handed.source).name.startswith(f"streamrec-reranker-{os.getpid()}-")
+
+
 def test_serve_after_serves_a_background_fit_at_the_same_list_whatever_its_speed() -> None:
     """A replay's way: the trees fitted on the first 40 lists serve from the 50th on, not when
     the fitting process happens to finish, and they are the inline fit's trees."""
@@ -301,6 +333,16 @@ def test_a_killed_fitting_process_is_replaced_at_the_next_fit() -> None:
     learn_and_wait(rr, rng, 40)
     assert rr.fits == 2 and rr.failed_fits == 0
     assert rr.last_fit.process not in (killed, os.getpid())
+
+
+def test_a_fitting_process_that_died_during_a_fit_is_named_in_the_error() -> None:
+    died: Future[rerank.FittedTrees] = Future()
+    died.set_exception(BrokenProcessPool("terminated abruptly"))
+    outcome: Future[rerank.FittedTrees] = Future()
+    rerank._settle(outcome, None, died)
+    error = outcome.exception()
+    assert isinstance(error, ModelFitError) and "guard" in str(error)
+    assert isinstance(error.__cause__, BrokenProcessPool)
 
 
 def test_a_failed_background_fit_is_logged_and_the_old_trees_keep_serving(
