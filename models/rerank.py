@@ -78,7 +78,12 @@ from onnx import TensorProto, helper
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from models.errors import ExportValidationError, ModelFitError, ModelNotReadyError
+from models.errors import (
+    ConfigError,
+    ExportValidationError,
+    ModelFitError,
+    ModelNotReadyError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +124,14 @@ class Reranker:
         if serve_after is not None and not 0 <= serve_after < retrain_every:
             # a later fit must never start while the last one's trees are still due
             raise ValueError("serve_after must be in [0, retrain_every)")
+        if background and getattr(multiprocessing.current_process(), "_inheriting", False):
+            # Spawning the fitting process imports the main module again: an unguarded script
+            # would run in it up to its first fit, fail to start one there, log that, go on.
+            raise ConfigError(
+                "a reranker fitting in the background was made while this process was starting"
+                " (the fitting process, importing the main module again): guard the script's"
+                ' entry point with `if __name__ == "__main__":`'
+            )
         self.retrain_every = retrain_every
         self.negatives = negatives
         self.max_lists = max_lists

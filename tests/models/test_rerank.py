@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_info
 
 from models import rerank
-from models.errors import ExportValidationError, ModelFitError, ModelNotReadyError
+from models.errors import ConfigError, ExportValidationError, ModelFitError, ModelNotReadyError
 from models.events import CatalogItem
 from models.pipeline import Pipeline, PipelineConfig, RankRequest
 from models.rerank import Reranker, trees_to_onnx
@@ -333,6 +334,17 @@ def test_a_killed_fitting_process_is_replaced_at_the_next_fit() -> None:
     learn_and_wait(rr, rng, 40)
     assert rr.fits == 2 and rr.failed_fits == 0
     assert rr.last_fit.process not in (killed, os.getpid())
+
+
+def test_a_background_reranker_made_while_a_spawned_process_starts_names_the_guard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the fitting process does when it imports an unguarded script again: stop there,
+    not run the script until its first fit."""
+    monkeypatch.setattr(multiprocessing.current_process(), "_inheriting", True, raising=False)
+    with pytest.raises(ConfigError, match="__main__"):
+        Reranker(background=True)
+    Reranker(background=False)  # inline fits spawn nothing
 
 
 def test_a_fitting_process_that_died_during_a_fit_is_named_in_the_error() -> None:
