@@ -44,5 +44,9 @@ class BrokerError(StreamrecError):
     """The embedded broker could not be started or reached."""
 
 
+class ComparisonError(StreamrecError):
+    """Two evaluation runs cannot be compared (no targets file, or not the same targets)."""
+
+
 class DatasetError(StreamrecError):
     """An evaluation dataset is missing or malformed."""

@@ -98,6 +98,7 @@ from typing import Any
 import numpy as np
 
 from models.catalog import Catalog
+from models.compare import Targets
 from models.datasets import (
     DEFAULT_PATHS,
     Dataset,
@@ -762,6 +763,11 @@ def summarise(
         "sequence": sequence.version if sequence is not None else None,
         "pipeline_settings_changed": changed,
         "models": {name: run.summary() for name, run in runs.items()},
+        # each target's rank, for `streamrec compare` (write_report saves it beside the JSON)
+        "targets": {
+            name: {"prequential": Targets.of(run.hits), "leave_last_out": Targets.of(run.heldout)}
+            for name, run in runs.items()
+        },
     }
     baselines = [n for n in runs if n in BASELINES]
     checks: dict[str, Any] = {}

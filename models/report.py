@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from models.compare import save_targets
+
 METRICS = ("hr@10", "ndcg@10", "mrr", "coverage")
 
 
@@ -389,9 +391,14 @@ def _plot_cold_start(result: dict[str, Any], path: Path, plt: Any) -> bool:
 
 
 def write_report(result: dict[str, Any], out: Path) -> Path:
-    """Write ``results.json``, the plots and ``report.md`` under ``out``; returns the .md."""
+    """Write ``results.json``, each target's rank (``targets.npz``, for ``streamrec
+    compare``), the plots and ``report.md`` under ``out``; returns the .md."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1, sort_keys=False))
+    targets = result.get("targets", {})
+    summary = {k: v for k, v in result.items() if k != "targets"}
+    (out / "results.json").write_text(json.dumps(summary, indent=1, sort_keys=False))
+    if targets:
+        save_targets(targets, out)
     plots = plot(result, out)
     path = out / "report.md"
     path.write_text(markdown(result, plots))

@@ -8,6 +8,7 @@ streamrec produce    send events (JSON lines) to their platform topics
 streamrec tail       print recommendations (or the dead-letter topic) as they arrive
 streamrec schemas    write the JSON Schemas of every record
 streamrec evaluate   replay a dataset through the pipeline and write a quality report
+streamrec compare    two evaluation runs target by target, with paired bootstrap intervals
 """
 
 from __future__ import annotations
@@ -255,6 +256,11 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "evaluate", help="replay evaluation (see `streamrec evaluate --help`)", add_help=False
     )
+    sub.add_parser(
+        "compare",
+        help="compare two evaluation runs (see `streamrec compare --help`)",
+        add_help=False,
+    )
     return p
 
 
@@ -281,6 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if argv[:1] == ["evaluate"]:
         return cmd_evaluate(argv[1:])
+    if argv[:1] == ["compare"]:
+        from models.compare import main as compare
+
+        return compare(argv[1:])
     args = parser().parse_args(argv)
     try:
         settings = Settings()

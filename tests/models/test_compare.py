@@ -1,0 +1,110 @@
+"""Two replays compared target by target (``streamrec compare``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.compare import Targets, compare_targets, load_targets, main, save_targets
+from models.errors import ComparisonError
+from models.evaluation import evaluate
+from models.metrics import Hit
+from models.pipeline import PipelineConfig
+from models.report import write_report
+
+from .test_evaluation import ENCODER, crafted
+
+
+def stream(ranks: list[int], platforms: tuple[str, ...] = ("arts", "office")) -> list[Hit]:
+    """Targets alternating between ``platforms``; every fourth a cold one."""
+    return [
+        Hit(10 * i, platforms[i % len(platforms)], r, cold=i % 4 == 0, earlier_here=i % 8 // 4)
+        for i, r in enumerate(ranks)
+    ]
+
+
+def runs(stream_ranks: list[int], heldout_ranks: list[int]) -> dict[str, dict[str, Targets]]:
+    heldout = [dataclasses.replace(h, index=-1) for h in stream(heldout_ranks)]
+    return {
+        "blend": {
+            "prequential": Targets.of(stream(stream_ranks)),
+            "leave_last_out": Targets.of(heldout),
+        }
+    }
+
+
+def test_targets_survive_the_file(tmp_path: Path) -> None:
+    saved = runs([1, 0, 3, 12], [2, 0])
+    path = save_targets(saved, tmp_path)
+    loaded = load_targets(tmp_path)
+    assert path.name == "targets.npz" and loaded.keys() == saved.keys()
+    for section, found in saved["blend"].items():
+        for name, values in vars(found).items():
+            assert np.array_equal(getattr(loaded["blend"][section], name), values), name
+
+
+def test_a_run_against_itself_changes_nothing() -> None:
+    rng = np.random.default_rng(0)
+    a = runs(rng.integers(0, 30, 400).tolist(), rng.integers(0, 30, 100).tolist())
+    rows = compare_targets(a, a, "blend", "blend")
+    assert [r.measure for r in rows] == [
+        "stream NDCG@10, arts",
+        "stream NDCG@10, office",
+        "stream NDCG@10, all",
+        "stream HR@10, all",
+        "cold start HR@10 (first positives here)",
+        "cold start HR@10, very first positive",
+        "leave-last-out NDCG@10, arts",
+        "leave-last-out NDCG@10, office",
+        "leave-last-out NDCG@10, all",
+    ]
+    assert all(r.change == 0.0 and r.low == r.high == 0.0 for r in rows)
+    assert {r.verdict for r in rows} == {"within the noise"}
+
+
+def test_a_change_on_one_platform_is_found_there_and_not_elsewhere() -> None:
+    rng = np.random.default_rng(1)
+    ranks = rng.integers(0, 30, 2000)
+    better = ranks.copy()
+    arts = np.arange(len(ranks)) % 2 == 0
+    better[arts & (ranks > 10) & (rng.random(len(ranks)) < 0.5)] = 1  # half the misses hit
+    a, b = runs(ranks.tolist(), [1, 2]), runs(better.tolist(), [1, 2])
+    rows = {r.measure: r for r in compare_targets(a, b, "blend", "blend")}
+    arts_row, office_row = rows["stream NDCG@10, arts"], rows["stream NDCG@10, office"]
+    assert arts_row.b > arts_row.a and arts_row.low is not None and arts_row.low > 0
+    assert arts_row.verdict == "higher" and rows["stream NDCG@10, all"].verdict == "higher"
+    assert office_row.change == 0.0 and office_row.verdict == "within the noise"
+    worse = compare_targets(b, a, "blend", "blend")[0]
+    assert worse.measure == "stream NDCG@10, arts" and worse.verdict == "lower"
+
+
+def test_runs_over_other_targets_or_without_the_model_are_refused() -> None:
+    a = runs([1, 2, 3, 4], [1])
+    with pytest.raises(ComparisonError, match="same prequential targets"):
+        compare_targets(a, runs([1, 2, 3], [1]), "blend", "blend")
+    with pytest.raises(ComparisonError, match=r"run B has no model 'popularity'.*blend"):
+        compare_targets(a, a, "blend", "popularity")
+
+
+def test_compare_two_reports_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ds = crafted()
+    vectors = ENCODER.encode([it.text() for it in ds.items])
+    for name, config in (("a", PipelineConfig()), ("b", PipelineConfig(popularity_half_life_s=5))):
+        result = evaluate(ds, ENCODER, None, vectors=vectors, progress=False,
+                          models=("popularity", "covisit"), config=config)
+        write_report(result, tmp_path / name)
+    out = tmp_path / "ab.md"
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--model", "covisit",
+                 "--model-b", "popularity", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text == out.read_text() + "\n"
+    assert "popularity_half_life_s: default → 5" in text
+    assert "| stream NDCG@10, all | 10 |" in text
+    (tmp_path / "a" / "targets.npz").unlink()
+    assert main([str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "targets.npz not found" in capsys.readouterr().err
