@@ -7,7 +7,8 @@ each report, keeps every model's ranks; :func:`compare` gives each figure in bot
 relative change and its 95 % paired bootstrap interval (targets resampled together), so a
 difference of a few per cent on a few hundred held-out items is not taken for a gain.
 
-``streamrec compare RUN_A RUN_B`` prints it (``--out`` writes it as markdown too); RUN_B's
+``streamrec compare RUN_A RUN_B`` prints it (``--out`` writes it as markdown too, and a
+plot of the changes and their intervals beside it); RUN_B's
 model is compared with RUN_A's (``--model``; ``--model-b`` another, e.g. ``blend-no-cross`` of
 the same run).
 
@@ -238,6 +239,35 @@ def markdown(rows: Sequence[Row], title: str, differs: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: Sequence[Row], title: str, path: Path) -> bool:
+    """Each row's change with its interval, one line each (a forest plot); False without
+    matplotlib (the ``eval`` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    shown = [r for r in rows if r.change is not None and r.low is not None]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(shown) + 1.4))
+    colours = {"higher": "tab:green", "lower": "tab:red", "within the noise": "tab:grey"}
+    for y, r in enumerate(reversed(shown)):
+        assert r.change is not None and r.low is not None and r.high is not None
+        colour = colours[r.verdict]
+        ax.plot([100 * r.low, 100 * r.high], [y, y], color=colour, lw=2.5, alpha=0.7)
+        ax.plot([100 * r.change], [y], "o", color=colour)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(shown)), [f"{r.measure} ({r.n:,})" for r in reversed(shown)])
+    ax.set_xlabel("B over A, % (95 % paired bootstrap interval)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def _results(run: Path) -> dict[str, Any]:
     path = (run if run.is_dir() else run.parent) / "results.json"
     try:
@@ -256,7 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_b", type=Path, help="the other run's report folder")
     parser.add_argument("--model", default="blend", help="the model compared (default blend)")
     parser.add_argument("--model-b", default=None, help="run B's model, if another")
-    parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="also write the markdown here, and its plot beside it (.png)",
+    )
     args = parser.parse_args(argv)
     model_b = args.model_b or args.model
     try:
@@ -271,4 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     if args.out is not None:
         args.out.write_text(text)
+        png = args.out.with_suffix(".png")
+        if plot(rows, title, png):
+            print(f"plot: {png}")
     return 0

@@ -102,7 +102,8 @@ def test_compare_two_reports_on_the_command_line(
     assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--model", "covisit",
                  "--model-b", "popularity", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert text == out.read_text() + "\n"
+    assert text == out.read_text() + f"\nplot: {out.with_suffix('.png')}\n"
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
     assert "popularity_half_life_s: default → 5" in text
     assert "| stream NDCG@10, all | 10 |" in text
     (tmp_path / "a" / "targets.npz").unlink()
