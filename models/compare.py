@@ -62,8 +62,8 @@ class Targets:
         )
 
     def hits(self) -> list[Hit]:
-        """As :class:`Hit`\\ s numbered by their place here, so two runs' pair up (held-out
-        targets all have index -1)."""
+        """As :class:`Hit` objects numbered by their place here, so two runs' pair up
+        (held-out targets all have index -1)."""
         return [
             Hit(i, p, r, c, e)
             for i, (p, r, c, e) in enumerate(
