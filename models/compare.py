@@ -95,8 +95,19 @@ def save_targets(targets: Mapping[str, Mapping[str, Targets]], out: Path) -> Pat
     return path
 
 
+def report_folder(run: Path) -> Path:
+    """The report folder ``run`` names: itself, or the one dataset folder under an
+    ``evaluate --out`` folder (``runs/base`` for ``runs/base/amazon``)."""
+    if run.is_dir() and not (run / TARGETS_FILE).exists():
+        inside = [d for d in run.iterdir() if (d / TARGETS_FILE).is_file()]
+        if len(inside) == 1:
+            return inside[0]
+    return run
+
+
 def load_targets(run: Path) -> dict[str, dict[str, Targets]]:
     """``{model: {section: Targets}}`` from a report folder (or its ``targets.npz``)."""
+    run = report_folder(run)
     path = run / TARGETS_FILE if run.is_dir() else run
     if not path.is_file():
         raise ComparisonError(
@@ -269,6 +280,7 @@ def plot(rows: Sequence[Row], title: str, path: Path) -> bool:
 
 
 def _results(run: Path) -> dict[str, Any]:
+    run = report_folder(run)
     path = (run if run.is_dir() else run.parent) / "results.json"
     try:
         return dict(json.loads(path.read_text()))

@@ -106,6 +106,12 @@ def test_compare_two_reports_on_the_command_line(
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
     assert "popularity_half_life_s: default → 5" in text
     assert "| stream NDCG@10, all | 10 |" in text
+    # an `evaluate --out` folder names its one dataset folder
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "a").rename(tmp_path / "runs" / "toy")
+    assert main([str(tmp_path / "runs"), str(tmp_path / "b"), "--model", "covisit"]) == 0
+    assert "| stream NDCG@10, all | 10 |" in capsys.readouterr().out
+    (tmp_path / "runs" / "toy").rename(tmp_path / "a")
     (tmp_path / "a" / "targets.npz").unlink()
     assert main([str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     assert "targets.npz not found" in capsys.readouterr().err
