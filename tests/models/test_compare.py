@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.compare import Targets, compare_targets, load_targets, main, save_targets
+from models.compare import (
+    Targets,
+    compare_targets,
+    load_targets,
+    main,
+    save_targets,
+    with_rerun,
+)
 from models.errors import ComparisonError
 from models.evaluation import evaluate
 from models.metrics import Hit
@@ -81,6 +88,24 @@ def test_a_change_on_one_platform_is_found_there_and_not_elsewhere() -> None:
     assert worse.measure == "stream NDCG@10, arts" and worse.verdict == "lower"
 
 
+def test_a_change_no_larger_than_a_reruns_is_not_counted() -> None:
+    rng = np.random.default_rng(1)
+    ranks = rng.integers(0, 30, 2000)
+    better, rerun = ranks.copy(), ranks.copy()
+    misses = np.flatnonzero(ranks > 10)
+    better[misses[: len(misses) // 2]] = 1  # half the misses hit
+    rerun[misses[: len(misses) // 4]] = 1  # a quarter: the seed alone moved it that far
+    a, b, a_again = (runs(r.tolist(), [1, 2]) for r in (ranks, better, rerun))
+    plain = compare_targets(a, b, "blend", "blend")[2]
+    assert plain.measure == "stream NDCG@10, all" and plain.verdict == "higher"
+    moved = with_rerun(compare_targets(a, a_again, "blend", "blend"), [])[2]
+    assert moved.verdict == "higher" and moved.rerun is None  # nothing to set it against
+    against = with_rerun([moved], compare_targets(a, b, "blend", "blend"))[0]
+    assert against.rerun == plain.change and against.verdict == "within the rerun's change"
+    kept = with_rerun([plain], compare_targets(a, a_again, "blend", "blend"))[0]
+    assert kept.rerun == moved.change and kept.verdict == "higher"
+
+
 def test_runs_over_other_targets_or_without_the_model_are_refused() -> None:
     a = runs([1, 2, 3, 4], [1])
     with pytest.raises(ComparisonError, match="same prequential targets"):
@@ -106,6 +131,9 @@ def test_compare_two_reports_on_the_command_line(
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
     assert "popularity_half_life_s: default → 5" in text
     assert "| stream NDCG@10, all | 10 |" in text
+    rerun = ["--rerun", str(tmp_path / "a"), "--model", "popularity"]
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), *rerun]) == 0
+    assert "| A rerun over A |" in capsys.readouterr().out
     # an `evaluate --out` folder names its one dataset folder
     (tmp_path / "runs").mkdir()
     (tmp_path / "a").rename(tmp_path / "runs" / "toy")
