@@ -16,7 +16,8 @@ Examples
 --------
 >>> a = Targets.of([Hit(i, "shop", 1 if i % 4 == 0 else 0) for i in range(400)])
 >>> b = Targets.of([Hit(i, "shop", 1 if i % 2 == 0 else 0) for i in range(400)])
->>> row = compare_targets({"blend": a}, {"blend": b}, "blend", "blend")[0]
+>>> row = compare_targets({"blend": {"prequential": a}}, {"blend": {"prequential": b}},
+...                       "blend", "blend")[0]
 >>> row.measure, row.a, row.b, row.change, row.low > 0.5
 ('stream NDCG@10, all', 0.25, 0.5, 1.0, True)
 """
@@ -168,21 +169,19 @@ def _row(measure: str, a: Sequence[Hit], b: Sequence[Hit], metric: str) -> Row:
 
 
 def compare_targets(
-    a: Mapping[str, Mapping[str, Targets] | Targets],
-    b: Mapping[str, Mapping[str, Targets] | Targets],
+    a: Mapping[str, Mapping[str, Targets]],
+    b: Mapping[str, Mapping[str, Targets]],
     model_a: str,
     model_b: str,
 ) -> list[Row]:
-    """Rows for ``model_b`` of run ``b`` against ``model_a`` of run ``a``: stream NDCG@10 per
-    platform and over all, stream HR@10, leave-last-out NDCG@10 per platform and over all (if
-    any), the cold start's HR@10 and its first positives'. A model's entry may be a bare
-    :class:`Targets` (its prequential section)."""
-    sections = []
+    """Rows for ``model_b`` of run ``b`` against ``model_a`` of run ``a`` (``{model: {section:
+    Targets}}``, as :func:`load_targets` gives them): stream NDCG@10 per platform and over
+    all, stream HR@10, leave-last-out NDCG@10 per platform and over all (if any), the cold
+    start's HR@10 and its first positives'."""
     for run, model, which in ((a, model_a, "A"), (b, model_b, "B")):
         if model not in run:
             raise ComparisonError(f"run {which} has no model {model!r} (it has {sorted(run)})")
-        entry = run[model]
-        sections.append({"prequential": entry} if isinstance(entry, Targets) else dict(entry))
+    sections = (a[model_a], b[model_b])
     rows: list[Row] = []
     for section in SECTIONS:
         ta, tb = sections[0].get(section), sections[1].get(section)

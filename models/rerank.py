@@ -517,8 +517,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)  # signal 0: only checks that the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's
-        return True
+    except PermissionError:  # it exists, and is someone else's
+        pass
     return True
 
 
