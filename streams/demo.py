@@ -138,5 +138,8 @@ def run_demo(settings: Settings, pace_s: float = 0.02, limit: int | None = None)
         print(f"model versions: {status['model_versions']}")
         print("blend weights now (each platform's, learned from the feedback above):")
         print(weights_table(status["blend_weights"]))
+        if len(received) < expected:
+            stack.keep_workdir = True
+            print(f"missing lists: the worker's log is kept in {stack.workdir}")
         print("stopping the worker and the broker ...", flush=True)
         return 0 if len(received) >= expected else 1

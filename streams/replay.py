@@ -111,12 +111,12 @@ def kafka_replay(
         seconds = time.perf_counter() - start
         subscriber.close()
         producer.close()
-    if waiting:
-        lost = sorted(waiting.values())
-        raise StreamrecError(
-            f"no recommendation within {wait_s:.0f}s for {len(lost)} events "
-            f"(e.g. {lost[:3]}); see the worker log in {stack.workdir}"
-        )
+        if waiting:  # raised inside the stack, which then keeps its logs
+            lost = sorted(waiting.values())
+            raise StreamrecError(
+                f"no recommendation within {wait_s:.0f}s for {len(lost)} events "
+                f"(e.g. {lost[:3]}); see the worker log in {stack.workdir}"
+            )
     _say(progress, f"kafka replay: {len(lists)} recommendations for {len(events)} events")
     return served_run(dataset, lists, seconds)
 

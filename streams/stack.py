@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -93,13 +94,20 @@ class WorkerProcess:
 
 class LocalStack:
     """Broker, topics and a worker with a fresh data dir (the embedded broker forgets on exit,
-    so a RocksDB dir from an earlier run would point at offsets that no longer exist)."""
+    so a RocksDB dir from an earlier run would point at offsets that no longer exist).
+
+    Without ``workdir`` it makes a temporary one and removes it on a clean exit; it is kept,
+    with the worker's and broker's logs, when the block raises, when the stack fails to start,
+    or when ``keep_workdir`` is set (the caller names it in its error).
+    """
 
     def __init__(
         self, settings: Settings, workdir: Path | None = None, broker: EmbeddedBroker | None = None
     ) -> None:
+        self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="streamrec-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.keep_workdir = False
         self._own_broker = broker is None
         self.broker = broker or EmbeddedBroker(log_file=self.workdir / "broker.log")
         self.base_settings = settings
@@ -109,6 +117,14 @@ class LocalStack:
     def __enter__(self) -> LocalStack:
         if self._own_broker:
             self.broker.start()
+        try:
+            self._start_worker()
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def _start_worker(self) -> None:
         s = self.base_settings
         self.settings = s.model_copy(
             update={
@@ -118,10 +134,15 @@ class LocalStack:
             }
         )
         ensure_topics(self.broker.bootstrap, self.settings.all_topics, self.settings.partitions)
-        self.worker = WorkerProcess(self.settings, self.workdir / "worker.log").start()
-        return self
+        self.worker = WorkerProcess(self.settings, self.workdir / "worker.log")
+        self.worker.start()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self._stop()
+        if self._own_workdir and exc_type is None and not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _stop(self) -> None:
         if self.worker is not None:
             self.worker.stop()
         if self._own_broker:
