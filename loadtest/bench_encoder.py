@@ -1,22 +1,29 @@
-"""Benchmark the serving text encoder on product-title-like texts.
+"""Benchmark the serving text encoder on product-title-like texts, against sentence-transformers
+on torch (the model it was exported from) in the same run.
 
 Usage::
 
     python -m loadtest.bench_encoder                      # exports into a temp dir first (torch)
     python -m loadtest.bench_encoder --artifacts artifacts  # uses a published encoder
+    python -m loadtest.bench_encoder --no-baseline        # ONNX Runtime only (no export extra)
 
-Prints figures only; no asserts.
+The two are timed alternately, repeat by repeat, on the same texts and batch size, so the ratio
+holds on a shared machine where either time alone may not. An in-process benchmark of
+``models.encoder``, not a probe of a running system. Prints figures and writes
+``reports/bench_encoder.json``; no asserts.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from models.encoder import TextEncoder
 
@@ -53,6 +60,10 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip sentence-transformers on torch"
+    )
+    parser.add_argument("--out", type=Path, default=Path("reports/bench_encoder.json"))
     args = parser.parse_args()
 
     tmp = None
@@ -78,17 +89,30 @@ def main() -> None:
         f"tokens mean={statistics.mean(tokens):.1f} max={max(tokens)}"
     )
 
+    baseline = None if args.no_baseline else _sentence_transformer()
     encoder.encode(texts[: args.batch_size])  # warm-up
-    times = []
+    if baseline is not None:
+        baseline.encode(texts[: args.batch_size], batch_size=args.batch_size)
+    times: dict[str, list[float]] = {"onnxruntime": [], "sentence-transformers": []}
     for _ in range(args.repeats):
         started = time.perf_counter()
         encoder.encode(texts)
-        times.append(time.perf_counter() - started)
-    best, median = min(times), statistics.median(times)
-    print(
-        f"batch_size={args.batch_size}: median {median:.3f}s -> {len(texts) / median:.0f} texts/s "
-        f"(best {len(texts) / best:.0f} texts/s)"
-    )
+        times["onnxruntime"].append(time.perf_counter() - started)
+        if baseline is not None:
+            started = time.perf_counter()
+            baseline.encode(texts, batch_size=args.batch_size)
+            times["sentence-transformers"].append(time.perf_counter() - started)
+    rates = {}
+    for name, runs in times.items():
+        if runs:
+            rates[name] = len(texts) / statistics.median(runs)
+            print(
+                f"{name} batch_size={args.batch_size}: median {statistics.median(runs):.3f}s -> "
+                f"{rates[name]:.0f} texts/s (best {len(texts) / min(runs):.0f} texts/s)"
+            )
+    if len(rates) == 2:
+        ratio = rates["onnxruntime"] / rates["sentence-transformers"]
+        print(f"onnxruntime / sentence-transformers: {ratio:.2f}x")
 
     single = []
     for text in texts[:100]:
@@ -97,8 +121,29 @@ def main() -> None:
         single.append(time.perf_counter() - started)
     single.sort()
     print(f"one text per call: p50 {1000 * single[50]:.2f} ms, p95 {1000 * single[95]:.2f} ms")
+    report = {
+        "cpus": os.cpu_count(),
+        "texts": len(texts),
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "tokens_mean": statistics.mean(tokens),
+        "seconds": times,
+        "texts_per_s_median": rates,
+        "one_text_ms": {"p50": 1000 * single[50], "p95": 1000 * single[95]},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
     if tmp is not None:
         tmp.cleanup()
+
+
+def _sentence_transformer() -> Any:
+    """all-MiniLM-L6-v2 on torch's CPU, from the same weights the export reads."""
+    from export.encoder import _import_export_deps
+
+    _, sentence_transformer_cls, source_dir = _import_export_deps()
+    return sentence_transformer_cls(str(source_dir), device="cpu")
 
 
 if __name__ == "__main__":

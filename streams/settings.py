@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     partitions: int = Field(default=4, ge=1)
 
     # --- broker ---------------------------------------------------------------------------
-    # Empty means: start the embedded Tansu broker on a free loopback port.
+    # Needed by `worker`, `produce` and `tail`; `up` and `demo` start the embedded broker.
     bootstrap_servers: str = ""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str = "PLAIN"
