@@ -141,9 +141,14 @@ class Row:
     change: float | None  # b / a - 1
     low: float | None
     high: float | None
-    # the same figure's change in a rerun of A with another seed (``--rerun``): how far the
-    # learners' own path moves it
-    rerun: float | None = None
+    # the same figure's change in each rerun of A with another seed (``--rerun``): how far
+    # the learners' own path moves it
+    reruns: tuple[float, ...] = ()
+
+    @property
+    def rerun(self) -> float | None:
+        """The reruns' largest change (either way), or None without a rerun."""
+        return max(self.reruns, key=abs) if self.reruns else None
 
     @property
     def verdict(self) -> str:
@@ -151,15 +156,21 @@ class Row:
             return ""
         if self.low > 0 or self.high < 0:
             if self.rerun is not None and abs(self.change) <= abs(self.rerun):
-                return "within the rerun's change"
+                several = len(self.reruns) > 1
+                return "within the reruns' changes" if several else "within the rerun's change"
             return "higher" if self.low > 0 else "lower"
         return "within the noise"
 
 
-def with_rerun(rows: Sequence[Row], rerun: Sequence[Row]) -> list[Row]:
-    """``rows`` with each figure's change in ``rerun`` (A against A rerun with another seed)."""
-    changes = {r.measure: r.change for r in rerun}
-    return [dataclasses.replace(r, rerun=changes.get(r.measure)) for r in rows]
+def with_rerun(rows: Sequence[Row], *reruns: Sequence[Row]) -> list[Row]:
+    """``rows`` with each figure's change in every rerun (A against A rerun with another seed;
+    a figure a rerun lacks gets none from it)."""
+    changes: dict[str, list[float]] = {}
+    for rerun in reruns:
+        for r in rerun:
+            if r.change is not None:
+                changes.setdefault(r.measure, []).append(r.change)
+    return [dataclasses.replace(r, reruns=tuple(changes.get(r.measure, ()))) for r in rows]
 
 
 def _row(measure: str, a: Sequence[Hit], b: Sequence[Hit], metric: str) -> Row:
@@ -238,15 +249,16 @@ def markdown(rows: Sequence[Row], title: str, differs: Sequence[str]) -> str:
     if differs:
         lines += ["What differs between the runs (from their results.json):", ""]
         lines += [f"- {d}" for d in differs] + [""]
-    reruns = any(r.rerun is not None for r in rows)
-    rerun_head = " A rerun over A |" if reruns else ""
+    reruns = any(r.reruns for r in rows)
+    several = any(len(r.reruns) > 1 for r in rows)
+    rerun_head = (" A's reruns over A |" if several else " A rerun over A |") if reruns else ""
     lines += [
         f"| measure | targets | A | B | B over A | 95 % paired interval |{rerun_head} |",
         "|---|---:|---:|---:|---:|---|" + ("---:|" if reruns else "") + "---|",
     ]
     for r in rows:
         interval = "" if r.low is None else f"{pct(r.low)} … {pct(r.high)}"
-        rerun = f" {pct(r.rerun)} |" if reruns else ""
+        rerun = f" {' / '.join(pct(c) for c in r.reruns)} |" if reruns else ""
         lines.append(
             f"| {r.measure} | {r.n:,} | {r.a:.4f} | {r.b:.4f} | {pct(r.change)} | {interval} "
             f"|{rerun} {r.verdict} |"
@@ -261,7 +273,7 @@ def markdown(rows: Sequence[Row], title: str, differs: Sequence[str]) -> str:
         "on Amazon's few hundred held-out items alone moved figures by 3-4 %. "
         + (
             "The rerun column is that: A again with another seed; a change no larger than "
-            "the rerun's is not counted."
+            "the rerun's (with several, the largest of theirs) is not counted."
             if reruns
             else "Give `--rerun` (A again with `--set seed=...`) to see it beside the change."
         ),
@@ -283,15 +295,18 @@ def plot(rows: Sequence[Row], title: str, path: Path) -> bool:
     shown = [r for r in rows if r.change is not None and r.low is not None]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(shown) + 1.4))
     colours = {"higher": "tab:green", "lower": "tab:red"}
+    labelled = False
     for y, r in enumerate(reversed(shown)):
         assert r.change is not None and r.low is not None and r.high is not None
         colour = colours.get(r.verdict, "tab:grey")
         ax.plot([100 * r.low, 100 * r.high], [y, y], color=colour, lw=2.5, alpha=0.7)
         ax.plot([100 * r.change], [y], "o", color=colour)
-        if r.rerun is not None:
-            ax.plot([100 * r.rerun], [y], "x", color="black", label="A rerun" if y == 0 else None)
+        for change in r.reruns:
+            label = None if labelled else "A rerun"
+            labelled = True
+            ax.plot([100 * change], [y], "x", color="black", label=label)
     ax.axvline(0, color="black", lw=0.8)
-    if any(r.rerun is not None for r in shown):
+    if any(r.reruns for r in shown):
         ax.legend(loc="best", fontsize=8)
     ax.set_yticks(range(len(shown)), [f"{r.measure} ({r.n:,})" for r in reversed(shown)])
     ax.set_xlabel("B over A, % (95 % paired bootstrap interval)")
@@ -325,9 +340,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rerun",
         type=Path,
-        default=None,
+        action="append",
+        default=[],
         help="run A again with another seed (`--set seed=8`): each figure's change there, "
-        "the learners' own noise, is shown beside B's",
+        "the learners' own noise, is shown beside B's; repeat it for several seeds",
     )
     parser.add_argument(
         "--out",
@@ -340,9 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         targets_a = load_targets(args.run_a)
         rows = compare_targets(targets_a, load_targets(args.run_b), args.model, model_b)
-        if args.rerun is not None:
-            again = compare_targets(targets_a, load_targets(args.rerun), args.model, args.model)
-            rows = with_rerun(rows, again)
+        agains = [
+            compare_targets(targets_a, load_targets(rerun), args.model, args.model)
+            for rerun in args.rerun
+        ]
+        rows = with_rerun(rows, *agains)
     except StreamrecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -104,6 +104,17 @@ def test_a_change_no_larger_than_a_reruns_is_not_counted() -> None:
     assert against.rerun == plain.change and against.verdict == "within the rerun's change"
     kept = with_rerun([plain], compare_targets(a, a_again, "blend", "blend"))[0]
     assert kept.rerun == moved.change and kept.verdict == "higher"
+    # several reruns: the one that moved furthest, either way, sets the bar
+    worse = ranks.copy()
+    worse[np.flatnonzero(ranks == 1)[:5]] = 0
+    a_worse = runs(worse.tolist(), [1, 2])
+    both = with_rerun(
+        [moved],
+        compare_targets(a, a_worse, "blend", "blend"),
+        compare_targets(a, b, "blend", "blend"),
+    )[0]
+    assert both.reruns[1] == plain.change and both.rerun == plain.change
+    assert both.reruns[0] < 0 and both.verdict == "within the reruns' changes"
 
 
 def test_runs_over_other_targets_or_without_the_model_are_refused() -> None:
@@ -134,6 +145,10 @@ def test_compare_two_reports_on_the_command_line(
     rerun = ["--rerun", str(tmp_path / "a"), "--model", "popularity"]
     assert main([str(tmp_path / "a"), str(tmp_path / "b"), *rerun]) == 0
     assert "| A rerun over A |" in capsys.readouterr().out
+    twice = [*rerun, "--rerun", str(tmp_path / "b")]
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), *twice]) == 0
+    text = capsys.readouterr().out
+    assert "| A's reruns over A |" in text and "| +0.0 % / " in text
     # an `evaluate --out` folder names its one dataset folder
     (tmp_path / "runs").mkdir()
     (tmp_path / "a").rename(tmp_path / "runs" / "toy")
