@@ -88,7 +88,6 @@ class AdaptiveBlend:
         self.raw: dict[str, float] = dict(prior)  # the SGD iterate
         self.weights: dict[str, float] = dict(prior)  # served: the running average of ``raw``
         self.bias = 0.0
-        self.updates = 0
 
     def predict_one(self, x: Mapping[str, float]) -> float:
         return _sigmoid(self.bias + sum(self.weights.get(k, 0.0) * v for k, v in x.items()))
@@ -114,7 +113,6 @@ class AdaptiveBlend:
         for k, w in raw.items():
             served = weights.get(k, 0.0)
             weights[k] = served + rate * (w - served)
-        self.updates += 1
 
     def learn_pair(self, preferred: Mapping[str, float], other: Mapping[str, float]) -> None:
         """The person chose ``preferred`` over ``other`` (RankNet: logistic on the difference).

@@ -136,16 +136,9 @@ class Popularity:
         """Decayed count at ``ts``."""
         return self._scaled.get(key, 0.0) / self._scale(ts)
 
-    def normalised(self, key: str, platform: str) -> float:
-        """log-popularity relative to the platform's most popular item, in [0, 1]."""
-        top = self._max_scaled.get(platform, 0.0)
-        value = self._scaled.get(key, 0.0)
-        if top <= 0.0 or value <= 0.0:
-            return 0.0
-        return math.log1p(value / top * 1000.0) / _LOG1P_1000
-
     def normalised_many(self, keys: list[str], platform: str) -> np.ndarray:
-        """:meth:`normalised` for many keys at once (float32)."""
+        """Each key's log-popularity relative to the platform's most popular item, in [0, 1]
+        (float32)."""
         scaled = self._scaled
         values = np.fromiter(map(scaled.get, keys, repeat(0.0)), np.float64, len(keys))
         return self.normalise(values, platform)

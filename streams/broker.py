@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from kafka import KafkaAdminClient
@@ -201,11 +201,3 @@ def ensure_topics(
     finally:
         admin.close()
 
-
-@contextlib.contextmanager
-def running_broker(log_file: Path | None = None) -> Iterator[EmbeddedBroker]:
-    broker = EmbeddedBroker(log_file=log_file).start()
-    try:
-        yield broker
-    finally:
-        broker.stop()

@@ -177,13 +177,5 @@ class RecommendationSubscriber:
         for record in self.records(timeout_s):
             yield Recommendation.model_validate(json.loads(record.value))
 
-    def collect(self, until: Any, timeout_s: float = 30.0) -> list[Any]:
-        """Raw records until ``until(records)`` is true or ``timeout_s`` passes."""
-        got: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not until(got):
-            got.extend(self.records(timeout_s=0.5))
-        return got
-
     def close(self) -> None:
         self._consumer.close()

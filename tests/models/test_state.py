@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import subprocess
@@ -62,7 +63,7 @@ def test_popularity_ranks_per_platform_and_decays() -> None:
     pop.learn_one("shop:c", "shop", ts=100.0)  # one recent event beats two old ones
     assert pop.top("shop", 2, ts=100.0) == ["shop:c", "shop:a"]
     assert pop.top("video", 5, ts=100.0) == ["video:b"]
-    assert pop.normalised("shop:c", "shop") == 1.0
+    assert pop.normalised_many(["shop:c"], "shop")[0] == 1.0
 
 
 def test_popularity_top_list_kept_up_to_date_equals_recomputing_it() -> None:
@@ -341,14 +342,16 @@ def test_pairwise_blend_moves_weight_to_the_signal_that_ordered_correctly() -> N
     assert b.weights["a"] > 1.0 > b.weights["b"] and b.bias == bias
 
 
-def test_popularity_normalised_many_matches_one_by_one() -> None:
+def test_popularity_normalised_is_log_popularity_relative_to_the_platforms_top() -> None:
     pop = Popularity(half_life_s=10.0)
     for i, key in enumerate(["shop:a", "shop:a", "shop:b", "video:c"]):
         pop.learn_one(key, key.split(":")[0], ts=float(i))
     keys = ["shop:a", "shop:b", "shop:unknown"]
     many = pop.normalised_many(keys, "shop")
-    assert np.allclose(many, [pop.normalised(k, "shop") for k in keys], atol=1e-6)
-    assert many[2] == 0.0 and many[0] == 1.0
+    share = pop.predict_one("shop:b", ts=3.0) / pop.predict_one("shop:a", ts=3.0)
+    assert 0 < share < 1
+    expected = [1.0, math.log1p(1000 * share) / math.log1p(1000), 0.0]
+    assert np.allclose(many, expected, atol=1e-6)
 
 
 def test_served_blend_weights_are_a_running_average_of_the_iterate() -> None:
