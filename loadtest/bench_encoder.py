@@ -140,9 +140,9 @@ def main() -> None:
 
 def _sentence_transformer() -> Any:
     """all-MiniLM-L6-v2 on torch's CPU, from the same weights the export reads."""
-    from export.encoder import _import_export_deps
+    from export.encoder import import_export_deps
 
-    _, sentence_transformer_cls, source_dir = _import_export_deps()
+    _, sentence_transformer_cls, source_dir = import_export_deps()
     return sentence_transformer_cls(str(source_dir), device="cpu")
 
 
