@@ -45,15 +45,18 @@ def test_serving_runtime_scores_any_number_of_requests_and_candidates(
         scores = head.score(person, context, hidden, dense, request)
         assert scores.shape == (n,) and ((scores > 0) & (scores < 1)).all()
         # a candidate's score depends on its own request's person only, and the item tower
-        # on the item only
-        alone = head.score(
-            person[request[:1]],
-            context[request[:1]],
-            head.item_hidden(item[:1]),
-            dense[:1],
-            np.zeros(1, np.int64),
-        )
-        assert np.allclose(alone, scores[:1], atol=1e-6)
+        # on the item only: the first and the last candidate scored alone (the last belongs
+        # to a later request when there are several)
+        for j in (0, n - 1):
+            alone = head.score(
+                person[request[j : j + 1]],
+                context[request[j : j + 1]],
+                head.item_hidden(item[j : j + 1]),
+                dense[j : j + 1],
+                np.zeros(1, np.int64),
+            )
+            assert np.allclose(alone, scores[j : j + 1], atol=1e-6)
+        assert requests == 1 or request[-1] > 0
     empty = np.zeros((0, 384), np.float32)
     no_hidden = head.item_hidden(empty)
     assert no_hidden.shape == (0, head.hidden)

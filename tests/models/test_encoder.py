@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.artifacts import read_spec
+from models.artifacts import current_dir, read_spec
 from models.encoder import ENCODER_NAME, TextEncoder
 from models.errors import ModelLoadError
 
@@ -70,6 +70,17 @@ def test_long_text_is_truncated_not_rejected(encoder: TextEncoder) -> None:
     longer = long + " jazz piano album " * 500  # differs only after token 256
     out = encoder.encode([long, longer])
     np.testing.assert_allclose(out[0], out[1], atol=1e-6)
+
+
+def test_texts_are_truncated_at_the_encoders_max_length(encoder_artifacts: Path) -> None:
+    # the exported tokenizer.json truncates at 256 by itself: a shorter limit shows that the
+    # encoder applies its own
+    short = TextEncoder(current_dir(encoder_artifacts, ENCODER_NAME), max_length=16)
+    base = "hiking boots " * 10  # 20 words, more than 16 tokens
+    late, early = base + "jazz piano album", "jazz " + base
+    out = short.encode([base, late, early])
+    np.testing.assert_allclose(out[0], out[1], atol=1e-6)
+    assert not np.allclose(out[0], out[2], atol=1e-3)
 
 
 def test_semantic_sanity(encoder: TextEncoder) -> None:

@@ -36,10 +36,16 @@ def test_cold_start_by_place_pairs_the_same_targets_of_both_runs() -> None:
         (1, 10, 1.0), (2, 10, 2.0), (3, 10, 3.0)
     ]
     assert all(p["hr@10_without"] == 0.0 and p["lift"] is None for p in places)
+    # without the other platform, only the first place's targets hit: each place is paired
+    # with its own targets of the other run, not with all of them
+    off = [Hit(i, "b", 1 if i % 3 == 0 else 0, True, i % 3, i % 3 + 1) for i in range(30)]
+    places = cold_by_position(on, off)
+    assert [p["hr@10_without"] for p in places] == [1.0, 0.0, 0.0]
+    assert [p["hr@10_with_history"] for p in places] == [0.5, 0.5, 0.5]
 
 
 def test_paired_lift_is_zero_for_the_same_hits() -> None:
     hits = [Hit(i, "x", (i % 12) + 1) for i in range(100)]
     lift = paired_lift(hits, hits)
     assert lift["lift"] == 0.0 and lift["low"] == lift["high"] == 0.0
-    assert math.isfinite(lift["n"])
+    assert lift["n"] == 100

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from models.pipeline import (
     PersonEvent,
     Pipeline,
     PipelineConfig,
+    Ranking,
     RankRequest,
     consumed_on,
     preference_user,
@@ -173,16 +175,30 @@ def test_redelivered_event_is_applied_once_and_keeps_its_rec_id() -> None:
     assert first.recommendations[0].rec_id == rec_id_for("e1", "shop:u")
 
 
-def test_batch_ranks_each_event_on_the_state_as_of_that_event() -> None:
+def test_batch_ranks_each_event_on_the_state_as_of_that_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     p = make_pipeline()
     sessions: dict[str, SessionState] = {}
     batch = [
         PersonEvent("shop:u", ev(1, "shop", "u", "jazz-0")),
         PersonEvent("shop:u", ev(2, "shop", "u", "run-0", "purchase")),
     ]
+    ranked: list[RankRequest] = []
+    recommend = p.recommend
+
+    def spy(requests: Sequence[RankRequest]) -> list[Ranking]:
+        ranked.extend(requests)
+        return recommend(requests)
+
+    monkeypatch.setattr(p, "recommend", spy)
     recs = p.handle(batch, sessions, now=0.0).recommendations
-    assert recs[0].history_platforms == ["shop"]
-    # run-0 was bought only after the first event; the first list may still show it.
+    # the whole batch is ranked in one call, after both events were learned: the first
+    # request still sees the person as they were at the first event
+    first, second = (r.session for r in ranked)
+    assert first.recent["shop"] == ["shop:jazz-0"] and "shop:run-0" not in first.consumed
+    assert second.recent["shop"] == ["shop:jazz-0", "shop:run-0"]
+    assert "shop:run-0" in second.consumed and second is sessions["shop:u"]
     assert "run-0" not in [s.item for s in recs[1].items]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -14,7 +15,7 @@ import pytest
 from models.blend import AdaptiveBlend
 from models.catalog import Catalog
 from models.pipeline import consumed_on
-from models.session import MAX_RECENT, SessionState
+from models.session import MAX_RECENT, LastRecommendation, SessionState
 from models.signals import (
     CoVisitation,
     ItemKNN,
@@ -39,6 +40,31 @@ def test_session_round_trip_and_bounds() -> None:
     assert len(s.recent["shop"]) == MAX_RECENT and s.recent["shop"][-1] == f"shop:{MAX_RECENT + 4}"
     back = SessionState.from_bytes(s.to_bytes())
     assert back == s and back.interest["shop"].dtype == np.float32
+
+
+def test_session_round_trip_keeps_every_field() -> None:
+    # ``==`` compares the encoding under test, so compare field by field, each set away from
+    # its default (a field the encoding forgot would come back as the default)
+    s = SessionState(person="P", consent=False, consent_ts=5.0, events=7)
+    s.observe("shop", "shop:a", np.ones(3, np.float32), ts=4.0, consumed=True, half_life_s=9.0)
+    s.remember_event("e1")
+    s.last_rec["shop"] = LastRecommendation("r1", "shop", ["b", "c"], 4.5)
+    s.aliases = ["shop:u"]
+    back = SessionState.from_bytes(s.to_bytes())
+    for f in dataclasses.fields(SessionState):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:  # the person: no default
+            default = None
+        mine, theirs = getattr(s, f.name), getattr(back, f.name)
+        assert mine != default, f"set {f.name} in this test"
+        if f.name == "interest":
+            assert mine.keys() == theirs.keys()
+            assert all(np.array_equal(mine[k], theirs[k]) for k in mine)
+        else:
+            assert theirs == mine, f.name
 
 
 def test_interest_decays_with_event_time() -> None:
@@ -255,11 +281,16 @@ def test_consumed_on_is_the_platforms_last_consumed_oldest_first() -> None:
 def test_blend_contributions_sum_to_score() -> None:
     b = AdaptiveBlend()
     x = {"content": 0.5, "popularity": 0.2}
+    for _ in range(20):  # away from the prior: served weights, raw iterate and bias all differ
+        b.learn_one(x, True)
+        b.learn_one({"content": 0.1, "popularity": 0.9}, False)
     contrib = b.contributions(x)
     assert contrib == {
         "content": 0.5 * b.weights["content"],
         "popularity": 0.2 * b.weights["popularity"],
     }
+    assert b.raw != b.weights and b.bias != 0.0
+    assert b.predict_one(x) == pytest.approx(1 / (1 + math.exp(-b.bias - sum(contrib.values()))))
 
 
 def test_catalog_grows_and_filters_unavailable() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import pytest
 
@@ -20,7 +21,7 @@ def _spins(session: ort.InferenceSession) -> str:
 
 @pytest.mark.parametrize("spinning", [False, True])
 def test_the_workers_onnx_sessions_spin_only_when_set(
-    sequence_artifacts: Path, spinning: bool
+    sequence_artifacts: Path, spinning: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = unique_settings(sequence_artifacts).model_copy(update={"onnx_spinning": spinning})
     if not spinning:
@@ -34,6 +35,17 @@ def test_the_workers_onnx_sessions_spin_only_when_set(
         pipeline.ranker._item_tower,  # type: ignore[attr-defined]
         pipeline.sequence._session,  # type: ignore[attr-defined]
         pipeline.sequence._item_tower,  # type: ignore[attr-defined]
-        _search_session(catalog.search_threads, catalog.search_spinning),
     ]
+    # the text search's session: the one a search through the catalog actually runs on
+    searched: list[ort.InferenceSession] = []
+
+    def spy(threads: int, spin: bool) -> ort.InferenceSession:
+        searched.append(_search_session(threads, spin))
+        return searched[-1]
+
+    monkeypatch.setattr("models.catalog._search_session", spy)
+    dim = catalog.vectors.shape[1]
+    catalog.masked_search(np.ones((1, dim), np.float32), np.zeros((3, dim + 1), np.float32), 2)
+    sessions += searched
+    assert len(searched) == 1
     assert [_spins(s) for s in sessions] == ["1" if spinning else "0"] * len(sessions)
