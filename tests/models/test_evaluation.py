@@ -234,6 +234,8 @@ def test_evaluate_runs_every_model_and_writes_the_report(tmp_path: Path) -> None
     assert alone["hr@10_cross_history"] == models["cross-history"]["cold_start"]["first_here"][
         "hr@10"
     ]
+    # everyone's video theme carries over to the shop: more than popularity knows
+    assert alone["hr@10_cross_history"] > 2 * alone["hr@10_popularity"]
     md = write_report(result, tmp_path / "toy")
     assert md.read_text().startswith("# Replay evaluation: toy")
     assert "on other platforms' history alone (24): cross-history" in md.read_text()

@@ -169,6 +169,7 @@ def test_neighbour_rows_top_equals_the_sums_written_out() -> None:
     rng = np.random.default_rng(3)
     knn, cv = ItemKNN(window=6, history=4, decay=0.7), CoVisitation(window=3)
     pairs: dict[tuple[str, str], float] = {}
+    visits: dict[tuple[str, str], float] = {}  # co-visitation: 1/distance within 3 steps
     newest_count: dict[str, float] = {}
     histories: dict[int, list[str]] = {}
     for _ in range(3000):
@@ -181,7 +182,12 @@ def test_neighbour_rows_top_equals_the_sums_written_out() -> None:
             if other != h[-1]:
                 for a, b in ((h[-1], other), (other, h[-1])):
                     pairs[a, b] = pairs.get((a, b), 0.0) + 1.0
+        for distance, other in enumerate(reversed(h[-4:-1]), start=1):
+            if other != h[-1]:
+                for a, b in ((h[-1], other), (other, h[-1])):
+                    visits[a, b] = visits.get((a, b), 0.0) + 1.0 / distance
     assert max(knn.rows.row_size(k) for k in newest_count) < 2 * 256  # never pruned here
+    compared = 0
     for h in list(histories.values())[:20]:
         recent = list(reversed(h[-4:]))
         expected: dict[str, float] = {}
@@ -195,9 +201,14 @@ def test_neighbour_rows_top_equals_the_sums_written_out() -> None:
         assert got.keys() == expected.keys()
         for key, value in expected.items():
             assert abs(got[key] - value / best) < 1e-6  # counts are float32
-        # co-visitation rows are shares of their totals: the newest item alone gives those
+        # co-visitation of the newest item alone: its row, the best scaled to 1
         row = cv.candidates(h[-1:], "s", n=1000)
-        assert all(0.0 < v <= 1.0 for v in row.values()) and (not row or max(row.values()) == 1.0)
+        mine = {b: w for (a, b), w in visits.items() if a == h[-1] and b.startswith("s:")}
+        assert row.keys() == mine.keys()
+        for key, value in mine.items():
+            assert abs(row[key] - value / max(mine.values())) < 1e-6
+        compared += len(mine)
+    assert compared > 20
 
 
 def test_many_queries_at_once_equal_each_query_alone(monkeypatch: pytest.MonkeyPatch) -> None:
