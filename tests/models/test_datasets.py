@@ -115,8 +115,10 @@ def test_movielens_ratings_in_one_second_are_not_in_movie_id_order(tmp_path: Pat
     ratings = "".join(f"1,{m},4.0,100\n" for m in range(1, 21))  # the file lists them by id
     write(root / "ratings.csv", "userId,movieId,rating,timestamp\n" + ratings + "1,1,3.0,50\n")
     order = [e.item for e in read_movielens(root).events]
-    assert order[0] == "1" and sorted(order[1:], key=int) == [str(m) for m in range(1, 21)]
-    assert order[1:] != sorted(order[1:], key=int)  # not the file's id order
+    assert order[0] == "1" and sorted(order[1:], key=lambda i: int(i or 0)) == [
+        str(m) for m in range(1, 21)
+    ]
+    assert order[1:] != sorted(order[1:], key=lambda i: int(i or 0))  # not the file's id order
     assert order == [e.item for e in read_movielens(root).events]  # but always the same
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -58,7 +59,7 @@ def make_pipeline(config: PipelineConfig | None = None) -> Pipeline:
 
 
 def ev(
-    n: int, platform: str, user: str, item: str | None = None, type_: str = "view", **kw: object
+    n: int, platform: str, user: str, item: str | None = None, type_: str = "view", **kw: Any
 ) -> Event:
     return Event(
         event_id=f"e{n}",
@@ -130,7 +131,7 @@ def test_history_crosses_platforms_only_for_linked_persons_with_consent() -> Non
     probe = {"platform": "video", "item": "garden-0"}
 
     def video_recs(user: str, pipeline: Pipeline, sess: dict[str, SessionState]) -> list[str]:
-        rec = run(pipeline, [ev(99, user=user, **probe)], sess, dict(ids))[0]  # type: ignore[arg-type]
+        rec = run(pipeline, [ev(99, user=user, **probe)], sess, dict(ids))[0]
         return [s.item for s in rec.items]
 
     # Each probe runs on its own copy of the world, so global signals are identical.

@@ -329,7 +329,7 @@ def test_a_killed_fitting_process_is_replaced_at_the_next_fit() -> None:
     killed = rr.last_fit.process
     os.kill(killed, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while not rerank._fitter()._broken and time.monotonic() < deadline:  # noticed, async
+    while not rerank._fitter()._broken and time.monotonic() < deadline:  # type: ignore[attr-defined]
         time.sleep(0.05)
     learn_and_wait(rr, rng, 40)
     assert rr.fits == 2 and rr.failed_fits == 0

@@ -26,7 +26,7 @@ def unique_settings(artifacts: Path) -> Settings:
     tag = f"t{uuid.uuid4().hex[:8]}"
     return Settings(
         app_id=f"streamrec-{tag}",
-        platforms="shop,video,music,news",
+        platforms=("shop", "video", "music", "news"),
         event_topic_prefix=f"{tag}.events.",
         catalog_topic=f"{tag}.catalog",
         person_topic=f"{tag}.person-events",

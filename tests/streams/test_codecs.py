@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.events import CatalogItem, Event
-from models.pipeline import Consent, Handoff, Merge, PersonEvent
+from models.events import CatalogItem, Event, EventType
+from models.pipeline import Consent, Handoff, Merge, PersonEvent, PersonMessage
 from models.session import SessionState
 from streams.codecs import (
     SessionStore,
@@ -18,13 +18,16 @@ from streams.settings import Settings
 def test_person_messages_round_trip() -> None:
     state = SessionState(person="shop:u")
     state.observe("shop", "shop:a", np.ones(3, np.float32), ts=1.0, consumed=True, half_life_s=1.0)
-    event = Event(event_id="e", type="search", platform="shop", user="u", ts=1.0, query="boots")
-    for msg in [
+    event = Event(
+        event_id="e", type=EventType.SEARCH, platform="shop", user="u", ts=1.0, query="boots"
+    )
+    messages: list[PersonMessage] = [
         PersonEvent("p", event),
         Handoff("shop:u", "p"),
         Merge("p", state),
         Consent("p", False, 5.0),
-    ]:
+    ]
+    for msg in messages:
         assert decode_person_message(encode_person_message(msg)) == msg
 
 
@@ -43,6 +46,6 @@ def test_session_store_encodes_and_calls_back() -> None:
 
 
 def test_settings_platforms_are_configuration() -> None:
-    s = Settings(platforms="shop,podcasts")
+    s = Settings.model_validate({"platforms": "shop,podcasts"})
     assert s.event_topics == ("events.shop", "events.podcasts")
     assert "events.podcasts" in s.all_topics

@@ -14,14 +14,16 @@ def test_every_setting_reaches_a_worker_subprocess(monkeypatch: pytest.MonkeyPat
     """A worker started by the local stack runs on its settings, every one of them (it used to
     get a fixed list, so e.g. ``pipeline`` overrides were silently dropped), and not on the
     parent's own STREAMREC_* variables."""
-    chosen = Settings(
-        platforms="shop,news",
-        pipeline="rerank_every=50,covisit_candidates=80",
-        top_k=7,
-        onnx_spinning=True,
-        batch_within_s=0.01,
-        sasl_password="s3cret",
-        data_dir=Path("/tmp/state"),
+    chosen = Settings.model_validate(
+        {
+            "platforms": "shop,news",
+            "pipeline": "rerank_every=50,covisit_candidates=80",
+            "top_k": 7,
+            "onnx_spinning": True,
+            "batch_within_s": 0.01,
+            "sasl_password": "s3cret",
+            "data_dir": Path("/tmp/state"),
+        }
     )
     monkeypatch.setenv("STREAMREC_TOP_K", "99")
     env = WorkerProcess(chosen, Path("worker.log")).env()
