@@ -58,9 +58,9 @@ class Event(BaseModel):
     type: EventType
     platform: Id
     user: Id = Field(description="the platform's own user id; also the message key")
-    ts: float = Field(description="event time, Unix seconds")
+    ts: float = Field(description="event time, Unix seconds", allow_inf_nan=False)
     item: Id | None = Field(default=None, description="for view/click/consume/purchase/rating")
-    value: float | None = Field(default=None, description="rating value, 0-5")
+    value: float | None = Field(default=None, description="rating value, 0-5", allow_inf_nan=False)
     query: str | None = Field(default=None, description="search text")
     items: list[Id] | None = Field(default=None, description="impression: the items shown")
     rec_id: Id | None = Field(default=None, description="the recommendation this came from")
@@ -104,7 +104,9 @@ class CatalogItem(BaseModel):
     tags: list[str] = Field(default_factory=list)
     attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
     available: bool = True
-    ts: float | None = Field(default=None, description="when it was added, Unix seconds")
+    ts: float | None = Field(
+        default=None, description="when it was added, Unix seconds", allow_inf_nan=False
+    )
 
     @property
     def key(self) -> str:
@@ -202,6 +204,8 @@ def _load_json(raw: bytes | None) -> dict[str, Any]:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InvalidEventError(f"malformed JSON: {e}") from e
+    except RecursionError as e:  # json's parser recurses per level of nesting
+        raise InvalidEventError("malformed JSON: nested too deeply") from e
     if not isinstance(data, dict):
         raise InvalidEventError(f"expected a JSON object, got {type(data).__name__}")
     return data

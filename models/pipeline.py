@@ -496,6 +496,10 @@ class _Searched:
 class Output:
     recommendations: list[Recommendation] = field(default_factory=list)
     forwards: list[PersonMessage] = field(default_factory=list)
+    # events the pipeline cannot use (an item its catalog does not have, e.g. one not synced
+    # yet after a restart), with the reason: reported, not raised, so that the rest of the
+    # batch is handled once, and nothing of it is learned twice by a retry
+    rejected: list[tuple[PersonEvent, str]] = field(default_factory=list)
 
 
 class Pipeline:
@@ -648,6 +652,12 @@ class Pipeline:
                 if state is not None:
                     out.forwards.append(Merge(person=msg.to, state=state))
                 continue
+            if isinstance(msg, PersonEvent):
+                try:
+                    self.check_event(msg.event)
+                except InvalidEventError as e:
+                    out.rejected.append((msg, e.reason))
+                    continue
             session = load(msg.person)
             if isinstance(msg, Merge):
                 session.merge(msg.state)
@@ -655,7 +665,8 @@ class Pipeline:
                 if msg.ts >= session.consent_ts:
                     session.consent, session.consent_ts = msg.consent, msg.ts
             else:
-                if not session.remember_event(msg.event.event_id):
+                # ids are the apps' own: two platforms of one person may both send an "e1"
+                if not session.remember_event(f"{msg.event.platform}:{msg.event.event_id}"):
                     self.stats["duplicates"] += 1
                     continue
                 self.learn(msg.person, msg.event, session)
@@ -1135,7 +1146,7 @@ class Pipeline:
             for i, key in enumerate(ranking.keys[:k])
         ]
         return Recommendation(
-            rec_id=rec_id_for(e.event_id, msg.person),
+            rec_id=rec_id_for(e.platform, e.event_id, msg.person),
             person=msg.person,
             user=e.user,
             platform=e.platform,
@@ -1239,9 +1250,11 @@ def preference_user(person: str, platform: str) -> str:
     return f"{person}@{platform}"
 
 
-def rec_id_for(event_id: str, person: str) -> str:
-    """Deterministic, so a redelivered event republishes the same rec_id (deduplicable)."""
-    return hashlib.blake2b(f"{person}\x00{event_id}".encode(), digest_size=8).hexdigest()
+def rec_id_for(platform: str, event_id: str, person: str) -> str:
+    """Deterministic, so a redelivered event republishes the same rec_id (deduplicable); an
+    event's id is its platform's, so the platform is part of it."""
+    key = f"{person}\x00{platform}\x00{event_id}"
+    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -29,6 +29,20 @@ from models.errors import InvalidEventError
 
 MAX_RECENT = 50
 MAX_CONSUMED = 500
+#: The encoded state's fields and the JSON types they must have (:meth:`SessionState.from_dict`)
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "person": str,
+    "consent": bool,
+    "consent_ts": (int, float),
+    "recent": dict,
+    "interest": dict,
+    "interest_ts": dict,
+    "consumed": list,
+    "seen_event_ids": list,
+    "last_rec": dict,
+    "aliases": list,
+    "events": int,
+}
 
 
 @dataclass
@@ -131,6 +145,9 @@ class SessionState:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SessionState:
         try:
+            for name, kind in _FIELD_TYPES.items():
+                if not isinstance(d[name], kind):
+                    raise TypeError(f"{name} is {type(d[name]).__name__}")
             return cls(
                 person=d["person"],
                 consent=d["consent"],
@@ -144,7 +161,7 @@ class SessionState:
                 aliases=d["aliases"],
                 events=d["events"],
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InvalidEventError(f"corrupt session state: {e}") from e
 
     def to_bytes(self) -> bytes:

@@ -249,9 +249,10 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
                 await to_dead_letter(event, e.reason)
                 continue
             batch_events[messages[-1][1].person] = event
+        source = {id(msg): event for event, msg in messages}
         try:
             out = pipeline.handle([m for _, m in messages], sessions, now=time.time())
-        except Exception:  # one bad message must not take the batch down: retry one by one
+        except Exception:  # an unforeseen failure must not take the batch down: one by one
             log.exception("batch of %d failed; retrying message by message", len(messages))
             out = None
         if out is None:
@@ -262,9 +263,13 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
                 except Exception as e:
                     await to_dead_letter(event, f"processing failed: {type(e).__name__}: {e}")
                     continue
+                for _, reason in single.rejected:
+                    await to_dead_letter(event, reason)
                 await publish(single.recommendations)
                 forwards += single.forwards
             return forwards
+        for rejected, reason in out.rejected:
+            await to_dead_letter(source[id(rejected)], reason)
         await publish(out.recommendations)
         return out.forwards
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
@@ -30,22 +31,37 @@ def encode_person_message(msg: PersonMessage) -> bytes:
 
 
 def decode_person_message(raw: bytes | None) -> PersonMessage:
+    """The worker's own records, yet checked like input: a person that is not a string or a
+    consent that is not a boolean would otherwise fail later, outside the dead-letter path."""
     if raw is None:
         raise InvalidEventError("empty person-topic message")
     try:
         body = json.loads(raw)
-        person, kind = body["person"], body["kind"]
+        if not isinstance(body, dict):
+            raise TypeError(f"expected a JSON object, got {type(body).__name__}")
+        person, kind = _typed(body, "person", str), body["kind"]
         if kind == "event":
             return PersonEvent(person=person, event=Event.model_validate(body["event"]))
         if kind == "handoff":
-            return Handoff(person=person, to=body["to"])
+            return Handoff(person=person, to=_typed(body, "to", str))
         if kind == "merge":
             return Merge(person=person, state=SessionState.from_dict(body["state"]))
         if kind == "consent":
-            return Consent(person=person, consent=bool(body["consent"]), ts=float(body["ts"]))
-    except (ValueError, KeyError, TypeError) as e:
+            ts = float(_typed(body, "ts", (int, float)))
+            if not math.isfinite(ts):
+                raise ValueError(f"ts is {ts}")
+            return Consent(person=person, consent=_typed(body, "consent", bool), ts=ts)
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise InvalidEventError(f"undecodable person-topic message: {e}") from e
     raise InvalidEventError(f"unknown person-topic message kind {kind!r}")
+
+
+def _typed(body: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    """``body[key]`` if it has the JSON type ``kind`` (a boolean is not a number here)."""
+    value = body[key]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise TypeError(f"{key} is {type(value).__name__}: {value!r:.40}")
+    return value
 
 
 def encode_catalog_entry(item: CatalogItem, vector: np.ndarray) -> bytes:

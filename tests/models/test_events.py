@@ -36,6 +36,10 @@ def parse(body: object) -> Event:
         ({**GOOD, "ts": 100.0 + 3600}, "in the future"),
         ({**GOOD, "ts": -1e12}, "older than"),
         ({**GOOD, "user": "has space"}, "user"),
+        # Python's json writes and reads NaN: it would poison every decayed count it touches
+        ({**GOOD, "ts": float("nan")}, "ts: Input should be a finite number"),
+        ({**GOOD, "type": "rating", "value": float("nan")}, "value: Input should be a finite"),
+        (b'{"event_id":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
     ],
 )
 def test_bad_events_raise_with_a_reason(body: object, reason: str) -> None:
@@ -49,6 +53,12 @@ def test_good_event_and_positivity() -> None:
     assert not parse({**GOOD, "type": "rating", "value": 2}).is_positive
     assert parse({**GOOD, "type": "rating", "value": 4.5}).is_positive
     assert not parse({**GOOD, "type": "search", "item": None, "query": "boots"}).is_positive
+
+
+def test_catalog_item_with_a_timestamp_that_is_not_a_number_is_refused() -> None:
+    item = {"item": "a", "platform": "shop", "title": "Boots", "ts": float("nan")}
+    with pytest.raises(InvalidEventError, match="ts: Input should be a finite number"):
+        parse_catalog_item(json.dumps(item).encode(), platforms=PLATFORMS)
 
 
 def test_catalog_item_text_and_validation() -> None:

@@ -173,7 +173,24 @@ def test_redelivered_event_is_applied_once_and_keeps_its_rec_id() -> None:
     again = p.handle([PersonEvent("shop:u", e)], sessions, now=0.0)
     assert sessions["shop:u"].events == events_after_first
     assert again.recommendations == [] and p.stats["duplicates"] == 1
-    assert first.recommendations[0].rec_id == rec_id_for("e1", "shop:u")
+    assert first.recommendations[0].rec_id == rec_id_for("shop", "e1", "shop:u")
+
+
+def test_the_same_event_id_from_two_platforms_is_two_events() -> None:
+    p = make_pipeline()
+    sessions: dict[str, SessionState] = {}
+    ids: dict[str, str] = {}
+    link = [
+        ev(n, platform, "a", type_="identify", person="P")
+        for n, platform in ((1, "shop"), (2, "video"))
+    ]
+    run(p, link, sessions, ids)
+    shop = ev(3, "shop", "a", "jazz-0", "purchase").model_copy(update={"event_id": "x1"})
+    video = ev(4, "video", "a", "jazz-1", "purchase").model_copy(update={"event_id": "x1"})
+    recs = run(p, [shop, video, shop], sessions, ids)
+    assert [r.platform for r in recs] == ["shop", "video"]  # the shop one, again, is a replay
+    assert recs[0].rec_id != recs[1].rec_id and p.stats["duplicates"] == 1
+    assert {"shop:jazz-0", "video:jazz-1"} <= set(sessions["P"].consumed)
 
 
 def test_batch_ranks_each_event_on_the_state_as_of_that_event(
@@ -201,6 +218,23 @@ def test_batch_ranks_each_event_on_the_state_as_of_that_event(
     assert second.recent["shop"] == ["shop:jazz-0", "shop:run-0"]
     assert "shop:run-0" in second.consumed and second is sessions["shop:u"]
     assert "run-0" not in [s.item for s in recs[1].items]
+
+
+def test_an_unknown_item_in_a_batch_is_reported_and_the_rest_handled_once() -> None:
+    """Before, it raised mid-batch: the worker retried the batch message by message, learning
+    what came before it twice and losing a state handed off earlier in the batch."""
+    p = make_pipeline()
+    sessions: dict[str, SessionState] = {}
+    run(p, [ev(1, "shop", "a", "jazz-0", "purchase")], sessions, {})
+    unknown = PersonEvent("shop:b", ev(2, "shop", "b", "gone-0", "purchase"))
+    good = PersonEvent("shop:c", ev(3, "shop", "c", "jazz-1", "purchase"))
+    before = p.popularity.predict_one("shop:jazz-1", ts=0.0)
+    out = p.handle([Handoff("shop:a", "P"), unknown, good], sessions, now=0.0)
+    assert out.rejected == [(unknown, "unknown item 'gone-0' on platform 'shop'")]
+    assert [type(f) for f in out.forwards] == [Merge] and "shop:a" not in sessions
+    assert [r.user for r in out.recommendations] == ["c"] and "shop:b" not in sessions
+    assert p.popularity.predict_one("shop:jazz-1", ts=0.0) > before
+    assert p.stats["events"] == 2  # the first purchase and the good one, each once
 
 
 def test_unknown_item_is_rejected_before_routing() -> None:

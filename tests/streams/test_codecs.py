@@ -1,7 +1,11 @@
 from __future__ import annotations
 
-import numpy as np
+import json
 
+import numpy as np
+import pytest
+
+from models.errors import InvalidEventError
 from models.events import CatalogItem, Event, EventType
 from models.pipeline import Consent, Handoff, Merge, PersonEvent, PersonMessage
 from models.session import SessionState
@@ -29,6 +33,34 @@ def test_person_messages_round_trip() -> None:
     ]
     for msg in messages:
         assert decode_person_message(encode_person_message(msg)) == msg
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"kind":"consent","person":[],"consent":true,"ts":1}', "person is list"),
+        (b'{"kind":"consent","person":"p","consent":"false","ts":1}', "consent is str"),
+        (b'{"kind":"consent","person":"p","consent":false,"ts":NaN}', "ts is nan"),
+        (b'{"kind":"consent","person":"p","consent":false,"ts":true}', "ts is bool"),
+        (b'{"kind":"handoff","person":"p","to":null}', "to is NoneType"),
+        (b'["kind"]', "expected a JSON object"),
+        (b"[" * 100_000 + b"]" * 100_000, "recursion"),
+        (b'{"kind":"hello","person":"p"}', "unknown person-topic message kind"),
+    ],
+)
+def test_undecodable_person_messages_are_refused_with_a_reason(raw: bytes, reason: str) -> None:
+    """Each of these used to decode, or to raise outside the dead-letter path, and then stop
+    the agent on a later line (a list as a dict key, ``None.encode()``)."""
+    with pytest.raises(InvalidEventError, match=reason):
+        decode_person_message(raw)
+
+
+def test_a_merge_of_a_state_with_fields_of_the_wrong_type_is_refused() -> None:
+    state = SessionState(person="p").to_dict()
+    for field, wrong in (("interest", []), ("consent", "yes"), ("events", 1.5), ("person", 3)):
+        body = {"kind": "merge", "person": "p", "state": {**state, field: wrong}}
+        with pytest.raises(InvalidEventError, match=f"corrupt session state: {field} is"):
+            decode_person_message(json.dumps(body).encode())
 
 
 def test_catalog_entry_round_trip() -> None:

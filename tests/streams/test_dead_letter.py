@@ -72,3 +72,37 @@ def test_each_kind_of_bad_input_is_dead_lettered(harness: Harness) -> None:
     assert "message key must be the user id" in dict(by_value[wrong_key].headers)["reason"].decode()
     # The worker is still serving, in order, around the bad input.
     harness.wait_for([after["event_id"]])
+
+
+def test_bad_person_topic_messages_are_dead_lettered_and_the_worker_goes_on(
+    harness: Harness,
+) -> None:
+    """The worker's own topic, written to by something else: each of these stopped the agent
+    (a list as a person, a handoff to nobody, JSON nested too deeply) or failed its whole
+    batch (an item the catalog does not have) before it was checked."""
+    unknown_item = {**good("trudy", 0), "item": "no-such-item"}
+    cases: dict[str, tuple[bytes, str]] = {
+        "person not a string": (
+            b'{"kind":"consent","person":[],"consent":true,"ts":1}',
+            "person is list",
+        ),
+        "handoff to nobody": (b'{"kind":"handoff","person":"shop:trudy","to":null}', "to is"),
+        "nested too deeply": (b"[" * 100_000 + b"]" * 100_000, "recursion"),
+        "unknown item": (
+            json.dumps({"kind": "event", "person": "shop:trudy", "event": unknown_item}).encode(),
+            "unknown item",
+        ),
+    }
+    topic = harness.settings.person_topic
+    for raw, _ in cases.values():
+        harness.producer.send_raw(topic, b"shop:trudy", raw)
+    after = harness.event("shop", "trudy", "view", item=SHOP_ITEM)
+    harness.producer.flush()
+    dead = harness.wait_for_dead(lambda got: sum(r.value in dict(cases.values()) for r in got) >= 4)
+    by_value = {r.value: r for r in dead}
+    for name, (raw, reason_part) in cases.items():
+        assert raw in by_value, f"{name}: not dead-lettered"
+        headers = {k: v.decode() for k, v in by_value[raw].headers}
+        assert reason_part in headers["reason"], (name, headers["reason"])
+        assert headers["source.topic"] == topic
+    harness.wait_for([after["event_id"]])
