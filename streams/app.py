@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import faust
@@ -28,8 +28,9 @@ from models.artifacts import current_version
 from models.catalog import Catalog
 from models.encoder import TextEncoder
 from models.errors import InvalidEventError, ModelLoadError, StreamrecError
+from models.events import Event, item_key
 from models.identity import route
-from models.pipeline import PersonMessage, Pipeline, PipelineConfig
+from models.pipeline import PersonEvent, PersonMessage, Pipeline, PipelineConfig
 from models.ranker import RankingHead
 from models.sequence import SequenceModel
 from streams.codecs import (
@@ -63,6 +64,20 @@ def bind_event(event: EventT) -> None:
     partition. Faust exposes no public setter; this is the context variable its streams use.
     """
     faust_streams._current_event.set(weakref.ref(event))
+
+
+def index_if_stored(pipeline: Pipeline, stored: Mapping[str, bytes], event: Event) -> None:
+    """Index the event's item if the catalog table ``stored`` has it and the pipeline not yet.
+
+    After a restart the table's entries come back from the worker's local store, not through
+    its changelog, and reach the pipeline through ``sync_catalog`` (every 5 s): an event for
+    one of them must not be dead-lettered as "unknown item" meanwhile.
+    """
+    if event.item is None:
+        return
+    key = item_key(event.platform, event.item)
+    if key not in pipeline.catalog and (raw := stored.get(key)) is not None:
+        pipeline.index_item(*decode_catalog_entry(raw))
 
 
 def event_batches(
@@ -223,6 +238,7 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
                     raise InvalidEventError(
                         "message key must be the user id (it partitions the identity table)"
                     )
+                index_if_stored(pipeline, catalog_embeddings, parsed)
                 pipeline.check_event(parsed)
                 routed = route(parsed, identities)
             except InvalidEventError as e:
@@ -248,6 +264,8 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
             except InvalidEventError as e:
                 await to_dead_letter(event, e.reason)
                 continue
+            if isinstance(messages[-1][1], PersonEvent):
+                index_if_stored(pipeline, catalog_embeddings, messages[-1][1].event)
             batch_events[messages[-1][1].person] = event
         source = {id(msg): event for event, msg in messages}
         try:

@@ -9,8 +9,13 @@ import onnxruntime as ort
 import pytest
 
 from models.catalog import _search_session
-from streams.app import load_pipeline
+from models.errors import InvalidEventError
+from models.events import CatalogItem, Event, EventType
+from models.pipeline import Pipeline
+from streams.app import index_if_stored, load_pipeline
+from streams.codecs import encode_catalog_entry
 from streams.settings import Settings
+from tests.fakes import HashingEncoder
 from tests.streams.conftest import unique_settings
 
 
@@ -49,3 +54,23 @@ def test_the_workers_onnx_sessions_spin_only_when_set(
     sessions += searched
     assert len(searched) == 1
     assert [_spins(s) for s in sessions] == ["1" if spinning else "0"] * len(sessions)
+
+
+def test_an_item_in_the_catalog_table_but_not_indexed_yet_is_indexed_for_its_event() -> None:
+    """After a restart the table's entries are indexed by a timer: an event for one of them
+    in the meantime must be served, not dead-lettered as "unknown item"."""
+    pipeline = Pipeline(HashingEncoder(dim=8), ranker=None)
+    boots = CatalogItem(item="boots", platform="shop", title="hiking boots")
+    stored = {boots.key: encode_catalog_entry(boots, np.ones(8, np.float32))}
+    event = Event(
+        event_id="e1", type=EventType.VIEW, platform="shop", user="u", ts=1.0, item="boots"
+    )
+    with pytest.raises(InvalidEventError, match="unknown item"):
+        pipeline.check_event(event)
+    index_if_stored(pipeline, stored, event)
+    pipeline.check_event(event)
+    assert pipeline.catalog.vector("shop:boots").tolist() == [1.0] * 8
+    unknown = event.model_copy(update={"item": "sandals"})
+    index_if_stored(pipeline, stored, unknown)
+    with pytest.raises(InvalidEventError, match="unknown item"):
+        pipeline.check_event(unknown)
