@@ -637,18 +637,23 @@ class Pipeline:
         # Each person's state is read once and written once per batch: a changelog record
         # per write makes this the worker's main cost.
         touched: dict[str, SessionState] = {}
+        # ...and a handed-off state is deleted with those writes, once the whole batch is
+        # handled: a batch that fails half-way leaves it in place for its retry
+        handed_off: set[str] = set()
 
         def load(person: str) -> SessionState:
             if person not in touched:
-                touched[person] = sessions.get(person) or SessionState(person=person)
+                stored = None if person in handed_off else sessions.get(person)
+                touched[person] = stored or SessionState(person=person)
             return touched[person]
 
         for msg in batch:
             later[msg.person] -= 1
             if isinstance(msg, Handoff):
-                state = touched.pop(msg.person, None) or sessions.get(msg.person)
-                if msg.person in sessions:
-                    del sessions[msg.person]
+                state = touched.pop(msg.person, None)
+                if state is None and msg.person not in handed_off:
+                    state = sessions.get(msg.person)
+                handed_off.add(msg.person)
                 if state is not None:
                     out.forwards.append(Merge(person=msg.to, state=state))
                 continue
@@ -682,6 +687,9 @@ class Pipeline:
                 rec.rec_id, rec.platform, [s.item for s in rec.items], msg.event.ts
             )
             out.recommendations.append(rec)
+        for person in handed_off - touched.keys():
+            if person in sessions:
+                del sessions[person]
         for person, state in touched.items():
             sessions[person] = state
         self.stats["recommendations"] += len(out.recommendations)

@@ -21,6 +21,7 @@ from models.pipeline import (
     Handoff,
     Merge,
     PersonEvent,
+    PersonMessage,
     Pipeline,
     PipelineConfig,
     Ranking,
@@ -162,6 +163,43 @@ def test_identify_hands_state_over_to_the_person() -> None:
     assert len(out.forwards) == 1 and isinstance(out.forwards[0], Merge)
     p.handle(out.forwards, sessions, now=0.0)
     assert sessions["P"].consumed == ["shop:jazz-0"] and sessions["P"].aliases == ["shop:a"]
+
+
+def test_a_batch_that_fails_half_way_keeps_a_state_it_handed_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker retries a failed batch message by message: the handoff must still find the
+    state to hand over."""
+    p = make_pipeline()
+    sessions: dict[str, SessionState] = {}
+    run(p, [ev(1, "shop", "a", "jazz-0", "purchase")], sessions, {})
+    learn = p.learn
+
+    def fail_on_b(person: str, event: Event, session: SessionState) -> None:
+        if person == "shop:b":
+            raise RuntimeError("a bug, not bad input")
+        learn(person, event, session)
+
+    monkeypatch.setattr(p, "learn", fail_on_b)
+    batch: list[PersonMessage] = [
+        Handoff("shop:a", "P"),
+        PersonEvent("shop:b", ev(2, "shop", "b", "jazz-1")),
+    ]
+    with pytest.raises(RuntimeError):
+        p.handle(batch, sessions, now=0.0)
+    assert sessions["shop:a"].consumed == ["shop:jazz-0"]
+    out = p.handle(batch[:1], sessions, now=0.0)
+    assert [f.state.consumed for f in out.forwards if isinstance(f, Merge)] == [["shop:jazz-0"]]
+    assert "shop:a" not in sessions
+    # handed off, then active again in the same batch: a fresh state, kept
+    run(p, [ev(3, "shop", "c", "jazz-2", "purchase")], sessions, {})
+    again: list[PersonMessage] = [
+        Handoff("shop:c", "P"),
+        PersonEvent("shop:c", ev(4, "shop", "c", "jazz-3")),
+    ]
+    out = p.handle(again, sessions, now=0.0)
+    assert [f.state.consumed for f in out.forwards if isinstance(f, Merge)] == [["shop:jazz-2"]]
+    assert sessions["shop:c"].recent["shop"] == ["shop:jazz-3"]
 
 
 def test_redelivered_event_is_applied_once_and_keeps_its_rec_id() -> None:
