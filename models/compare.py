@@ -52,6 +52,7 @@ class Targets:
     rank: np.ndarray  # 1-based; 0: not among the returned items
     cold: np.ndarray  # bool: among the person's first positives on the platform
     earlier_here: np.ndarray  # the person's positives on this platform before this one
+    person: np.ndarray  # str: whose target (the bootstrap's unit; "" in files from before it)
 
     @classmethod
     def of(cls, hits: Sequence[Hit]) -> Targets:
@@ -61,19 +62,21 @@ class Targets:
             np.array([h.rank for h in hits], np.int32),
             np.array([h.cold for h in hits], np.bool_),
             np.array([h.earlier_here for h in hits], np.int32),
+            np.array([h.person for h in hits], np.str_),
         )
 
     def hits(self) -> list[Hit]:
         """As :class:`Hit` objects numbered by their place here, so two runs' pair up
         (held-out targets all have index -1)."""
         return [
-            Hit(i, p, r, c, e)
-            for i, (p, r, c, e) in enumerate(
+            Hit(i, p, r, c, e, person=who)
+            for i, (p, r, c, e, who) in enumerate(
                 zip(
                     self.platform.tolist(),
                     self.rank.tolist(),
                     self.cold.tolist(),
                     self.earlier_here.tolist(),
+                    self.person.tolist(),
                     strict=True,
                 )
             )
@@ -126,6 +129,8 @@ def load_targets(run: Path) -> dict[str, dict[str, Targets]]:
         raise ComparisonError(f"{path} is not a targets file: {e}") from e
     out: dict[str, dict[str, Targets]] = {}
     for (model, section), values in fields.items():
+        # files written before targets named their person: resampled by target
+        values.setdefault("person", np.full(len(values.get("rank", ())), "", np.str_))
         out.setdefault(model, {})[section] = Targets(**values)
     return out
 

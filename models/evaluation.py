@@ -333,7 +333,7 @@ def replay(
                 rank = ranked.index(key) + 1
             except ValueError:
                 rank = 0
-            hit = Hit(i, platform, rank, cold, earlier, elsewhere, seen)
+            hit = Hit(i, platform, rank, cold, earlier, elsewhere, seen, dataset.events[i].user)
             hits.append(hit)
             window.append(hit)
             if len(hits) % every == 0:
@@ -409,7 +409,7 @@ def replay(
         for e, ranked in zip(dataset.heldout, _batched(model, requests), strict=True):
             key = item_key(e.platform, e.item or "")
             rank = ranked.index(key) + 1 if key in ranked else 0
-            heldout.append(Hit(-1, e.platform, rank, seen=state.item_positives[key]))
+            heldout.append(Hit(-1, e.platform, rank, seen=state.item_positives[key], person=e.user))
     sizes = dataset.catalog_sizes()
     run = Run(
         model.name, hits, heldout, dict(top10), sizes, len(dataset.events), seconds, repeats, series
@@ -456,7 +456,9 @@ def served_run(dataset: Dataset, lists: Mapping[str, list[str]], seconds: float)
                 earlier = state.positives[event.user][event.platform]
                 elsewhere = state.elsewhere(event.user, event.platform)
                 seen = state.item_positives[key]
-                hits.append(Hit(i, event.platform, rank, cold, earlier, elsewhere, seen))
+                hits.append(
+                    Hit(i, event.platform, rank, cold, earlier, elsewhere, seen, event.user)
+                )
         if key is not None and event.type in CONSUMED_EVENTS:
             consumed[event.user].add(key)
         state.observed(event.user, event)

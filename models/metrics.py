@@ -31,6 +31,7 @@ class Hit:
     earlier_here: int = 0  # the person's positives on this platform before this one
     elsewhere: int = 0  # ...and on other platforms
     seen: int = -1  # the target item's positives in the stream before it (-1: not counted)
+    person: str = ""  # whose target it is: the unit the bootstrap resamples ("": the target)
 
 
 def gain(hit: Hit, metric: str) -> float:
@@ -131,6 +132,32 @@ def _gains(hits: Sequence[Hit], metric: str) -> dict[int, float]:
     return {h.index: gain(h, metric) for h in hits}
 
 
+def _units(hits: Sequence[Hit]) -> np.ndarray:
+    """Each target's resampling unit: its person's number when every target names one (a
+    person's targets are not independent draws: resampling them one by one would give too
+    narrow an interval), else its own position."""
+    people = [h.person for h in hits]
+    if people and all(people):
+        return np.unique(np.array(people), return_inverse=True)[1]
+    return np.arange(len(hits))
+
+
+def _resampled_sums(
+    units: np.ndarray, columns: Sequence[np.ndarray], resamples: int, seed: int
+) -> list[np.ndarray]:
+    """Each column's sum over ``resamples`` bootstrap draws of the units (with replacement,
+    as many as there are), and the count of targets drawn: ``[sums..., counts]``."""
+    per_unit = [np.bincount(units, c) for c in (*columns, np.ones(len(units)))]
+    n = len(per_unit[0])
+    rng = np.random.default_rng(seed)
+    out: list[list[np.ndarray]] = [[] for _ in per_unit]
+    for start in range(0, resamples, 100):  # chunks: [100, n] index matrices, not [1000, n]
+        idx = rng.integers(0, n, (min(100, resamples - start), n))
+        for sums, values in zip(out, per_unit, strict=True):
+            sums.append(values[idx].sum(axis=1))
+    return [np.concatenate(s) for s in out]
+
+
 def paired_lift(
     a: Sequence[Hit],
     b: Sequence[Hit],
@@ -139,8 +166,9 @@ def paired_lift(
     seed: int = 0,
 ) -> dict[str, float | None]:
     """Lift of ``a`` over ``b`` (mean metric ratio - 1) on the targets both ranked, with a 95%
-    paired bootstrap interval: targets are resampled together, so the interval reflects how
-    much the lift depends on which targets happened to be in the stream.
+    paired bootstrap interval: both runs' targets are resampled together, by person when the
+    hits name them (:func:`_units`), so the interval reflects how much the lift depends on
+    which people, and so which targets, happened to be in the stream.
 
     >>> a = [Hit(i, "x", 1 if i % 2 else 0) for i in range(200)]
     >>> b = [Hit(i, "x", 1 if i % 4 == 1 else 0) for i in range(200)]
@@ -154,13 +182,11 @@ def paired_lift(
     y = np.array([gb[i] for i in common])
     if not len(common) or y.sum() <= 0:
         return {"n": len(common), "lift": None, "low": None, "high": None}
-    rng = np.random.default_rng(seed)
-    lifts = []
-    for start in range(0, resamples, 100):  # chunks: [100, n] index matrices, not [1000, n]
-        idx = rng.integers(0, len(common), (min(100, resamples - start), len(common)))
-        sx, sy = x[idx].sum(axis=1), y[idx].sum(axis=1)
-        lifts.append(np.where(sy > 0, sx / np.maximum(sy, 1e-12) - 1.0, np.nan))
-    low, high = np.nanpercentile(np.concatenate(lifts), [2.5, 97.5])
+    by_index = {h.index: h for h in a}
+    units = _units([by_index[i] for i in common])
+    sx, sy, _ = _resampled_sums(units, [x, y], resamples, seed)
+    lifts = np.where(sy > 0, sx / np.maximum(sy, 1e-12) - 1.0, np.nan)
+    low, high = np.nanpercentile(lifts, [2.5, 97.5])
     return {
         "n": len(common),
         "lift": float(x.sum() / y.sum() - 1.0),
@@ -173,7 +199,8 @@ def mean_interval(
     hits: Sequence[Hit], metric: str = "ndcg@10", resamples: int = 1000, seed: int = 0
 ) -> tuple[float, float]:
     """95% bootstrap interval of the mean ``metric`` over ``hits``: how far the figure could
-    move with another draw of as many targets (a few hundred held-out items move it a lot).
+    move with another draw of as many people (by target when the hits name no person; a few
+    hundred held-out items move it a lot).
 
     >>> hits = [Hit(-1, "x", 1 if i % 10 == 0 else 0) for i in range(500)]  # HR@10 0.1
     >>> low, high = mean_interval(hits, "hr@10")
@@ -183,12 +210,8 @@ def mean_interval(
     x = np.array([gain(h, metric) for h in hits])
     if not len(x):
         return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = [
-        x[rng.integers(0, len(x), (min(100, resamples - start), len(x)))].mean(axis=1)
-        for start in range(0, resamples, 100)
-    ]
-    low, high = np.percentile(np.concatenate(means), [2.5, 97.5])
+    sums, counts = _resampled_sums(_units(hits), [x], resamples, seed)
+    low, high = np.percentile(sums / counts, [2.5, 97.5])
     return (float(low), float(high))
 
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
-from models.metrics import Hit, by_target_seen, cold_by_position, metrics, paired_lift
+from models.metrics import (
+    Hit,
+    by_target_seen,
+    cold_by_position,
+    mean_interval,
+    metrics,
+    paired_lift,
+)
 
 
 def test_metrics_known_values() -> None:
@@ -49,3 +57,18 @@ def test_paired_lift_is_zero_for_the_same_hits() -> None:
     lift = paired_lift(hits, hits)
     assert lift["lift"] == 0.0 and lift["low"] == lift["high"] == 0.0
     assert lift["n"] == 100
+
+
+def test_intervals_resample_people_when_the_targets_name_them() -> None:
+    # 40 people of 25 targets each; a person's targets all hit or all miss: 40 draws, not 1,000
+    hits = [Hit(i, "x", 1 if (i // 25) % 4 == 0 else 0, person=f"p{i // 25}") for i in range(1000)]
+    anonymous = [dataclasses.replace(h, person="") for h in hits]
+    low, high = mean_interval(hits, "hr@10")
+    low_t, high_t = mean_interval(anonymous, "hr@10")
+    assert low < low_t < 0.25 < high_t < high
+    assert high - low > 2.5 * (high_t - low_t)  # ~sqrt(25) wider in theory
+    better = [dataclasses.replace(h, rank=1 if (h.index // 25) % 2 == 0 else 0) for h in hits]
+    by_person = paired_lift(better, hits, "hr@10")
+    by_target = paired_lift([dataclasses.replace(h, person="") for h in better], anonymous, "hr@10")
+    assert by_person["lift"] == by_target["lift"] == 1.0
+    assert by_person["high"] - by_person["low"] > 2 * (by_target["high"] - by_target["low"])
