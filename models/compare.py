@@ -4,8 +4,9 @@ A replay ranks the same targets in the same order every time, so two runs of ``s
 evaluate`` over one dataset (two revisions, two ``--set`` values, two heads) can be paired:
 each target's gain under one against its gain under the other. ``targets.npz``, written beside
 each report, keeps every model's ranks; :func:`compare` gives each figure in both runs, the
-relative change and its 95 % paired bootstrap interval (targets resampled together), so a
-difference of a few per cent on a few hundred held-out items is not taken for a gain.
+relative change and its 95 % paired bootstrap interval (people resampled, their targets in
+both runs together), so a difference of a few per cent on a few hundred held-out items is not
+taken for a gain.
 
 ``streamrec compare RUN_A RUN_B`` prints it (``--out`` writes it as markdown too, and a
 plot of the changes and their intervals beside it); RUN_B's
@@ -270,8 +271,9 @@ def markdown(rows: Sequence[Row], title: str, differs: Sequence[str]) -> str:
         )
     lines += [
         "",
-        "The interval is a paired bootstrap over the targets (1,000 resamples): how far the "
-        "change could move with another draw of as many targets. Where it spans 0 the runs "
+        "The interval is a paired bootstrap over the people (1,000 resamples; over the "
+        "targets for runs written before targets named their person): how far the change "
+        "could move with another draw of as many people. Where it spans 0 the runs "
         "do not differ measurably on these targets. Several rows are read at once, so one in "
         "twenty may miss by chance. It does not cover the learners' own path: any change "
         "(another seed too) sends the blend's and the reranker's updates another way, which "

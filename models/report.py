@@ -233,7 +233,7 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
         out.append(
             "- leave-last-out NDCG@10 (blend): "
             + ", ".join(f"{p} {_f(v)}{interval(p)}" for p, v in c.items() if p != "target")
-            + " (target 0.10 per domain; in brackets: 95% bootstrap interval over the targets)"
+            + " (target 0.10 per domain; in brackets: 95% bootstrap interval over the people)"
         )
     if "events_per_s" in checks:
         out.append(
