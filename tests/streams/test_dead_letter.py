@@ -26,6 +26,21 @@ def good(user: str, n: int) -> dict[str, Any]:
     }
 
 
+def assert_dead_lettered(
+    dead: list[Any], cases: dict[str, tuple[bytes, str]], topic: str
+) -> dict[bytes, Any]:
+    """Each case's original bytes are in the dead-letter topic with its reason and source;
+    returns the records by value."""
+    by_value = {r.value: r for r in dead}
+    for name, (raw, reason_part) in cases.items():
+        assert raw in by_value, f"{name}: original bytes not in the dead-letter topic"
+        headers = {k: v.decode() for k, v in by_value[raw].headers}
+        assert reason_part in headers["reason"], (name, headers["reason"])
+        assert headers["source.topic"] == topic
+        assert int(headers["source.offset"]) >= 0
+    return by_value
+
+
 def test_each_kind_of_bad_input_is_dead_lettered(harness: Harness) -> None:
     now = time.time()
     base = good("mallory", 0)
@@ -61,13 +76,8 @@ def test_each_kind_of_bad_input_is_dead_lettered(harness: Harness) -> None:
     expected = len(cases) + 1
     dead = harness.wait_for_dead(lambda got: len(got) >= expected)
     assert len(dead) == expected, [dict(r.headers).get("reason") for r in dead]
-    by_value = {r.value: r for r in dead}
-    for name, (raw, reason_part) in cases.items():
-        assert raw in by_value, f"{name}: original bytes not in the dead-letter topic"
-        headers = {k: v.decode() for k, v in by_value[raw].headers}
-        assert reason_part in headers["reason"], (name, headers["reason"])
-        assert headers["source.topic"] == topic
-        assert int(headers["source.offset"]) >= 0
+    by_value = assert_dead_lettered(dead, cases, topic)
+    for raw, _ in cases.values():
         assert by_value[raw].key == b"mallory"
     assert "message key must be the user id" in dict(by_value[wrong_key].headers)["reason"].decode()
     # The worker is still serving, in order, around the bad input.
@@ -99,10 +109,5 @@ def test_bad_person_topic_messages_are_dead_lettered_and_the_worker_goes_on(
     after = harness.event("shop", "trudy", "view", item=SHOP_ITEM)
     harness.producer.flush()
     dead = harness.wait_for_dead(lambda got: sum(r.value in dict(cases.values()) for r in got) >= 4)
-    by_value = {r.value: r for r in dead}
-    for name, (raw, reason_part) in cases.items():
-        assert raw in by_value, f"{name}: not dead-lettered"
-        headers = {k: v.decode() for k, v in by_value[raw].headers}
-        assert reason_part in headers["reason"], (name, headers["reason"])
-        assert headers["source.topic"] == topic
+    assert_dead_lettered(dead, cases, topic)
     harness.wait_for([after["event_id"]])
