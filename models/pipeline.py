@@ -559,6 +559,7 @@ class Pipeline:
             "recommendations": 0,
             "blend_updates": 0,
             "encoded_items": 0,
+            "catalog_entries_skipped": 0,  # undecodable catalog table entries (logged)
         }
 
     @property

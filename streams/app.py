@@ -22,13 +22,14 @@ from typing import Any, TypeVar, cast
 
 import faust
 import faust.streams as faust_streams
+import numpy as np
 from faust.types import EventT
 
 from models.artifacts import current_version
 from models.catalog import Catalog
 from models.encoder import TextEncoder
 from models.errors import InvalidEventError, ModelLoadError, StreamrecError
-from models.events import Event, item_key
+from models.events import CatalogItem, Event, item_key
 from models.identity import route
 from models.pipeline import PersonEvent, PersonMessage, Pipeline, PipelineConfig
 from models.ranker import RankingHead
@@ -77,7 +78,36 @@ def index_if_stored(pipeline: Pipeline, stored: Mapping[str, bytes], event: Even
         return
     key = item_key(event.platform, event.item)
     if key not in pipeline.catalog and (raw := stored.get(key)) is not None:
+        index_entry(pipeline, raw)
+
+
+def index_entry(pipeline: Pipeline, raw: bytes) -> None:
+    """Index one entry of the catalog table. The table's own records: one that cannot be
+    indexed is logged and counted, and must not stop the changelog reader, the sync timer or
+    an agent (there is no source message to dead-letter)."""
+    try:
         pipeline.index_item(*decode_catalog_entry(raw))
+    except InvalidEventError as e:
+        pipeline.stats["catalog_entries_skipped"] += 1
+        log.error("catalog table entry skipped: %s", e.reason)
+
+
+def add_items_or_report(
+    pipeline: Pipeline, items: Sequence[CatalogItem]
+) -> list[tuple[np.ndarray | None, str | None]]:
+    """Each item's vector, or why it could not be indexed: the batch in one encoder call, and
+    if that fails, item by item, so one item the encoder cannot take loses no other."""
+    try:
+        return [(vector, None) for vector in pipeline.add_items(items)]
+    except Exception:
+        log.exception("catalog batch of %d failed; indexing item by item", len(items))
+    out: list[tuple[np.ndarray | None, str | None]] = []
+    for item in items:
+        try:
+            out.append((pipeline.add_items([item])[0], None))
+        except Exception as e:
+            out.append((None, f"processing failed: {type(e).__name__}: {e}"))
+    return out
 
 
 def event_batches(
@@ -164,14 +194,10 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
     dead_letter = app.topic(settings.dead_letter_topic, **topic)
 
     # --- tables ----------------------------------------------------------------------------
-    def index_entry(raw: bytes) -> None:
-        item, vector = decode_catalog_entry(raw)
-        pipeline.index_item(item, vector)
-
     async def on_catalog_changelog(event: EventT) -> None:
         # Entries written by other workers (and recovered ones) reach the local index here.
         if event.message.value is not None:
-            index_entry(event.message.value)
+            index_entry(pipeline, event.message.value)
 
     # Faust picks a table's serializer from value_type: bytes → raw (our own codecs).
     raw_values: dict[str, Any] = {"key_type": str, "value_type": bytes}
@@ -218,8 +244,11 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
                     await to_dead_letter(event, e.reason)
             if not good:
                 continue
-            vectors = pipeline.add_items([item for _, item in good])
-            for (event, item), vector in zip(good, vectors, strict=True):
+            indexed = add_items_or_report(pipeline, [item for _, item in good])
+            for (event, item), (vector, failure) in zip(good, indexed, strict=True):
+                if vector is None:
+                    await to_dead_letter(event, failure or "not indexed")
+                    continue
                 bind_event(event)
                 catalog_embeddings[item.key] = encode_catalog_entry(item, vector)
 
@@ -356,7 +385,7 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
         missing = [k for k in catalog_embeddings if k not in pipeline.catalog]
         for key in missing:
             with contextlib.suppress(KeyError):
-                index_entry(catalog_embeddings[key])
+                index_entry(pipeline, catalog_embeddings[key])
 
     return app
 

@@ -70,9 +70,12 @@ def encode_catalog_entry(item: CatalogItem, vector: np.ndarray) -> bytes:
 
 
 def decode_catalog_entry(raw: bytes) -> tuple[CatalogItem, np.ndarray]:
-    body = json.loads(raw)
-    vector = np.frombuffer(base64.b64decode(body["vector"]), dtype=np.float32).copy()
-    return CatalogItem.model_validate(body["item"]), vector
+    try:
+        body = json.loads(raw)
+        vector = np.frombuffer(base64.b64decode(body["vector"]), dtype=np.float32).copy()
+        return CatalogItem.model_validate(body["item"]), vector
+    except (ValueError, KeyError, TypeError, RecursionError) as e:  # binascii.Error: ValueError
+        raise InvalidEventError(f"undecodable catalog entry: {e}") from e
 
 
 class SessionStore(MutableMapping[str, SessionState]):

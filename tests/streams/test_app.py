@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from models.catalog import _search_session
 from models.errors import InvalidEventError
 from models.events import CatalogItem, Event, EventType
 from models.pipeline import Pipeline
-from streams.app import index_if_stored, load_pipeline
+from streams.app import add_items_or_report, index_if_stored, load_pipeline
 from streams.codecs import encode_catalog_entry
 from streams.settings import Settings
 from tests.fakes import HashingEncoder
@@ -74,3 +75,35 @@ def test_an_item_in_the_catalog_table_but_not_indexed_yet_is_indexed_for_its_eve
     index_if_stored(pipeline, stored, unknown)
     with pytest.raises(InvalidEventError, match="unknown item"):
         pipeline.check_event(unknown)
+
+
+class FailsOnBoom(HashingEncoder):
+    """An encoder that cannot take one text (none is known to break the real one)."""
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if any("boom" in t for t in texts):
+            raise RuntimeError("the encoder failed")
+        return super().encode(texts)
+
+
+def test_an_item_the_encoder_cannot_take_loses_no_other_item_of_its_batch() -> None:
+    pipeline = Pipeline(FailsOnBoom(dim=8), ranker=None)
+    items = [
+        CatalogItem(item=name, platform="shop", title=f"{name} hiking")
+        for name in ("boots", "boom", "socks")
+    ]
+    indexed = add_items_or_report(pipeline, items)
+    assert [vector is not None for vector, _ in indexed] == [True, False, True]
+    assert indexed[1][1] == "processing failed: RuntimeError: the encoder failed"
+    assert "shop:boots" in pipeline.catalog and "shop:socks" in pipeline.catalog
+    assert "shop:boom" not in pipeline.catalog
+
+
+def test_a_catalog_table_entry_that_cannot_be_decoded_is_counted_not_raised() -> None:
+    pipeline = Pipeline(HashingEncoder(dim=8), ranker=None)
+    event = Event(
+        event_id="e1", type=EventType.VIEW, platform="shop", user="u", ts=1.0, item="boots"
+    )
+    for corrupt in (b"{", b'{"item": {}, "vector": "AAAA"}', b'{"vector": "!!"}'):
+        index_if_stored(pipeline, {"shop:boots": corrupt}, event)
+    assert pipeline.stats["catalog_entries_skipped"] == 3 and len(pipeline.catalog) == 0

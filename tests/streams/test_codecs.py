@@ -81,3 +81,11 @@ def test_settings_platforms_are_configuration() -> None:
     s = Settings.model_validate({"platforms": "shop,podcasts"})
     assert s.event_topics == ("events.shop", "events.podcasts")
     assert "events.podcasts" in s.all_topics
+
+
+@pytest.mark.parametrize(
+    "raw", [b"{", b'{"item": {}, "vector": "AAAA"}', b'{"vector": "!!"}', b"[]"]
+)
+def test_an_undecodable_catalog_entry_raises_invalid_event_error(raw: bytes) -> None:
+    with pytest.raises(InvalidEventError, match="undecodable catalog entry"):
+        decode_catalog_entry(raw)
