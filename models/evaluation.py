@@ -843,9 +843,10 @@ def _batch_note(batch_size: int) -> str:
     return (
         f"replay: blend batch size {batch_size} (baselines 1): each batch's targets "
         f"ranked in one call, then "
-        f"learned in order; the person's own state is exact, global signals (popularity, "
-        f"co-visitation, item-kNN, transitions, River, blend weights) lag by at most "
-        f"{batch_size - 1} events"
+        f"learned in order; the person's session (recent and consumed items, interest) is "
+        f"exact, what is learned from everyone (popularity, co-visitation, item-kNN, "
+        f"transitions, people alike, River with the person's own factors, blend weights, "
+        f"reranker) lags by at most {batch_size - 1} events"
     )
 
 
