@@ -496,10 +496,11 @@ class _Searched:
 class Output:
     recommendations: list[Recommendation] = field(default_factory=list)
     forwards: list[PersonMessage] = field(default_factory=list)
-    # events the pipeline cannot use (an item its catalog does not have, e.g. one not synced
-    # yet after a restart), with the reason: reported, not raised, so that the rest of the
-    # batch is handled once, and nothing of it is learned twice by a retry
-    rejected: list[tuple[PersonEvent, str]] = field(default_factory=list)
+    # messages the pipeline cannot use (an event for an item its catalog does not have, e.g.
+    # one not synced yet after a restart; a merged state whose vectors do not fit the catalog),
+    # with the reason: reported, not raised, so that the rest of the batch is handled once,
+    # and nothing of it is learned twice by a retry
+    rejected: list[tuple[PersonEvent | Merge, str]] = field(default_factory=list)
 
 
 class Pipeline:
@@ -619,6 +620,19 @@ class Pipeline:
                     f"unknown item {event.item!r} on platform {event.platform!r}"
                 )
 
+    def check_state(self, state: SessionState) -> None:
+        """Reject a linked person's state that would break every later event of the person it
+        is merged into: interest vectors of another length than the catalog's, or not finite.
+        """
+        for platform, vector in state.interest.items():
+            if vector.shape != (self.catalog.dim,):
+                raise InvalidEventError(
+                    f"merged state: interest on {platform!r} has shape {vector.shape}, "
+                    f"the catalog's vectors ({self.catalog.dim},)"
+                )
+            if not np.isfinite(vector).all():
+                raise InvalidEventError(f"merged state: interest on {platform!r} is not finite")
+
     # --- the stream ------------------------------------------------------------------------
 
     def handle(
@@ -658,12 +672,14 @@ class Pipeline:
                 if state is not None:
                     out.forwards.append(Merge(person=msg.to, state=state))
                 continue
-            if isinstance(msg, PersonEvent):
-                try:
+            try:
+                if isinstance(msg, PersonEvent):
                     self.check_event(msg.event)
-                except InvalidEventError as e:
-                    out.rejected.append((msg, e.reason))
-                    continue
+                elif isinstance(msg, Merge):
+                    self.check_state(msg.state)
+            except InvalidEventError as e:
+                out.rejected.append((msg, e.reason))
+                continue
             session = load(msg.person)
             if isinstance(msg, Merge):
                 session.merge(msg.state)

@@ -281,6 +281,33 @@ def test_unknown_item_is_rejected_before_routing() -> None:
         p.check_event(ev(1, "shop", "u", "nope"))
 
 
+@pytest.mark.parametrize(
+    ("vector", "reason"),
+    [
+        (
+            np.ones(3, dtype=np.float32),
+            "interest on 'shop' has shape (3,), the catalog's vectors (64,)",
+        ),
+        (np.full(64, np.nan, dtype=np.float32), "interest on 'shop' is not finite"),
+    ],
+)
+def test_a_merged_state_that_does_not_fit_the_catalog_is_reported(
+    vector: np.ndarray, reason: str
+) -> None:
+    """Before, it was merged and stored: every later item event of that person on that
+    platform then failed in the interest update and was dead-lettered."""
+    p = make_pipeline()
+    sessions: dict[str, SessionState] = {}
+    run(p, [ev(1, "shop", "P", "jazz-0", "purchase")], sessions, {})
+    linked = SessionState(person="shop:a", interest={"shop": vector}, interest_ts={"shop": 1.0})
+    merge = Merge("shop:P", linked)
+    out = p.handle([merge, PersonEvent("shop:P", ev(2, "shop", "P", "jazz-1"))], sessions, 0.0)
+    assert out.rejected == [(merge, f"merged state: {reason}")]
+    assert [r.user for r in out.recommendations] == ["P"]
+    assert sessions["shop:P"].interest["shop"].shape == (64,)
+    assert "shop:a" not in sessions["shop:P"].aliases
+
+
 def test_search_uses_the_query_as_context() -> None:
     p = make_pipeline()
     rec = run(p, [ev(1, "video", "u", type_="search", query="compost tomato soil")], {}, {})[0]
