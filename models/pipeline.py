@@ -500,7 +500,7 @@ class Output:
     # one not synced yet after a restart; a merged state whose vectors do not fit the catalog),
     # with the reason: reported, not raised, so that the rest of the batch is handled once,
     # and nothing of it is learned twice by a retry
-    rejected: list[tuple[PersonEvent | Merge, str]] = field(default_factory=list)
+    rejected: list[tuple[PersonMessage, str]] = field(default_factory=list)
 
 
 class Pipeline:
