@@ -20,6 +20,16 @@ class InvalidEventError(StreamrecError):
         self.reason = reason
 
 
+class BatchFailedError(StreamrecError):
+    """Handling a batch failed on something other than its input (a bug). ``learned``: the
+    events (person, ``platform:event_id``) whose learning had already reached the global models;
+    a retry passes it on so that they are not learned twice."""
+
+    def __init__(self, message: str, learned: frozenset[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.learned = learned
+
+
 class ModelLoadError(StreamrecError):
     """A model artifact is missing, corrupt or of the wrong shape."""
 

@@ -19,6 +19,7 @@ import hashlib
 import random
 from collections import Counter, OrderedDict
 from collections.abc import MutableMapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol, get_args, get_type_hints
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from models.blend import SIGNALS, PlatformBlends
 from models.catalog import Catalog, availability
-from models.errors import ConfigError, InvalidEventError
+from models.errors import BatchFailedError, ConfigError, InvalidEventError
 from models.events import (
     CONSUMED_EVENTS,
     ITEM_EVENTS,
@@ -640,6 +641,29 @@ class Pipeline:
         batch: Sequence[PersonMessage],
         sessions: MutableMapping[str, SessionState],
         now: float,
+        learned: AbstractSet[tuple[str, str]] = frozenset(),
+    ) -> Output:
+        """Apply a batch of person messages; the recommendations, forwards and rejects.
+
+        ``sessions`` is written only once the whole batch is handled. A failure that is not
+        the input's (a bug) raises :class:`BatchFailedError` with the events whose learning
+        had reached the global models by then: a retry passes them as ``learned``, and they
+        update only the person's own state (which the failed try never wrote).
+        """
+        done: set[tuple[str, str]] = set(learned)
+        try:
+            return self._handle(batch, sessions, now, done)
+        except Exception as e:
+            raise BatchFailedError(
+                f"batch of {len(batch)} failed: {type(e).__name__}: {e}", frozenset(done)
+            ) from e
+
+    def _handle(
+        self,
+        batch: Sequence[PersonMessage],
+        sessions: MutableMapping[str, SessionState],
+        now: float,
+        learned: set[tuple[str, str]],
     ) -> Output:
         out = Output()
         requests: list[tuple[PersonEvent, RankRequest]] = []
@@ -688,10 +712,15 @@ class Pipeline:
                     session.consent, session.consent_ts = msg.consent, msg.ts
             else:
                 # ids are the apps' own: two platforms of one person may both send an "e1"
-                if not session.remember_event(f"{msg.event.platform}:{msg.event.event_id}"):
+                event_key = f"{msg.event.platform}:{msg.event.event_id}"
+                if not session.remember_event(event_key):
                     self.stats["duplicates"] += 1
                     continue
-                self.learn(msg.person, msg.event, session)
+                if (msg.person, event_key) in learned:
+                    apply_to_session(session, msg.event, self.catalog, self.config)
+                else:
+                    self.learn(msg.person, msg.event, session)
+                    learned.add((msg.person, event_key))
                 # Rank on the state as of this event, even if the batch holds later ones.
                 snapshot = copy.deepcopy(session) if later[msg.person] else session
                 request = self._request_for(msg, snapshot, query_vector.get(id(msg)))

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, MutableMapping, Sequence
 from typing import Any, TypeVar, cast
 
 import faust
@@ -28,12 +28,13 @@ from faust.types import EventT
 from models.artifacts import current_version
 from models.catalog import Catalog
 from models.encoder import TextEncoder
-from models.errors import InvalidEventError, ModelLoadError, StreamrecError
+from models.errors import BatchFailedError, InvalidEventError, ModelLoadError, StreamrecError
 from models.events import CatalogItem, Event, item_key
 from models.identity import route
-from models.pipeline import PersonEvent, PersonMessage, Pipeline, PipelineConfig
+from models.pipeline import Output, PersonEvent, PersonMessage, Pipeline, PipelineConfig
 from models.ranker import RankingHead
 from models.sequence import SequenceModel
+from models.session import SessionState
 from streams.codecs import (
     SessionStore,
     decode_catalog_entry,
@@ -107,6 +108,35 @@ def add_items_or_report(
             out.append((pipeline.add_items([item])[0], None))
         except Exception as e:
             out.append((None, f"processing failed: {type(e).__name__}: {e}"))
+    return out
+
+
+def handle_or_retry(
+    pipeline: Pipeline,
+    batch: Sequence[PersonMessage],
+    sessions: MutableMapping[str, SessionState],
+    now: float,
+) -> Output:
+    """The batch in one :meth:`Pipeline.handle`, and if that fails on a bug, message by
+    message: a failing message is rejected ("processing failed"), the others are served, and
+    what the failed try already learned is not learned again."""
+    try:
+        return pipeline.handle(batch, sessions, now=now)
+    except BatchFailedError as e:
+        log.exception("%s; retrying message by message", e)
+        learned = e.learned
+    out = Output()
+    for msg in batch:
+        try:
+            single = pipeline.handle([msg], sessions, now=now, learned=learned)
+        except BatchFailedError as e:
+            cause = e.__cause__
+            out.rejected.append((msg, f"processing failed: {type(cause).__name__}: {cause}"))
+            learned = e.learned
+            continue
+        out.recommendations += single.recommendations
+        out.forwards += single.forwards
+        out.rejected += single.rejected
     return out
 
 
@@ -297,24 +327,7 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
                 index_if_stored(pipeline, catalog_embeddings, messages[-1][1].event)
             batch_events[messages[-1][1].person] = event
         source = {id(msg): event for event, msg in messages}
-        try:
-            out = pipeline.handle([m for _, m in messages], sessions, now=time.time())
-        except Exception:  # an unforeseen failure must not take the batch down: one by one
-            log.exception("batch of %d failed; retrying message by message", len(messages))
-            out = None
-        if out is None:
-            forwards = []
-            for event, msg in messages:
-                try:
-                    single = pipeline.handle([msg], sessions, now=time.time())
-                except Exception as e:
-                    await to_dead_letter(event, f"processing failed: {type(e).__name__}: {e}")
-                    continue
-                for _, reason in single.rejected:
-                    await to_dead_letter(event, reason)
-                await publish(single.recommendations)
-                forwards += single.forwards
-            return forwards
+        out = handle_or_retry(pipeline, [m for _, m in messages], sessions, time.time())
         for rejected, reason in out.rejected:
             await to_dead_letter(source[id(rejected)], reason)
         await publish(out.recommendations)

@@ -12,8 +12,9 @@ import pytest
 from models.catalog import _search_session
 from models.errors import InvalidEventError
 from models.events import CatalogItem, Event, EventType
-from models.pipeline import Pipeline
-from streams.app import add_items_or_report, index_if_stored, load_pipeline
+from models.pipeline import PersonEvent, Pipeline
+from models.session import SessionState
+from streams.app import add_items_or_report, handle_or_retry, index_if_stored, load_pipeline
 from streams.codecs import encode_catalog_entry
 from streams.settings import Settings
 from tests.fakes import HashingEncoder
@@ -107,3 +108,50 @@ def test_a_catalog_table_entry_that_cannot_be_decoded_is_counted_not_raised() ->
     for corrupt in (b"{", b'{"item": {}, "vector": "AAAA"}', b'{"vector": "!!"}'):
         index_if_stored(pipeline, {"shop:boots": corrupt}, event)
     assert pipeline.stats["catalog_entries_skipped"] == 3 and len(pipeline.catalog) == 0
+
+
+def test_a_batch_that_fails_on_a_bug_is_served_message_by_message_learning_each_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pipeline = Pipeline(HashingEncoder(dim=8), ranker=None)
+    pipeline.add_items(
+        [CatalogItem(item=name, platform="shop", title=f"{name} hiking") for name in "abc"]
+    )
+
+    def bought(person: str, item: str, ts: float) -> PersonEvent:
+        return PersonEvent(
+            f"shop:{person}",
+            Event(
+                event_id=f"e{ts:g}",
+                type=EventType.PURCHASE,
+                platform="shop",
+                user=person,
+                ts=ts,
+                item=item,
+            ),
+        )
+
+    batch = [bought("u", "a", 1.0), bought("v", "b", 2.0), bought("w", "c", 3.0)]
+    learn = pipeline.learn
+
+    def fails_on_w(person: str, event: Event, session: SessionState) -> None:
+        if person == "shop:w":
+            raise RuntimeError("a bug")
+        learn(person, event, session)
+
+    monkeypatch.setattr(pipeline, "learn", fails_on_w)
+    sessions: dict[str, SessionState] = {}
+    out = handle_or_retry(pipeline, batch, sessions, now=0.0)
+    assert out.rejected == [(batch[2], "processing failed: RuntimeError: a bug")]
+    assert [r.user for r in out.recommendations] == ["u", "v"]
+    assert sorted(sessions) == ["shop:u", "shop:v"]
+    clean = Pipeline(HashingEncoder(dim=8), ranker=None)
+    clean.add_items(
+        [CatalogItem(item=name, platform="shop", title=f"{name} hiking") for name in "abc"]
+    )
+    clean.handle(batch[:2], {}, now=0.0)
+    assert pipeline.stats["events"] == clean.stats["events"] == 2  # each learned once
+    for key in ("shop:a", "shop:b"):
+        assert pipeline.popularity.predict_one(key, ts=3.0) == clean.popularity.predict_one(
+            key, ts=3.0
+        )
