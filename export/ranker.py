@@ -10,6 +10,7 @@ and reported separately to show the head transfers to a platform it has never se
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -39,6 +40,11 @@ class RankerExportSpec:
     holdout_platform: str = "news"
     persons: int = 1200
     events_per_person: int = 25
+    # a day between a person's events, items released over the 60 days before the stream:
+    # with seconds between events and items released together, freshness was ~1 in every row
+    # (a constant input, its weight a bias that shifts real items' scores by their age)
+    step_s: float = 86_400.0
+    release_span_s: float = 60 * 86_400.0
     negatives: int = 8
     epochs: int = 30
     patience: int = 4
@@ -139,24 +145,45 @@ def item_tower_graph(head: Any) -> Any:
 def generate_examples(
     encoder: TextEncoder, spec: RankerExportSpec, progress: bool = True
 ) -> dict[str, np.ndarray]:
-    """Replay simulated events through the pipeline; one row per (request, candidate)."""
+    """Replay simulated events through the pipeline; one row per (request, candidate).
+
+    Two replays of the same world: the training platforms' rows come from a pipeline that
+    never learns the held-out platform's events (its popularity, co-visitation, people alike
+    and the persons' interests there stay out of every training row), and the held-out
+    platform's rows from one that learns everything, as a worker serving it would."""
     from models.simulator import World
 
     platforms = (*spec.train_platforms, spec.holdout_platform)
-    world = World(platforms=platforms, seed=spec.seed)
-    pipeline = Pipeline(encoder, None, PipelineConfig(seed=spec.seed))
-    pipeline.add_items([CatalogItem.model_validate(it) for it in world.items])
-    raw_events = world.events(spec.persons, spec.events_per_person, start_ts=1.7e9)
-    identities: dict[str, str] = {}
-    routed = (
-        (msg.person, msg.event)
-        for raw in raw_events
-        for msg in route(Event.model_validate(raw), identities)
-        if isinstance(msg, PersonEvent)
+    world = World(platforms=platforms, seed=spec.seed, release_span_s=spec.release_span_s)
+    raw_events = world.events(
+        spec.persons, spec.events_per_person, start_ts=1.7e9, spacing_s=spec.step_s
     )
-    return replay_examples(
-        pipeline, routed, platforms, spec, lambda t: True, progress, total=len(raw_events)
-    )
+    items = [CatalogItem.model_validate(it) for it in world.items]
+    data = []
+    for held_out in (False, True):
+        pipeline = Pipeline(encoder, None, PipelineConfig(seed=spec.seed))
+        pipeline.add_items(items)
+        identities: dict[str, str] = {}
+        kept = [
+            (msg.person, msg.event)
+            for raw in raw_events
+            if held_out or raw["platform"] != spec.holdout_platform
+            for msg in route(Event.model_validate(raw), identities)
+            if isinstance(msg, PersonEvent)
+        ]
+        sampled = [e.platform == spec.holdout_platform for _, e in kept]
+        data.append(
+            replay_examples(
+                pipeline,
+                kept,
+                platforms,
+                spec,
+                sampled.__getitem__ if held_out else (lambda t: True),
+                progress,
+                total=len(kept),
+            )
+        )
+    return {k: np.concatenate([part[k] for part in data]) for k in data[0]}
 
 
 def replay_examples(
@@ -177,7 +204,9 @@ def replay_examples(
     rows: dict[str, list[Any]] = {
         k: [] for k in ("person", "item", "context", "dense", "y", "t", "p")
     }
-    last_item: dict[str, str] = {}
+    # the context is the person's latest item on the request's platform: serving ranks for
+    # the event just seen, which is on the platform it ranks for
+    last_item: dict[tuple[str, str], str] = {}
     bar = tqdm(
         stream,
         total=total,
@@ -192,14 +221,15 @@ def replay_examples(
             pipeline.learn(person, e, session)
             continue
         target = item_key(e.platform, e.item)
-        if session.events and sample(t):
-            ctx_key = last_item.get(person)
+        # serving never ranks what the person consumed: such a target is not a row either
+        if session.events and target not in session.consumed and sample(t):
+            ctx_key = last_item.get((person, e.platform))
             request = RankRequest(
                 person,
                 e.platform,
                 session,
                 pipeline.catalog.vector(ctx_key) if ctx_key else None,
-                frozenset(session.consumed) - {target},
+                frozenset(session.consumed),
                 e.ts,
                 extra=(target,),
             )
@@ -216,7 +246,7 @@ def replay_examples(
                 rows["t"].append(t)
                 rows["p"].append(platforms.index(e.platform))
         pipeline.learn(person, e, session)
-        last_item[person] = target
+        last_item[person, e.platform] = target
     return {k: np.asarray(v, dtype=np.float32) for k, v in rows.items()}
 
 
@@ -228,9 +258,10 @@ def dataset_examples(
     spec: RankerExportSpec,
     max_requests: int = 40_000,
     progress: bool = True,
-) -> dict[str, np.ndarray]:
+) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
     """Examples from a real dataset's *learn-only* events (Amazon: the train users), so a
-    head trained here can be evaluated on the split's users without seeing them."""
+    head trained here can be evaluated on the split's users without seeing them; and the
+    dataset's platforms (a row's ``p`` indexes them)."""
     from models.evaluation import build_catalog, embed_items, load_dataset
 
     dataset = load_dataset(kind, data, split)
@@ -248,7 +279,7 @@ def dataset_examples(
     every = max(1, candidates // max_requests)
     platforms = dataset.platforms
     stream = ((e.user, e) for e in dataset.events)
-    return replay_examples(
+    examples = replay_examples(
         pipeline,
         stream,
         platforms,
@@ -257,6 +288,7 @@ def dataset_examples(
         progress,
         total=len(dataset.events),
     )
+    return examples, tuple(platforms)
 
 
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -270,18 +302,45 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def time_split(
+    t: np.ndarray, holdout: np.ndarray, valid_share: float = 0.15, test_share: float = 0.15
+) -> dict[str, np.ndarray]:
+    """Row masks, in stream order: ``train``, then ``valid`` (early stopping), then ``test``
+    (reported, used for nothing else), each over the rows not ``holdout``; and ``holdout``.
+    A request's rows share their ``t``, so no request is split.
+
+    Examples
+    --------
+    >>> masks = time_split(np.arange(20.0), np.arange(20) >= 18, 0.2, 0.2)
+    >>> {k: np.flatnonzero(m).tolist() for k, m in masks.items()}  # doctest: +NORMALIZE_WHITESPACE
+    {'train': [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 'valid': [11, 12, 13, 14],
+     'test': [15, 16, 17], 'holdout': [18, 19]}
+    """
+    seen = t[~holdout]
+    valid_from, test_from = np.quantile(seen, [1 - valid_share - test_share, 1 - test_share])
+    return {
+        "train": ~holdout & (t <= valid_from),
+        "valid": ~holdout & (t > valid_from) & (t <= test_from),
+        "test": ~holdout & (t > test_from),
+        "holdout": holdout,
+    }
+
+
 def train(
-    data: dict[str, np.ndarray], spec: RankerExportSpec, progress: bool = False
+    data: dict[str, np.ndarray],
+    spec: RankerExportSpec,
+    holdout_platform: int | None,
+    progress: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
+    """Fit the head on the oldest rows, stop early on the next ones, report AUC on the latest
+    (``test``) and on the rows of platform index ``holdout_platform`` (never fitted on)."""
     torch = require_torch()
     torch.manual_seed(spec.seed)
     # A small MLP on 512-row batches gains nothing from intra-op threads, and on a busy
     # 2-core machine spinning OpenMP threads made training many times slower.
     torch.set_num_threads(1)
-    holdout = data["p"] == len(spec.train_platforms)
-    t = data["t"]
-    cut = np.quantile(t[~holdout], 0.8)  # time-ordered split: validate on the latest 20%
-    split = {"train": (~holdout) & (t <= cut), "valid": (~holdout) & (t > cut), "holdout": holdout}
+    holdout = data["p"] == (-1 if holdout_platform is None else holdout_platform)
+    split = time_split(data["t"], holdout)
     tensors = {k: torch.from_numpy(v) for k, v in data.items()}
     model = build_head(spec.hidden, data["person"].shape[1], data["dense"].shape[1])
     opt = torch.optim.Adam(model.parameters(), lr=spec.learning_rate, weight_decay=1e-5)
@@ -322,6 +381,7 @@ def train(
     model.load_state_dict(best_state)
     model.eval()
     dense_only = {s: _auc(data["y"][m], data["dense"][m][:, 0]) for s, m in split.items()}
+    split = {s: m for s, m in split.items() if m.any()}  # a dataset has no held-out platform
     metrics = {
         "rows": {s: int(m.sum()) for s, m in split.items()},
         "valid_auc_per_epoch": history,
@@ -330,6 +390,25 @@ def train(
         "epochs_run": len(history),
     }
     return model, metrics
+
+
+def check_quality(metrics: dict[str, Any]) -> None:
+    """Refuse to publish a head that has not learned: on the latest rows (``test``, used for
+    neither fitting nor stopping) no better than content similarity, one of its own inputs;
+    or no better than chance on the held-out platform; or any AUC undefined."""
+    auc, alone = metrics["auc"], metrics["auc_content_similarity_alone"]
+    if not all(math.isfinite(v) for v in auc.values()):
+        raise ExportValidationError(f"ranking head: an AUC is undefined ({auc}); not published")
+    if auc["test"] <= alone["test"]:
+        raise ExportValidationError(
+            f"ranking head: test AUC {auc['test']} is no better than content similarity "
+            f"alone ({alone['test']}); not published"
+        )
+    if auc.get("holdout", 1.0) <= 0.5:
+        raise ExportValidationError(
+            f"ranking head: AUC {auc['holdout']} on the held-out platform is no better than "
+            "chance; not published"
+        )
 
 
 def export_ranker(
@@ -350,14 +429,34 @@ def export_ranker(
     encoder = TextEncoder.from_artifacts(artifacts_root)
     if dataset is None:
         data = generate_examples(encoder, spec, progress)
+        platforms: tuple[str, ...] = (*spec.train_platforms, spec.holdout_platform)
+        holdout: int | None = len(spec.train_platforms)
         source = "models.simulator.World replayed through models.pipeline.Pipeline"
+        recorded: dict[str, Any] = {}
     else:
-        data = dataset_examples(encoder, dataset, data_dir, split, spec, progress=progress)
+        data, platforms = dataset_examples(
+            encoder, dataset, data_dir, split, spec, progress=progress
+        )
+        holdout = None
         source = f"{dataset} learn-only events (users of {split} excluded), replayed"
+        # the simulator's settings played no part: record what did
+        recorded = {
+            "train_platforms": list(platforms),
+            "holdout_platform": None,
+            "persons": None,
+            "events_per_person": None,
+            "step_s": None,
+            "release_span_s": None,
+            "dataset": {"kind": dataset, "data": str(data_dir), "split": split},
+        }
     dim, n_dense = data["person"].shape[1], data["dense"].shape[1]
     if n_dense != len(DENSE_FEATURES):  # before minutes of training, not after
         raise ExportError(f"training data has {n_dense} dense features, not {DENSE_FEATURES}")
-    model, metrics = train(data, spec, progress)
+    model, metrics = train(data, spec, holdout, progress)
+    check_quality(metrics)
+    metrics["rows_per_platform"] = {
+        name: int((data["p"] == i).sum()) for i, name in enumerate(platforms)
+    }
     metrics["denormal_weights_flushed"] = flush_denormals(model)
     with staging(artifacts_root, "ranker") as staged:
         # Exported with 3 requests of 16 candidates; validated on other shapes below.
@@ -391,6 +490,7 @@ def export_ranker(
         diffs = _validate(model, staged, spec, dim, n_dense)
         spec_dict = {
             **asdict(spec),
+            **recorded,
             "kind": "ranking-head",
             "dense_features": list(DENSE_FEATURES),
             "inputs": {

@@ -172,10 +172,13 @@ class World:
         items_per_theme: int = 6,
         linked_share: float = 0.7,
         seed: int = 0,
+        release_span_s: float = 0.0,
     ) -> None:
         self.platforms = platforms
         self.linked_share = linked_share
         self._rng = random.Random(seed)
+        # its own generator: the release times must not change the events drawn
+        released = random.Random(seed + 1)
         self.items: list[dict[str, Any]] = []
         self.theme_of: dict[tuple[str, str], str] = {}
         self.by_theme: dict[tuple[str, str], list[str]] = {}
@@ -199,7 +202,9 @@ class World:
                             "tags": [theme, fill["word"]],
                             "attributes": {"theme": theme} if platform == "shop" else {},
                             "available": True,
-                            "ts": 1_700_000_000.0 + len(self.items),
+                            "ts": 1_700_000_000.0
+                            + len(self.items)
+                            - released.uniform(0.0, release_span_s),
                         }
                     )
                     self.theme_of[(platform, item_id)] = theme

@@ -34,6 +34,13 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from export.sequence import export_sequence
 
     root = args.artifacts or settings.artifacts_dir
+    if args.dataset is not None and args.artifacts is None:
+        # the worker serves whatever its folder's CURRENT names, and hot-swaps to a new one
+        raise ConfigError(
+            f"--dataset {args.dataset}: a model trained on a dataset is for evaluating on it; "
+            "give it its own folder with --artifacts (e.g. artifacts-"
+            f"{args.dataset}), not the one the worker serves from ({root})"
+        )
     if args.what in ("all", "encoder"):
         print(f"encoder: {export_encoder(root)}")
     if args.what in ("all", "ranker"):

@@ -154,3 +154,19 @@ def test_skip_invalid_sends_the_valid_lines(
         with contextlib.suppress(Exception):  # best effort: the broker is ephemeral
             admin.delete_topics([f"{prefix}shop"])
         admin.close()
+
+
+@pytest.mark.parametrize("what", ["ranker", "sequence", "all"])
+def test_a_model_trained_on_a_dataset_needs_its_own_artifacts_folder(
+    what: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The worker hot-swaps to whatever its folder's CURRENT names: a head trained on Amazon
+    published there would replace the shipped one. Refused before any training starts."""
+    import export.ranker
+
+    def must_not_train(*args: object, **kwargs: object) -> str:
+        raise AssertionError("trained before refusing")
+
+    monkeypatch.setattr(export.ranker, "export_ranker", must_not_train)
+    assert main(["export", what, "--dataset", "amazon"]) == 2
+    assert "give it its own folder with --artifacts" in capsys.readouterr().err
