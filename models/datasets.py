@@ -69,6 +69,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,9 +133,11 @@ def _need(path: Path, what: str) -> Path:
 
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Rows of a CSV (with header) or JSON Lines file, with 1-based line numbers."""
+    """Rows of a CSV (with header) or JSON Lines file, with 1-based line numbers (a CSV
+    row's last line: a quoted text may span several)."""
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        # utf-8-sig: a byte-order mark (spreadsheets write one) is not part of the header
+        with path.open(newline="", encoding="utf-8-sig") as f:
             if path.suffix in (".jsonl", ".ndjson", ".json"):
                 for n, line in enumerate(f, start=1):
                     if line.strip():
@@ -146,8 +149,14 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                             raise DatasetError(f"{path}:{n}: expected a JSON object")
                         yield n, row
             else:
-                for n, row in enumerate(csv.DictReader(f), start=2):
-                    yield n, row
+                reader = csv.DictReader(f)
+                for row in reader:
+                    if None in row:  # DictReader files the fields past the header under None
+                        raise DatasetError(
+                            f"{path}:{reader.line_num}: {len(row) - 1 + len(row[None])} fields "
+                            f"but the header has {len(row) - 1} (quote texts with commas)"
+                        )
+                    yield reader.line_num, row
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DatasetError(f"cannot read {path}: {e}") from e
 
@@ -166,6 +175,7 @@ def read_generic(
     _need(Path(events_path), "events")
     _need(Path(items_path), "items")
     items: dict[str, CatalogItem] = {}
+    lines: dict[str, int] = {}
     for n, row in _rows(Path(items_path)):
         try:
             it = CatalogItem(item=_field(items_path, n, row, "item"),
@@ -173,11 +183,16 @@ def read_generic(
                              title=_field(items_path, n, row, "text"))
         except ValidationError as e:
             raise DatasetError(f"{items_path}:{n}: invalid item: {e.errors()[0]['msg']}") from e
-        items[it.key] = it
+        if it.key in items:
+            raise DatasetError(f"{items_path}:{n}: item {it.item!r} of {it.platform!r} is "
+                               f"listed twice (first on line {lines[it.key]})")
+        items[it.key], lines[it.key] = it, n
     if not items:
         raise DatasetError(f"{items_path} holds no items")
     # (time, 0: learned only / 1: evaluated, line, event): the learn-only ones first on ties
     rows = [(ts, 1, n, e) for ts, n, e in _generic_events(Path(events_path), items, "e")]
+    if not rows:
+        raise DatasetError(f"{events_path} holds no events")
     notes = [f"generic format: {events_path}, {items_path}"]
     if train_path is not None:
         _need(Path(train_path), "train")
@@ -199,7 +214,7 @@ def _generic_events(
             etype = EventType(str(row.get("type") or "consume").strip())
             raw_value = row.get("value")
             value = None if raw_value in (None, "") else float(raw_value)
-        except ValueError as e:
+        except (TypeError, ValueError) as e:
             raise DatasetError(f"{path}:{n}: {e}") from e
         if etype not in ITEM_EVENTS:
             raise DatasetError(f"{path}:{n}: type {etype.value!r} names no item")
@@ -222,13 +237,18 @@ def read_movielens(root: Path) -> Dataset:
     tags: dict[str, dict[str, None]] = {}
     tags_path = root / "tags.csv"
     if tags_path.is_file():
-        for _, row in _rows(tags_path):
-            tags.setdefault(row["movieId"], {})[row["tag"].strip().lower()] = None
+        for n, row in _rows(tags_path):
+            try:
+                tags.setdefault(row["movieId"], {})[row["tag"].strip().lower()] = None
+            except (KeyError, AttributeError) as e:
+                raise DatasetError(f"{tags_path}:{n}: bad tag row: missing {e}") from e
     items: list[CatalogItem] = []
     known: set[str] = set()
     for n, row in _rows(_need(root / "movies.csv", "MovieLens movies")):
         try:
             movie = row["movieId"]
+            if movie in known:
+                raise DatasetError(f"{root / 'movies.csv'}:{n}: movie {movie} listed twice")
             genres = [g for g in row["genres"].split("|") if g and g != "(no genres listed)"]
             items.append(CatalogItem(item=movie, platform="movies", title=row["title"].strip(),
                                      tags=[*genres, *tags.get(movie, {})]))
@@ -242,6 +262,12 @@ def read_movielens(root: Path) -> Dataset:
                          row["userId"], row["movieId"], float(row["rating"])))
         except (KeyError, TypeError, ValueError) as e:
             raise DatasetError(f"{root / 'ratings.csv'}:{n}: bad rating row: {e}") from e
+        ts, rating = rows[-1][0], rows[-1][5]
+        if not (math.isfinite(ts) and 0.0 < rating <= 5.0):
+            raise DatasetError(
+                f"{root / 'ratings.csv'}:{n}: bad rating row: timestamp {ts}, rating {rating} "
+                "(MovieLens rates 0.5-5 stars)"
+            )
         if row["movieId"] not in known:
             raise DatasetError(f"{root / 'ratings.csv'}:{n}: unknown movie {row['movieId']}")
     rows.sort()
@@ -282,12 +308,13 @@ def _amazon_items(root: Path) -> list[CatalogItem]:
     return items
 
 
-def _amazon_users(path: Path) -> dict[str, tuple[list[int], list[int]]]:
-    """user → (history, [last items]) from a ``*_F2.txt`` file (two lines per user)."""
+def _amazon_users(path: Path, known: set[int]) -> dict[str, tuple[list[int], list[int]]]:
+    """user → (history, [last items]) from a ``*_F2.txt`` file (two lines per user, one per
+    held-out item); every item must be ``known``."""
     users: dict[str, tuple[list[int], list[int]]] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"cannot read {path}: {e}") from e
     for n, line in enumerate(lines, start=1):
         parts = line.rstrip("\t").split("\t")
@@ -300,8 +327,12 @@ def _amazon_users(path: Path) -> dict[str, tuple[list[int], list[int]]]:
             raise DatasetError(f"{path}:{n}: malformed line: {e}") from e
         if len(seq) != length + 1:
             raise DatasetError(f"{path}:{n}: length {length} but {len(seq)} items")
+        if unknown := [i for i in seq if i not in known]:
+            raise DatasetError(f"{path}:{n}: item {unknown[0]} is in neither item list")
         history, last = seq[:-1], seq[-1]
         if uid in users:
+            if len(users[uid][1]) == 2:
+                raise DatasetError(f"{path}:{n}: user {uid} listed a third time")
             if users[uid][0] != history:
                 raise DatasetError(f"{path}:{n}: user {uid}'s two lines differ before the end")
             users[uid][1].append(last)
@@ -328,14 +359,18 @@ def read_amazon(
     def platform(i: int) -> str:
         return "arts" if i < arts else "office"
 
-    split_path, train_path = root / split, root / train
-    train_users = _amazon_users(_need(train_path, "Amazon train split"))
-    eval_users = _amazon_users(_need(split_path, f"Amazon split {split!r}"))
+    known = {int(it.item) for it in items}
+    # a bare name is a file of the dataset's folder; a path (one elsewhere) is taken as given
+    split_path = root / split if len(Path(split).parts) == 1 else Path(split)
+    train_path = root / train
+    train_users = _amazon_users(_need(train_path, "Amazon train split"), known)
+    eval_users = _amazon_users(_need(split_path, f"Amazon split {split!r}"), known)
     if others is None:
         skip = {split_path.resolve(), train_path.resolve()}
         others = [p.name for p in sorted(root.glob("*_F2.txt")) if p.resolve() not in skip]
     other_users = {
-        name: _amazon_users(_need(root / name, f"Amazon split {name!r}")) for name in others
+        name: _amazon_users(_need(root / name, f"Amazon split {name!r}"), known)
+        for name in others
     }
     learned = other_users if split == train else {train: train_users, **other_users}
     for name, users in learned.items():

@@ -904,7 +904,11 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
     parser.add_argument(
         "--data", type=Path, default=None, help="dataset folder (default ../shared/data/<dataset>)"
     )
-    parser.add_argument("--split", default="valid_F2.txt", help="amazon: the evaluated split")
+    parser.add_argument(
+        "--split",
+        default="valid_F2.txt",
+        help="amazon: the evaluated split, a file name in --data or a path to a file elsewhere",
+    )
     parser.add_argument("--out", type=Path, default=Path("reports"))
     parser.add_argument("--limit", type=int, default=None, help="replay only the first N events")
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
@@ -954,6 +958,24 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
         "many events (1: exact per-event replay)",
     )
     args = parser.parse_args(argv)
+    # what the arguments alone say is wrong, before minutes of loading and replaying
+    if args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be >= 1")
+    if args.models is not None:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        if not models:
+            parser.error("--models names no model")
+        if unknown := set(models) - set(ALL_MODELS):
+            parser.error(f"unknown models {sorted(unknown)} (models: {', '.join(ALL_MODELS)})")
+    for flag, path in (("--out", args.out), ("--cache", args.cache)):
+        if path.exists() and not path.is_dir():
+            parser.error(f"{flag} {path} is a file, not a folder")
+    if args.sequence_artifacts is not None and not args.sequence_artifacts.is_dir():
+        parser.error(f"--sequence-artifacts {args.sequence_artifacts} is not a folder")
     _single_threaded_blas()
     from models.report import write_report
 
@@ -983,15 +1005,6 @@ def main(argv: list[str] | None = None, kafka_replay: KafkaReplay | None = None)
                     f"one platform: {', '.join(skipped)} not run (they would repeat popularity "
                     "and the blend; name them in --models to run them)"
                 )
-        else:
-            models = [m.strip() for m in args.models.split(",") if m.strip()]
-        unknown = set(models) - set(ALL_MODELS)
-        if unknown:
-            parser.error(f"unknown models {sorted(unknown)}")
-        if args.batch_size < 1:
-            parser.error("--batch-size must be >= 1")
-        if args.jobs < 1:
-            parser.error("--jobs must be >= 1")
         extra: dict[str, Run] = {}
         if args.through_kafka:
             if kafka_replay is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import random
 from collections import Counter, OrderedDict
 from collections.abc import MutableMapping, Sequence
@@ -225,9 +226,36 @@ def _parse_setting(key: str, kind: object, text: str) -> object:
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(text)
             return text.lower() in ("true", "1")
-        return base(text)
+        value = base(text)
     except ValueError as e:
         raise ConfigError(f"{key}={text!r}: expected {getattr(base, '__name__', base)}") from e
+    if base in (int, float):
+        least = 0 if key in _MAY_BE_ZERO else 1e-300  # > 0
+        if not (math.isfinite(value) and value >= least):
+            bound = ">= 0" if least == 0 else "> 0"
+            raise ConfigError(f"{key}={text!r}: expected a finite number {bound}")
+    return value
+
+
+#: Numeric settings that may be 0 (a candidate source turned off, no prior, the first seed);
+#: every other one (half-lives, sizes, top_k) must be positive.
+_MAY_BE_ZERO = frozenset(
+    {
+        "candidates_per_source",
+        "covisit_candidates",
+        "item_knn_candidates",
+        "transition_candidates",
+        "person_knn_candidates",
+        "lexical_candidates",
+        "sequence_candidates",
+        "neighbour_candidates",
+        "cross_prior",
+        "feedback_tail",
+        "rerank_top",
+        "rerank_serve_after",
+        "seed",
+    }
+)
 
 
 #: ``nearest``: a candidate's best text similarity to one of the person's this many latest

@@ -33,6 +33,12 @@ import numpy as np
 _LOG1P_1000 = math.log1p(1000.0)
 
 
+def _power_of_two(exponent: float) -> float:
+    """``2 ** exponent``, ``inf`` past the float range (``**`` raises OverflowError there):
+    the scale of a decayed count after a jump of over 1,023 half-lives."""
+    return math.inf if exponent > 1023 else 2.0**exponent
+
+
 class Popularity:
     """Exponentially decayed interaction counts per item, ranked per platform.
 
@@ -62,9 +68,11 @@ class Popularity:
     def _scale(self, ts: float) -> float:
         if self._origin is None:
             self._origin = ts
-        return 2.0 ** ((ts - self._origin) / self.half_life_s)
+        return _power_of_two((ts - self._origin) / self.half_life_s)
 
     def learn_one(self, key: str, platform: str, ts: float, weight: float = 1.0) -> None:
+        if self._scale(ts) == math.inf:  # over 1,000 half-lives since the origin at once:
+            self._rebase(ts)  # every count has decayed to nothing
         value = self._scaled.get(key, 0.0) + weight * self._scale(ts)
         self._scaled[key] = value
         before = self._platform_of.get(key)
@@ -486,8 +494,8 @@ class NeighbourSignal:
             return 1.0
         if self._origin is None:
             self._origin = ts
-        weight = 2.0 ** ((ts - self._origin) / self.half_life_s)
-        if weight > 1e12:
+        weight = _power_of_two((ts - self._origin) / self.half_life_s)
+        if weight > 1e12:  # (inf after a jump of over 1,000 half-lives: every row to 0)
             self.rows.rescale(1.0 / weight)
             self._origin, weight = ts, 1.0
         return weight

@@ -198,3 +198,84 @@ def test_amazon_learns_from_the_other_splits_histories(tmp_path: Path) -> None:
     write(elsewhere / "test_F2.txt", "9\t1\t0|0|0\t18639|1|1\t\n9\t1\t0|0|0\t2|1|1\t\n")
     with pytest.raises(DatasetError, match="share users"):
         read_amazon(root, split=str(elsewhere / "test_F2.txt"))
+
+
+@pytest.mark.parametrize(
+    ("items", "events", "message"),
+    [
+        # a text with an unquoted comma: its tail would have been dropped
+        ("item,platform,text\na,shop,red, hiking boots\n", None, r"items\.csv:2: 4 fields but"),
+        ("item,platform,text\na,shop,boots\nb,shop,socks\na,shop,again\n", None,
+         r"items\.csv:4: item 'a' of 'shop' is listed twice \(first on line 2\)"),
+        (None, "time,platform,person,item\n", r"events\.csv holds no events"),
+        (None, "time,platform,person,item\n1,shop,p1,a,extra\n", r"events\.csv:2: 5 fields"),
+        # line numbers are the file's: blank lines and a quoted multi-line text count
+        ("item,platform,text\nb,shop,\"two\nlines\"\n\na,shop,boots\nc,shop,\n", None,
+         r"items\.csv:6: missing 'text'"),
+    ],
+)
+def test_generic_files_that_would_be_misread_are_refused(
+    tmp_path: Path, items: str | None, events: str | None, message: str
+) -> None:
+    items_path = write(tmp_path / "items.csv", items or "item,platform,text\na,shop,boots\n")
+    events_path = write(
+        tmp_path / "events.csv", events or "time,platform,person,item\n1,shop,p1,a\n"
+    )
+    with pytest.raises(DatasetError, match=message):
+        read_generic(events_path, items_path)
+
+
+def test_generic_reads_a_byte_order_mark_and_refuses_a_list_value(tmp_path: Path) -> None:
+    items = tmp_path / "items.csv"
+    items.write_bytes("\ufeffitem,platform,text\na,shop,boots\n".encode())
+    events = write(tmp_path / "events.csv", "time,platform,person,item\n1,shop,p1,a\n")
+    assert [it.item for it in read_generic(events, items).items] == ["a"]
+    jsonl = write(tmp_path / "events.jsonl", json.dumps(
+        {"time": 1, "platform": "shop", "person": "p", "item": "a", "type": "rating",
+         "value": [4]}) + "\n")
+    with pytest.raises(DatasetError, match=r"events\.jsonl:1:"):
+        read_generic(jsonl, items)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("tags.csv", "userId,movie,tag,timestamp\n1,1,pixar,5\n", r"tags\.csv:2: bad tag row"),
+        ("movies.csv", "movieId,title,genres\n1,A (1995),Drama\n1,B (1996),Drama\n",
+         r"movies\.csv:3: movie 1 listed twice"),
+        ("ratings.csv", "userId,movieId,rating,timestamp\n1,1,7.5,20\n", "rating 7.5"),
+        ("ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,nan\n", "timestamp nan"),
+    ],
+)
+def test_movielens_bad_rows_are_refused(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    root = make_movielens(tmp_path / "ml")
+    write(root / name, text)
+    with pytest.raises(DatasetError, match=message):
+        read_movielens(root)
+
+
+def test_amazon_unknown_items_and_unreadable_splits_are_refused(tmp_path: Path) -> None:
+    root = make_amazon(tmp_path / "amz")
+    valid = (root / "valid_F2.txt").read_text()
+    write(root / "valid_F2.txt", valid.replace("3|2|2", "1705|2|2", 1))
+    with pytest.raises(DatasetError, match=r"valid_F2\.txt:1: item 1705 is in neither"):
+        read_amazon(root)
+    (root / "valid_F2.txt").write_bytes(valid.encode() + b"\xe9\n")
+    with pytest.raises(DatasetError, match=r"cannot read .*valid_F2\.txt"):
+        read_amazon(root)
+    write(root / "valid_F2.txt", valid + valid.splitlines()[0] + "\n")
+    with pytest.raises(DatasetError, match=r"valid_F2\.txt:3: user 9 listed a third time"):
+        read_amazon(root)
+
+
+def test_amazon_split_given_as_a_relative_path_is_taken_from_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_amazon(tmp_path / "amz")
+    (tmp_path / "elsewhere").mkdir()
+    (root / "valid_F2.txt").rename(tmp_path / "elsewhere" / "mine_F2.txt")
+    monkeypatch.chdir(tmp_path)
+    ds = read_amazon(root, split="elsewhere/mine_F2.txt")
+    assert sorted(e.user for e in ds.heldout) == ["u9", "u9"]

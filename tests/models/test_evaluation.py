@@ -341,6 +341,33 @@ def test_main_says_clearly_when_data_are_missing(tmp_path: Path,
     assert "MovieLens data not found" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--limit", "-35"], "--limit must be >= 1"),
+        (["--models", ","], "--models names no model"),
+        (["--models", "blend,bogus"], "unknown models ['bogus']"),
+        (["--out", "FILE"], "--out FILE is a file, not a folder"),
+        (["--cache", "FILE"], "--cache FILE is a file, not a folder"),
+        (["--sequence-artifacts", "nowhere"], "--sequence-artifacts nowhere is not a folder"),
+    ],
+)
+def test_main_refuses_bad_arguments_before_loading_anything(
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The data folder does not exist: an argument error must come first (before, --out
+    pointing at a file failed with a traceback after the whole replay)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FILE").write_text("")
+    with pytest.raises(SystemExit):
+        main(["--dataset", "movielens", "--data", str(tmp_path / "absent"), *args])
+    assert message in capsys.readouterr().err
+
+
 def toy_generic(tmp_path: Path) -> Path:
     """A generic dataset folder: 20 items on two platforms, 120 purchases by 6 people."""
     rng = np.random.default_rng(3)

@@ -14,7 +14,8 @@ import pytest
 
 from models.blend import AdaptiveBlend
 from models.catalog import Catalog
-from models.pipeline import consumed_on
+from models.errors import ConfigError
+from models.pipeline import PipelineConfig, consumed_on
 from models.session import MAX_RECENT, LastRecommendation, SessionState
 from models.signals import (
     CoVisitation,
@@ -524,3 +525,35 @@ def test_blend_learns_the_same_floats_whatever_the_string_hash_seed() -> None:
         for seed in range(4)
     }
     assert len(outputs) == 1
+
+
+def test_a_jump_of_over_a_thousand_half_lives_decays_everything_instead_of_overflowing() -> None:
+    """A 400-day gap with a 6-hour half-life (or millisecond timestamps after a 0) raised
+    OverflowError in ``2.0 ** exponent``."""
+    day = 86_400.0
+    pop = Popularity(half_life_s=6 * 3600.0)
+    pop.learn_one("s:a", "s", 0.0)
+    pop.learn_one("s:b", "s", 400 * day)
+    assert pop.predict_one("s:a", 400 * day) == 0.0 and pop.predict_one("s:b", 400 * day) == 1.0
+    assert pop.top("s", 2, 400 * day) == ["s:b", "s:a"]
+    cv = CoVisitation(window=3, half_life_s=6 * 3600.0)
+    cv.learn_one(["s:a", "s:b"], 0.0)
+    cv.learn_one(["s:a", "s:c"], 400 * day)
+    assert cv.candidates(["s:a"], "s", 5) == {"s:c": 1.0}
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        "popularity_half_life_s=0",
+        "fresh_half_life_s=nan",
+        "covisit_half_life_s=inf",
+        "rerank_top=-5",
+        "top_k=0",
+        "rerank_every=0",
+    ],
+)
+def test_settings_out_of_range_are_refused(pair: str) -> None:
+    with pytest.raises(ConfigError, match="expected a finite number"):
+        PipelineConfig().with_overrides([pair])
+    assert PipelineConfig().with_overrides(["seed=0", "rerank_every=none", "cross_prior=0"])
