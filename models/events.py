@@ -28,6 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from models.errors import InvalidEventError
 
 Id = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\s]+$")]
+#: A platform names a topic (``events.<platform>``) and prefixes item keys (``platform:item``):
+#: letters, digits, - and _ only, as the worker's settings require (with a ``:`` in it, item
+#: ``x:y`` of ``shop`` and item ``y`` of ``shop:x`` were one key)
+PlatformId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 class EventType(enum.StrEnum):
@@ -56,7 +60,7 @@ class Event(BaseModel):
 
     event_id: Id
     type: EventType
-    platform: Id
+    platform: PlatformId
     user: Id = Field(description="the platform's own user id; also the message key")
     ts: float = Field(description="event time, Unix seconds", allow_inf_nan=False)
     item: Id | None = Field(default=None, description="for view/click/consume/purchase/rating")
@@ -98,7 +102,7 @@ class CatalogItem(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     item: Id
-    platform: Id
+    platform: PlatformId
     title: str = Field(min_length=1)
     description: str = ""
     tags: list[str] = Field(default_factory=list)

@@ -208,6 +208,9 @@ def test_amazon_learns_from_the_other_splits_histories(tmp_path: Path) -> None:
         ("item,platform,text\na,shop,boots\nb,shop,socks\na,shop,again\n", None,
          r"items\.csv:4: item 'a' of 'shop' is listed twice \(first on line 2\)"),
         (None, "time,platform,person,item\n", r"events\.csv holds no events"),
+        # item x:y of shop and item y of shop:x would be one key, shop:x:y
+        ("item,platform,text\na,shop,boots\ny,shop:x,socks\n", None,
+         r"items\.csv:3: invalid item: String should match pattern"),
         (None, "time,platform,person,item\n1,shop,p1,a,extra\n", r"events\.csv:2: 5 fields"),
         # line numbers are the file's: blank lines and a quoted multi-line text count
         ("item,platform,text\nb,shop,\"two\nlines\"\n\na,shop,boots\nc,shop,\n", None,
