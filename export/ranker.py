@@ -313,8 +313,8 @@ def time_split(
     --------
     >>> masks = time_split(np.arange(20.0), np.arange(20) >= 18, 0.2, 0.2)
     >>> {k: np.flatnonzero(m).tolist() for k, m in masks.items()}  # doctest: +NORMALIZE_WHITESPACE
-    {'train': [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 'valid': [11, 12, 13, 14],
-     'test': [15, 16, 17], 'holdout': [18, 19]}
+    {'train': [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 'valid': [11, 12, 13],
+     'test': [14, 15, 16, 17], 'holdout': [18, 19]}
     """
     seen = t[~holdout]
     valid_from, test_from = np.quantile(seen, [1 - valid_share - test_share, 1 - test_share])
