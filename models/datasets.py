@@ -150,6 +150,8 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                         yield n, row
             else:
                 reader = csv.DictReader(f)
+                if reader.fieldnames:  # "time, platform": the names, not their spaces
+                    reader.fieldnames = [name.strip() for name in reader.fieldnames]
                 for row in reader:
                     if None in row:  # DictReader files the fields past the header under None
                         raise DatasetError(
@@ -210,12 +212,15 @@ def _generic_events(
     out: list[tuple[float, int, Event]] = []
     for n, row in _rows(path):
         try:
+            column = "time"
             ts = float(_field(path, n, row, "time"))
+            column = "type"
             etype = EventType(str(row.get("type") or "consume").strip())
+            column = "value"
             raw_value = row.get("value")
             value = None if raw_value in (None, "") else float(raw_value)
         except (TypeError, ValueError) as e:
-            raise DatasetError(f"{path}:{n}: {e}") from e
+            raise DatasetError(f"{path}:{n}: {column!r}: {e}") from e
         if etype not in ITEM_EVENTS:
             raise DatasetError(f"{path}:{n}: type {etype.value!r} names no item")
         platform = _field(path, n, row, "platform")

@@ -106,7 +106,7 @@ from models.datasets import (
     read_generic,
     read_movielens,
 )
-from models.errors import DatasetError, ModelLoadError, StreamrecError
+from models.errors import DatasetError, StreamrecError
 from models.events import CONSUMED_EVENTS, Event, item_key
 from models.metrics import (
     Hit,
@@ -571,10 +571,7 @@ class ReplaySource:
         from models.encoder import TextEncoder
 
         dataset = load_dataset(self.dataset, self.data, self.split).limit(self.limit)
-        try:
-            encoder = TextEncoder.from_artifacts(self.artifacts)
-        except ModelLoadError as e:
-            raise ModelLoadError(f"{e} (export it with `streamrec export`)") from e
+        encoder = TextEncoder.from_artifacts(self.artifacts)  # its error says to export it
         ranker: Scorer | None = None
         if self.use_ranker and (self.artifacts / "ranker" / "CURRENT").is_file():
             from models.ranker import RankingHead

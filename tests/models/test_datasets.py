@@ -231,8 +231,11 @@ def test_generic_files_that_would_be_misread_are_refused(
 def test_generic_reads_a_byte_order_mark_and_refuses_a_list_value(tmp_path: Path) -> None:
     items = tmp_path / "items.csv"
     items.write_bytes("\ufeffitem,platform,text\na,shop,boots\n".encode())
-    events = write(tmp_path / "events.csv", "time,platform,person,item\n1,shop,p1,a\n")
-    assert [it.item for it in read_generic(events, items).items] == ["a"]
+    events = write(tmp_path / "events.csv", "time, platform, person, item\n1,shop,p1,a\n")
+    assert [it.item for it in read_generic(events, items).items] == ["a"]  # spaced header too
+    write(events, "time,platform,person,item,value\n1,shop,p1,a,good\n")
+    with pytest.raises(DatasetError, match=r"events\.csv:2: 'value': could not convert"):
+        read_generic(events, items)
     jsonl = write(tmp_path / "events.jsonl", json.dumps(
         {"time": 1, "platform": "shop", "person": "p", "item": "a", "type": "rating",
          "value": [4]}) + "\n")
