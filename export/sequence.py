@@ -6,9 +6,10 @@ Two graphs, served by :class:`models.sequence.SequenceModel`: the query (a perso
 every training person's sequence of positives, the history before it predicts the item; a
 sampled softmax over that item's platform (the batch's targets plus ``negatives`` random items
 of the platform) at temperature ``temperature``. A share of the histories lose their other
-platforms' items (people without consent are served that way). Early stopping on NDCG@10 of
-the dev persons' last item per platform, ranked against the whole platform minus their
-history.
+platforms' items (people without consent are served that way). An item the person already
+consumed is never a target: serving never ranks it. Early stopping on NDCG@10 of the dev
+persons' last item per platform, ranked against the whole platform minus what they consumed;
+the same on other persons (test), used for nothing else, is what is reported.
 
 By default the sequences come from :class:`models.simulator.World` (what the project ships);
 ``dataset`` trains on a real dataset's learn-only events (Amazon: the train users), for
@@ -30,7 +31,7 @@ from export.common import export_item_tower, require_torch, staging, two_tower_r
 from models.artifacts import MODEL_FILE, publish
 from models.encoder import TextEncoder
 from models.errors import ExportError, ExportValidationError
-from models.events import CatalogItem, Event, item_key
+from models.events import CONSUMED_EVENTS, CatalogItem, Event, item_key
 from models.identity import route
 from models.pipeline import PersonEvent
 from models.sequence import INPUTS, ITEM_TOWER_FILE, NAME, pack
@@ -53,6 +54,7 @@ class SequenceExportSpec:
     epochs: int = 30
     patience: int = 3
     dev_persons: float = 0.1  # share of persons kept for early stopping
+    test_persons: float = 0.1  # ...and for the reported figures
     persons: int = 1200  # simulator only
     events_per_person: int = 25  # simulator only
     seed: int = 0
@@ -68,29 +70,55 @@ DEFAULT_SPEC = SequenceExportSpec()
 
 @dataclass(frozen=True)
 class Sequences:
-    """Training input: item vectors [n, dim], each item's platform index [n], and each
-    person's positives as item rows, in time order."""
+    """Training input: item vectors [n, dim], each item's platform index [n], each
+    person's positives as item rows, in time order, and whether each consumed the item."""
 
     vectors: np.ndarray
     platform: np.ndarray
     persons: list[np.ndarray]
     platforms: list[str]
+    consumed: list[np.ndarray]  # per person, per position (bool)
 
 
 def sequences_from(
-    keyed: Iterable[tuple[str, str]], items: Sequence[CatalogItem], vectors: np.ndarray
+    keyed: Iterable[tuple[str, str, bool]], items: Sequence[CatalogItem], vectors: np.ndarray
 ) -> Sequences:
-    """``keyed``: (person, item key) of positives in time order; ``items``/``vectors``: the
-    catalog. Items outside the catalog are skipped."""
+    """``keyed``: (person, item key, consumed?) of positives in time order; ``items`` /
+    ``vectors``: the catalog. Items outside the catalog are skipped."""
     platforms = sorted({it.platform for it in items})
     row = {it.key: i for i, it in enumerate(items)}
     plat = np.array([platforms.index(it.platform) for it in items], dtype=np.int64)
-    by_person: dict[str, list[int]] = {}
-    for person, key in keyed:
+    by_person: dict[str, tuple[list[int], list[bool]]] = {}
+    for person, key, consumed in keyed:
         if key in row:
-            by_person.setdefault(person, []).append(row[key])
-    persons = [np.array(s, dtype=np.int64) for s in by_person.values() if len(s) > 1]
-    return Sequences(vectors.astype(np.float32), plat, persons, platforms)
+            rows, flags = by_person.setdefault(person, ([], []))
+            rows.append(row[key])
+            flags.append(consumed)
+    kept = [(r, f) for r, f in by_person.values() if len(r) > 1]
+    return Sequences(
+        vectors.astype(np.float32),
+        plat,
+        [np.array(r, dtype=np.int64) for r, _ in kept],
+        platforms,
+        [np.array(f, dtype=bool) for _, f in kept],
+    )
+
+
+def rankable(items: np.ndarray, consumed: np.ndarray) -> np.ndarray:
+    """Per position: could serving have ranked this item then (not consumed before it)?
+
+    Examples
+    --------
+    >>> rankable(np.array([3, 5, 3, 5, 3]), np.array([False, True, True, False, False]))
+    array([ True,  True,  True, False, False])
+    """
+    out = np.ones(len(items), dtype=bool)
+    gone: set[int] = set()
+    for t, (item, used) in enumerate(zip(items.tolist(), consumed.tolist(), strict=True)):
+        out[t] = item not in gone
+        if used:
+            gone.add(item)
+    return out
 
 
 def simulator_sequences(encoder: TextEncoder, spec: SequenceExportSpec) -> Sequences:
@@ -101,7 +129,11 @@ def simulator_sequences(encoder: TextEncoder, spec: SequenceExportSpec) -> Seque
     vectors = encoder.encode([it.text() for it in items])
     identities: dict[str, str] = {}
     keyed = [
-        (msg.person, item_key(msg.event.platform, msg.event.item))
+        (
+            msg.person,
+            item_key(msg.event.platform, msg.event.item),
+            msg.event.type in CONSUMED_EVENTS,
+        )
         for raw in world.events(spec.persons, spec.events_per_person, start_ts=1.7e9)
         for msg in route(Event.model_validate(raw), identities)
         if isinstance(msg, PersonEvent) and msg.event.item is not None and msg.event.is_positive
@@ -124,7 +156,7 @@ def dataset_sequences(
         )
     vectors = embed_items(dataset, encoder, Path(".cache/embeddings"), progress)
     keyed = (
-        (e.user, item_key(e.platform, e.item))
+        (e.user, item_key(e.platform, e.item), e.type in CONSUMED_EVENTS)
         for e, evaluated in zip(dataset.events, dataset.evaluated, strict=True)
         if not evaluated and e.item is not None and e.is_positive
     )
@@ -186,25 +218,32 @@ def grouped(
 
 
 def _examples(
-    seqs: Sequences, persons: Sequence[np.ndarray], spec: SequenceExportSpec
+    seqs: Sequences, persons: Sequence[int], spec: SequenceExportSpec
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Every (slots before t, row at t) of every person."""
+    """Every (slots before t, row at t) of every person, where serving could rank row t."""
     histories, targets = [], []
-    for s in persons:
+    for i in persons:
+        s, ok = seqs.persons[i], rankable(seqs.persons[i], seqs.consumed[i])
         for t in range(1, len(s)):
-            histories.append(grouped(s[:t], seqs.platform, seqs.platform[s[t]], spec))
-            targets.append(s[t])
+            if ok[t]:
+                histories.append(grouped(s[:t], seqs.platform, seqs.platform[s[t]], spec))
+                targets.append(s[t])
     return np.array(histories, dtype=np.int64).reshape(-1, spec.length), np.array(targets, np.int64)
 
 
-def _leave_last(seqs: Sequences, persons: Sequence[np.ndarray]) -> list[tuple[np.ndarray, int]]:
-    """Each person's last item on each platform, with everything before it as history."""
+def _leave_last(
+    seqs: Sequences, persons: Sequence[int]
+) -> list[tuple[np.ndarray, int, np.ndarray]]:
+    """Each person's last item on each platform (unless they had consumed it before), with
+    everything before it as history, and what they had consumed (not ranked)."""
     out = []
-    for s in persons:
+    for i in persons:
+        s, consumed = seqs.persons[i], seqs.consumed[i]
+        ok = rankable(s, consumed)
         for p in np.unique(seqs.platform[s]):
             t = int(np.flatnonzero(seqs.platform[s] == p)[-1])
-            if t > 0:
-                out.append((s[:t], int(s[t])))
+            if t > 0 and ok[t]:
+                out.append((s[:t], int(s[t]), s[:t][consumed[:t]]))
     return out
 
 
@@ -224,9 +263,13 @@ def _inputs(seqs: Sequences, rows: np.ndarray, target_platform: np.ndarray) -> t
 
 
 def ndcg_at_10(
-    model: Any, seqs: Sequences, cases: list[tuple[np.ndarray, int]], spec: SequenceExportSpec
+    model: Any,
+    seqs: Sequences,
+    cases: list[tuple[np.ndarray, int, np.ndarray]],
+    spec: SequenceExportSpec,
 ) -> dict[str, float]:
-    """Per platform: NDCG@10 of each case's target against its platform minus its history."""
+    """Per platform: NDCG@10 of each case's target against its platform minus what the
+    person consumed (as serving ranks)."""
     torch = require_torch()
     gains: dict[str, list[float]] = {p: [] for p in seqs.platforms}
     if not cases:
@@ -236,19 +279,19 @@ def ndcg_at_10(
         items = model.items(torch.from_numpy(seqs.vectors)).numpy()
         for start in range(0, len(cases), 512):
             chunk = cases[start : start + 512]
-            target_platform = np.array([seqs.platform[t] for _, t in chunk])
+            target_platform = np.array([seqs.platform[t] for _, t, _ in chunk])
             rows = np.stack(
                 [
                     grouped(h, seqs.platform, p, spec)
-                    for (h, _), p in zip(chunk, target_platform, strict=True)
+                    for (h, _, _), p in zip(chunk, target_platform, strict=True)
                 ]
             )
             queries = model(*_inputs(seqs, rows, target_platform)).numpy()
             scores = queries @ items.T
-            for b, (h, t) in enumerate(chunk):
+            for b, (_, t, consumed) in enumerate(chunk):
                 row = scores[b]
                 row[seqs.platform != seqs.platform[t]] = -np.inf
-                row[np.setdiff1d(h, [t])] = -np.inf
+                row[consumed] = -np.inf  # the target is not among them (see _leave_last)
                 rank = int((row > row[t]).sum()) + 1
                 gains[seqs.platforms[seqs.platform[t]]].append(
                     1 / math.log2(rank + 1) if rank <= 10 else 0.0
@@ -264,18 +307,22 @@ def train(
     functional = torch.nn.functional
     torch.manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
-    order = rng.permutation(len(seqs.persons))
+    order = rng.permutation(len(seqs.persons)).tolist()
     n_dev = max(1, int(len(order) * spec.dev_persons))
-    if len(order) - n_dev < 1:
+    n_test = max(1, int(len(order) * spec.test_persons))
+    if len(order) - n_dev - n_test < 1:
         raise ExportError(f"{len(seqs.persons)} persons with 2+ positives: too few to train on")
-    dev = [seqs.persons[i] for i in order[:n_dev]]
-    fit = [seqs.persons[i] for i in order[n_dev:]]
+    dev, test, fit = order[:n_dev], order[n_dev : n_dev + n_test], order[n_dev + n_test :]
     histories, targets = _examples(seqs, fit, spec)
+    if not len(targets):
+        raise ExportError("no positive of the training persons is one serving could rank")
     target_platform = seqs.platform[targets]
     dev_cases = _leave_last(seqs, dev)
+    test_cases = _leave_last(seqs, test)
+    model = build_model(spec, seqs.vectors.shape[1])
+    test_untrained = ndcg_at_10(model, seqs, test_cases, spec)
     platform_rows = [np.flatnonzero(seqs.platform == p) for p in range(len(seqs.platforms))]
     vectors = torch.from_numpy(seqs.vectors)
-    model = build_model(spec, seqs.vectors.shape[1])
     opt = torch.optim.AdamW(
         model.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay
     )
@@ -327,11 +374,12 @@ def train(
         model.load_state_dict(best_state)
     model.eval()
     metrics = {
-        "persons": {"fit": len(fit), "dev": len(dev)},
+        "persons": {"fit": len(fit), "dev": len(dev), "test": len(test)},
         "examples": len(targets),
-        "dev_ndcg10_untrained": start,
         "dev_ndcg10_per_epoch": history,
         "dev_ndcg10": ndcg_at_10(model, seqs, dev_cases, spec),
+        "test_ndcg10_untrained": test_untrained,
+        "test_ndcg10": ndcg_at_10(model, seqs, test_cases, spec),
         "epochs_run": len(history),
     }
     return model, metrics
@@ -416,8 +464,8 @@ def export_sequence(
         version = publish(artifacts_root, NAME, staged, spec_dict)
     if progress:
         print(
-            f"sequence {version}: dev NDCG@10 {metrics['dev_ndcg10']} (untrained "
-            f"{metrics['dev_ndcg10_untrained']}), max |onnx-torch| {max(diffs.values()):.2e}"
+            f"sequence {version}: test NDCG@10 {metrics['test_ndcg10']} (untrained "
+            f"{metrics['test_ndcg10_untrained']}), max |onnx-torch| {max(diffs.values()):.2e}"
         )
     return version
 
