@@ -10,6 +10,11 @@ import hashlib
 from collections.abc import Sequence
 
 import numpy as np
+import pytest
+
+from models.events import Event
+from models.pipeline import Pipeline
+from models.session import SessionState
 
 
 class HashingEncoder:
@@ -86,3 +91,16 @@ class RecordingSequence:
                 for h, f in zip(histories, same, strict=True)
             ]
         ).astype(np.float32)
+
+
+def fail_learning_for(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline, person: str) -> None:
+    """Make ``pipeline.learn`` raise for ``person`` (a bug, not bad input) and work for
+    everyone else."""
+    learn = pipeline.learn
+
+    def failing(who: str, event: Event, session: SessionState) -> None:
+        if who == person:
+            raise RuntimeError("a bug, not bad input")
+        learn(who, event, session)
+
+    monkeypatch.setattr(pipeline, "learn", failing)

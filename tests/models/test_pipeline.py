@@ -32,7 +32,7 @@ from models.pipeline import (
 )
 from models.session import SessionState
 
-from ..fakes import HashingEncoder, RecordingSequence, TowerHead
+from ..fakes import HashingEncoder, RecordingSequence, TowerHead, fail_learning_for
 
 THEMES = {
     "jazz": "saxophone bebop swing",
@@ -173,14 +173,7 @@ def test_a_batch_that_fails_half_way_keeps_a_state_it_handed_off(
     p = make_pipeline()
     sessions: dict[str, SessionState] = {}
     run(p, [ev(1, "shop", "a", "jazz-0", "purchase")], sessions, {})
-    learn = p.learn
-
-    def fail_on_b(person: str, event: Event, session: SessionState) -> None:
-        if person == "shop:b":
-            raise RuntimeError("a bug, not bad input")
-        learn(person, event, session)
-
-    monkeypatch.setattr(p, "learn", fail_on_b)
+    fail_learning_for(monkeypatch, p, "shop:b")
     batch: list[PersonMessage] = [
         Handoff("shop:a", "P"),
         PersonEvent("shop:b", ev(2, "shop", "b", "jazz-1")),
@@ -220,13 +213,7 @@ def test_a_batch_retried_after_a_bug_learns_each_event_once(
     p = make_pipeline()
     sessions: dict[str, SessionState] = {}
     learn = p.learn
-
-    def fail_on_c(person: str, event: Event, session: SessionState) -> None:
-        if person == "shop:c":
-            raise RuntimeError("a bug, not bad input")
-        learn(person, event, session)
-
-    monkeypatch.setattr(p, "learn", fail_on_c)
+    fail_learning_for(monkeypatch, p, "shop:c")
     with pytest.raises(BatchFailedError, match="RuntimeError: a bug") as failed:
         p.handle(batch, sessions, now=0.0)
     assert failed.value.learned == {("shop:a", "shop:e1"), ("shop:b", "shop:e2")}

@@ -17,7 +17,7 @@ from models.session import SessionState
 from streams.app import add_items_or_report, handle_or_retry, index_if_stored, load_pipeline
 from streams.codecs import encode_catalog_entry
 from streams.settings import Settings
-from tests.fakes import HashingEncoder
+from tests.fakes import HashingEncoder, fail_learning_for
 from tests.streams.conftest import unique_settings
 
 
@@ -132,17 +132,10 @@ def test_a_batch_that_fails_on_a_bug_is_served_message_by_message_learning_each_
         )
 
     batch = [bought("u", "a", 1.0), bought("v", "b", 2.0), bought("w", "c", 3.0)]
-    learn = pipeline.learn
-
-    def fails_on_w(person: str, event: Event, session: SessionState) -> None:
-        if person == "shop:w":
-            raise RuntimeError("a bug")
-        learn(person, event, session)
-
-    monkeypatch.setattr(pipeline, "learn", fails_on_w)
+    fail_learning_for(monkeypatch, pipeline, "shop:w")
     sessions: dict[str, SessionState] = {}
     out = handle_or_retry(pipeline, batch, sessions, now=0.0)
-    assert out.rejected == [(batch[2], "processing failed: RuntimeError: a bug")]
+    assert out.rejected == [(batch[2], "processing failed: RuntimeError: a bug, not bad input")]
     assert [r.user for r in out.recommendations] == ["u", "v"]
     assert sorted(sessions) == ["shop:u", "shop:v"]
     clean = Pipeline(HashingEncoder(dim=8), ranker=None)
