@@ -158,6 +158,7 @@ class Run:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     heldout_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)  # what only this model has
+    heldout_repeats_skipped: int = 0  # held-out items the person had consumed before
 
     @property
     def events_per_s(self) -> float:
@@ -171,6 +172,7 @@ class Run:
             "seconds": round(self.seconds, 3),
             "events_per_s": round(self.events_per_s, 1),
             "repeats_skipped": self.repeats_skipped,
+            "heldout_repeats_skipped": self.heldout_repeats_skipped,
             "prequential": self.metrics,
             "leave_last_out": self.heldout_metrics,
             # share of targets anywhere in the returned list: for the blend, candidate recall
@@ -224,6 +226,9 @@ class _Replayer:
         self.last_any: dict[str, str] = {}
         self.positives: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.item_positives: Counter[str] = Counter()  # item key → positives so far
+        # person → the platforms whose first positive came after positives elsewhere: the
+        # cold start's platform B (the person's first platform is never one)
+        self.arrived: dict[str, set[str]] = defaultdict(set)
 
     def session(self, person: str) -> SessionState:
         s = self.sessions.get(person)
@@ -249,11 +254,12 @@ class _Replayer:
         return RankRequest(person, platform, session, context, frozenset(exclude), ts)
 
     def is_cold(self, person: str, platform: str) -> bool:
-        """Among the person's first positives on ``platform``, after some elsewhere."""
-        return (
-            self.positives[person][platform] < COLD_START_FIRST
-            and self.elsewhere(person, platform) > 0
-        )
+        """Among the person's first positives on ``platform``, a platform they came to with
+        positives elsewhere already (their first positive there had some before it)."""
+        counts = self.positives[person]
+        if counts[platform] == 0:  # the first one here: is there any elsewhere?
+            return self.elsewhere(person, platform) > 0
+        return platform in self.arrived[person] and counts[platform] < COLD_START_FIRST
 
     def elsewhere(self, person: str, platform: str) -> int:
         """The person's positives on other platforms than ``platform`` so far."""
@@ -264,6 +270,10 @@ class _Replayer:
             key = item_key(event.platform, event.item)
             self.last[person][event.platform] = key
             self.last_any[person] = key
+            if self.positives[person][event.platform] == 0 and self.elsewhere(
+                person, event.platform
+            ):
+                self.arrived[person].add(event.platform)
             self.positives[person][event.platform] += 1
             self.item_positives[key] += 1
 
@@ -372,11 +382,13 @@ def replay(
             model.learn(person, event, session)
         if target:
             key = item_key(event.platform, event.item or "")
-            if key in view.consumed and not learn_first:
+            request = state.request(person, event.platform, event.ts, view)
+            # a repeat no model may return: consumed before, or the item the list is for
+            if key in request.exclude and not learn_first:
                 repeats += evaluated
             else:
                 slot = len(requests)
-                requests.append(state.request(person, event.platform, event.ts, view))
+                requests.append(request)
                 targets.append(
                     (
                         i if evaluated else -1,
@@ -404,9 +416,19 @@ def replay(
         bar.close()
     # Leave-last-out: all held-out targets ranked on the final state, nothing learned between.
     heldout: list[Hit] = []
+    heldout_repeats = 0
     if dataset.heldout:
         requests = [state.request(e.user, e.platform, e.ts) for e in dataset.heldout]
-        for e, ranked in zip(dataset.heldout, _batched(model, requests), strict=True):
+        # a held-out item the person consumed before is no model's to return: skipped, as in
+        # the stream (its rank would be 0 for every model)
+        kept = [
+            (e, r)
+            for e, r in zip(dataset.heldout, requests, strict=True)
+            if item_key(e.platform, e.item or "") not in r.exclude
+        ]
+        heldout_repeats = len(requests) - len(kept)
+        ranks = _batched(model, [r for _, r in kept])
+        for (e, _), ranked in zip(kept, ranks, strict=True):
             key = item_key(e.platform, e.item or "")
             rank = ranked.index(key) + 1 if key in ranked else 0
             heldout.append(Hit(-1, e.platform, rank, seen=state.item_positives[key], person=e.user))
@@ -416,6 +438,7 @@ def replay(
     )
     run.metrics = metrics(hits, run.top10, sizes)
     run.heldout_metrics = metrics(heldout) if heldout else {}
+    run.heldout_repeats_skipped = heldout_repeats
     return run
 
 
@@ -427,7 +450,8 @@ def served_run(dataset: Dataset, lists: Mapping[str, list[str]], seconds: float)
     first (``top_k`` of them). A target before any list there (the person's first event on the
     platform) or whose list never arrived is a miss; repeats of consumed items are skipped, as
     in :func:`replay`. Unlike :func:`replay`, the list was ranked after the previous event
-    rather than for this one, so it was made with that event as context.
+    rather than for this one, so it was made with that event as context. The worker publishes
+    ``top_k`` items, so this run's MRR is MRR@``top_k`` and its "returned" its HR@``top_k``.
 
     >>> from models.events import Event
     >>> def ev(i: int, item: str, kind: str = "purchase") -> Event:
@@ -452,6 +476,8 @@ def served_run(dataset: Dataset, lists: Mapping[str, list[str]], seconds: float)
             else:
                 ranked = shown.get(where, [])
                 rank = ranked.index(key) + 1 if key in ranked else 0
+                # coverage as in replay(): the lists targets were scored with, not every list
+                top10[event.platform].update(ranked[:K])
                 cold = state.is_cold(event.user, event.platform)
                 earlier = state.positives[event.user][event.platform]
                 elsewhere = state.elsewhere(event.user, event.platform)
@@ -465,7 +491,6 @@ def served_run(dataset: Dataset, lists: Mapping[str, list[str]], seconds: float)
         published = lists.get(event.event_id)
         if published is not None:
             shown[where] = published
-            top10[event.platform].update(published[:K])
     sizes = dataset.catalog_sizes()
     run = Run("blend-kafka", hits, [], dict(top10), sizes, len(dataset.events), seconds, repeats)
     run.metrics = metrics(hits, run.top10, sizes)

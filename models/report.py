@@ -130,12 +130,20 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
             *_table(models, "leave_last_out", platforms),
             "",
         ]
+        skipped = max(m.get("heldout_repeats_skipped", 0) for m in models.values())
+        if skipped:
+            out += [
+                f"{skipped} held-out item(s) the person had consumed before: skipped, as "
+                "repeats are in the stream (no model may return them).",
+                "",
+            ]
     out += [
         "## Speed, recall and cold start",
         "",
         "returned: share of targets anywhere in the model's list (for the blend: in its "
-        "candidates at all). Cold start: a person's first 5 positives on a platform after "
-        "positives elsewhere; 1st: the very first there, 2nd-5th: the rest.",
+        "candidates at all). Cold start: a person's first 5 positives on a platform they "
+        "came to with positives elsewhere (not their first platform); 1st: the very first "
+        "there, 2nd-5th: the rest.",
         "",
         "| model | events | seconds | events/s | returned | cold-start n | cold-start HR@10 "
         "| 1st | 2nd-5th | repeats skipped |",
@@ -184,7 +192,8 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
     if checks.get("cold_start", {}).get("n"):  # only with people on several platforms
         c = checks["cold_start"]
         out.append(
-            f"- cold start on a second platform ({c['n']} targets): HR@10 "
+            f"- cold start on a platform the person came to with positives elsewhere "
+            f"({c['n']} targets): HR@10 "
             f"{_f(c['hr@10_with_history'])} with other platforms' history, "
             f"{_f(c['hr@10_without'])} without: lift {_f(c['lift'], True)}{_ci(c)} "
             "(target +25%)"
@@ -381,7 +390,7 @@ def _plot_cold_start(result: dict[str, Any], path: Path, plt: Any) -> bool:
     )
     ax.set_xlabel("the person's n-th positive on the platform (positives elsewhere before it)")
     ax.set_ylabel("HR@10")
-    ax.set_title(f"{result['dataset']}: cold start on a second platform")
+    ax.set_title(f"{result['dataset']}: cold start on a platform reached from another")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -178,6 +178,30 @@ def test_cold_start_marks_first_five_on_a_second_platform() -> None:
     assert (cold["first_here"]["n"], cold["later_here"]["n"]) == (1, 4)
 
 
+def test_cold_start_is_only_on_a_platform_reached_from_another() -> None:
+    """B1, A1, B2, B3: B is the person's first platform, so B2 and B3 are no cold start (they
+    were counted as such: Amazon alternates the domains, 43 % of its cold targets)."""
+    events = [ev(0, "p", "b1", "video"), ev(1, "p", "a1"), ev(2, "p", "b2", "video"),
+              ev(3, "p", "b3", "video"), ev(4, "p", "a2")]
+    ds = dataset(events, items("video", ["b1", "b2", "b3"]) + items("shop", ["a1", "a2"]))
+    run = replay(ds, Spy(), catalog_for(ds), progress=False)
+    assert [(h.platform, h.cold) for h in run.hits] == [
+        ("video", False), ("shop", True), ("video", False), ("video", False), ("shop", True)
+    ]
+
+
+def test_what_no_model_may_return_is_skipped_not_scored_as_a_miss() -> None:
+    """A viewed item bought next is excluded from the list made for that view; a held-out item
+    bought before is excluded from every list. Both were misses for every model."""
+    names = ["a", "b", "c"]
+    events = [ev(0, "p", "a", kind=EventType.VIEW), ev(1, "p", "a"), ev(2, "p", "b")]
+    held = [ev(9, "p", "a"), ev(9, "p", "c")]
+    ds = dataset(events, items("shop", names), heldout=held)
+    run = replay(ds, Spy(["shop:c", "shop:b"]), catalog_for(ds), progress=False)
+    assert run.repeats_skipped == 1 and [h.rank for h in run.hits] == [0, 2]
+    assert run.heldout_repeats_skipped == 1 and [h.rank for h in run.heldout] == [1]
+
+
 def two_platform_world() -> Dataset:
     """People like one theme; each theme has items on both platforms with shared words."""
     themes = {"jazz": "saxophone bebop swing", "garden": "tomato compost soil",

@@ -67,7 +67,8 @@ def catalog_for(ds: Dataset) -> Catalog:
 
 
 def old_replay(ds: Dataset, model: Recommender, catalog: Catalog) -> tuple[list[int], int]:
-    """The replay loop as it was before batching (ranks of the hits, repeats skipped)."""
+    """The replay loop as it was before batching (ranks of the hits, repeats skipped), with
+    today's rule for a repeat: an item no list may hold."""
     state = _Replayer(catalog, True)
     ranks: list[int] = []
     repeats = 0
@@ -76,10 +77,11 @@ def old_replay(ds: Dataset, model: Recommender, catalog: Catalog) -> tuple[list[
         session = state.session(person)
         if evaluated and event.is_positive and event.item is not None:
             key = item_key(event.platform, event.item)
-            if key in session.consumed:
+            request = state.request(person, event.platform, event.ts)
+            if key in request.exclude:  # consumed, or the item the list is for
                 repeats += 1
             else:
-                ranked = model.rank([state.request(person, event.platform, event.ts)])[0]
+                ranked = model.rank([request])[0]
                 ranks.append(ranked.index(key) + 1 if key in ranked else 0)
         model.learn(person, event, session)
         state.observed(person, event)
