@@ -84,8 +84,13 @@ class Targets:
         ]
 
     def same_targets(self, other: Targets) -> bool:
-        return np.array_equal(self.index, other.index) and np.array_equal(
-            self.platform, other.platform
+        """The same targets in the same order: stream position and platform, and whose they
+        are where both files say (leave-last-out targets all have position -1)."""
+        named = (self.person != "").all() and (other.person != "").all()
+        return (
+            np.array_equal(self.index, other.index)
+            and np.array_equal(self.platform, other.platform)
+            and (not named or np.array_equal(self.person, other.person))
         )
 
 
@@ -202,8 +207,13 @@ def compare_targets(
     rows: list[Row] = []
     for section in SECTIONS:
         ta, tb = sections[0].get(section), sections[1].get(section)
-        if ta is None or tb is None or not len(ta.rank):
+        if (ta is None or not len(ta.rank)) and (tb is None or not len(tb.rank)):
             continue
+        if ta is None or tb is None:
+            raise ComparisonError(
+                f"only run {'A' if tb is None else 'B'} has {section} targets: compare replays "
+                "of one dataset, split and --limit"
+            )
         if not ta.same_targets(tb):
             raise ComparisonError(
                 f"the runs did not rank the same {section} targets ({len(ta.rank):,} vs "

@@ -123,6 +123,17 @@ def test_runs_over_other_targets_or_without_the_model_are_refused() -> None:
         compare_targets(a, runs([1, 2, 3], [1]), "blend", "blend")
     with pytest.raises(ComparisonError, match=r"run B has no model 'popularity'.*blend"):
         compare_targets(a, a, "blend", "popularity")
+    # leave-last-out targets all sit at position -1: whose they are tells them apart
+    named = runs([1, 2, 3, 4], [1, 2])
+    others = runs([1, 2, 3, 4], [1, 2])
+    for run, people in ((named, ["u1", "u2"]), (others, ["u1", "u3"])):
+        held = run["blend"]["leave_last_out"]
+        run["blend"]["leave_last_out"] = dataclasses.replace(held, person=np.array(people))
+    with pytest.raises(ComparisonError, match="same leave_last_out targets"):
+        compare_targets(named, others, "blend", "blend")
+    del others["blend"]["leave_last_out"]
+    with pytest.raises(ComparisonError, match="only run A has leave_last_out targets"):
+        compare_targets(named, others, "blend", "blend")
 
 
 def test_compare_two_reports_on_the_command_line(
