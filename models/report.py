@@ -15,6 +15,10 @@ Examples
 ...                                        "coverage": 0.33}}}}}
 >>> print(markdown(result).splitlines()[0])
 # Replay evaluation: toy
+>>> result["models"]["blend-kafka"] = {**result["models"]["popularity"], "model": "blend-kafka"}
+>>> note = [line for line in markdown(result).splitlines() if line.startswith("blend-kafka")]
+>>> "its MRR is MRR@top_k" in note[0]
+True
 """
 
 from __future__ import annotations
@@ -123,6 +127,13 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
         *_table(models, "prequential", platforms),
         "",
     ]
+    if "blend-kafka" in models:
+        out += [
+            "blend-kafka scores the lists the worker published (top_k items, 10 by default): "
+            "its MRR is MRR@top_k and its \"returned\" share its HR@top_k (the other models' "
+            "lists are longer).",
+            "",
+        ]
     if any(m.get("leave_last_out") for m in models.values()):
         out += [
             "## Leave-last-out per domain (the last item vs the whole domain)",
