@@ -71,9 +71,11 @@ class Popularity:
         return _power_of_two((ts - self._origin) / self.half_life_s)
 
     def learn_one(self, key: str, platform: str, ts: float, weight: float = 1.0) -> None:
-        if self._scale(ts) == math.inf:  # over 1,000 half-lives since the origin at once:
+        scale = self._scale(ts)
+        if scale == math.inf:  # over 1,000 half-lives since the origin at once:
             self._rebase(ts)  # every count has decayed to nothing
-        value = self._scaled.get(key, 0.0) + weight * self._scale(ts)
+            scale = self._scale(ts)
+        value = self._scaled.get(key, 0.0) + weight * scale
         self._scaled[key] = value
         before = self._platform_of.get(key)
         self._platform_of[key] = platform
@@ -95,7 +97,7 @@ class Popularity:
             # the one from before the last rebase (which may have made new ties): recompute
             self._top_cache.pop(platform, None)
         self._promote(platform, key)
-        if self._scale(ts) > 1e12:  # keep the floats finite on long streams
+        if scale > 1e12:  # keep the floats finite on long streams
             self._rebase(ts)
             self._top_cache.pop(platform, None)
 
