@@ -340,7 +340,8 @@ def train(
     # 2-core machine spinning OpenMP threads made training many times slower.
     torch.set_num_threads(1)
     holdout = data["p"] == (-1 if holdout_platform is None else holdout_platform)
-    split = time_split(data["t"], holdout)
+    # a dataset has no held-out platform: no empty section (its AUCs would be NaN)
+    split = {s: m for s, m in time_split(data["t"], holdout).items() if m.any()}
     tensors = {k: torch.from_numpy(v) for k, v in data.items()}
     model = build_head(spec.hidden, data["person"].shape[1], data["dense"].shape[1])
     opt = torch.optim.Adam(model.parameters(), lr=spec.learning_rate, weight_decay=1e-5)
@@ -381,7 +382,6 @@ def train(
     model.load_state_dict(best_state)
     model.eval()
     dense_only = {s: _auc(data["y"][m], data["dense"][m][:, 0]) for s, m in split.items()}
-    split = {s: m for s, m in split.items() if m.any()}  # a dataset has no held-out platform
     metrics = {
         "rows": {s: int(m.sum()) for s, m in split.items()},
         "valid_auc_per_epoch": history,

@@ -270,3 +270,28 @@ def test_a_head_no_better_than_its_inputs_is_not_published() -> None:
         bad = {**good, "auc": {**good["auc"], **change}}
         with pytest.raises(ExportValidationError, match=message):
             check_quality(bad)
+
+
+def test_without_a_held_out_platform_no_section_is_empty() -> None:
+    """A dataset export has no held-out platform: neither the head's AUCs nor content
+    similarity's may hold an undefined (NaN) one for it."""
+    from export.ranker import train
+
+    rng = np.random.default_rng(0)
+    n = 600
+    y = (rng.random(n) < 0.2).astype(np.float32)
+    dense = rng.random((n, len(DENSE_FEATURES))).astype(np.float32)
+    dense[:, 0] += y  # content similarity says something
+    data = {
+        "person": rng.standard_normal((n, 8)).astype(np.float32),
+        "item": rng.standard_normal((n, 8)).astype(np.float32),
+        "context": rng.standard_normal((n, 8)).astype(np.float32),
+        "dense": dense,
+        "y": y,
+        "t": np.repeat(np.arange(n // 6), 6).astype(np.float32),
+        "p": np.zeros(n, np.float32),
+    }
+    spec = dataclasses.replace(TEST_RANKER_SPEC, epochs=1, hidden=4)
+    _, metrics = train(data, spec, holdout_platform=None)
+    for figures in (metrics["auc"], metrics["auc_content_similarity_alone"], metrics["rows"]):
+        assert figures.keys() == {"train", "valid", "test"}
