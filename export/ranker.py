@@ -155,9 +155,12 @@ def generate_examples(
 
     platforms = (*spec.train_platforms, spec.holdout_platform)
     world = World(platforms=platforms, seed=spec.seed, release_span_s=spec.release_span_s)
-    raw_events = world.events(
-        spec.persons, spec.events_per_person, start_ts=1.7e9, spacing_s=spec.step_s
-    )
+    events = [
+        Event.model_validate(raw)
+        for raw in world.events(
+            spec.persons, spec.events_per_person, start_ts=1.7e9, spacing_s=spec.step_s
+        )
+    ]
     items = [CatalogItem.model_validate(it) for it in world.items]
     data = []
     for held_out in (False, True):
@@ -166,9 +169,9 @@ def generate_examples(
         identities: dict[str, str] = {}
         kept = [
             (msg.person, msg.event)
-            for raw in raw_events
-            if held_out or raw["platform"] != spec.holdout_platform
-            for msg in route(Event.model_validate(raw), identities)
+            for event in events
+            if held_out or event.platform != spec.holdout_platform
+            for msg in route(event, identities)
             if isinstance(msg, PersonEvent)
         ]
         sampled = [e.platform == spec.holdout_platform for _, e in kept]
