@@ -421,15 +421,12 @@ def replay(
         requests = [state.request(e.user, e.platform, e.ts) for e in dataset.heldout]
         # a held-out item the person consumed before is no model's to return: skipped, as in
         # the stream (its rank would be 0 for every model)
-        kept = [
-            (e, r)
-            for e, r in zip(dataset.heldout, requests, strict=True)
-            if item_key(e.platform, e.item or "") not in r.exclude
-        ]
+        keyed = [(e, item_key(e.platform, e.item or "")) for e in dataset.heldout]
+        kept = [(e, key, r) for (e, key), r in zip(keyed, requests, strict=True)
+                if key not in r.exclude]
         heldout_repeats = len(requests) - len(kept)
-        ranks = _batched(model, [r for _, r in kept])
-        for (e, _), ranked in zip(kept, ranks, strict=True):
-            key = item_key(e.platform, e.item or "")
+        ranks = _batched(model, [r for _, _, r in kept])
+        for (e, key, _), ranked in zip(kept, ranks, strict=True):
             rank = ranked.index(key) + 1 if key in ranked else 0
             heldout.append(Hit(-1, e.platform, rank, seen=state.item_positives[key], person=e.user))
     sizes = dataset.catalog_sizes()
