@@ -445,8 +445,9 @@ def served_run(dataset: Dataset, lists: Mapping[str, list[str]], seconds: float)
 
     ``lists`` maps an event id to the item keys of the recommendation published after it, best
     first (``top_k`` of them). A target before any list there (the person's first event on the
-    platform) or whose list never arrived is a miss; repeats of consumed items are skipped, as
-    in :func:`replay`. Unlike :func:`replay`, the list was ranked after the previous event
+    platform) or whose list never arrived is a miss; a target no list may hold (consumed
+    before, or the item of the event the list was made for) is skipped as a repeat, as in
+    :func:`replay`. Unlike :func:`replay`, the list was ranked after the previous event
     rather than for this one, so it was made with that event as context. The worker publishes
     ``top_k`` items, so this run's MRR is MRR@``top_k`` and its "returned" its HR@``top_k``.
 
@@ -457,10 +458,15 @@ def served_run(dataset: Dataset, lists: Mapping[str, list[str]], seconds: float)
     >>> run = served_run(ds, {"e0": ["shop:c", "shop:b"], "e1": ["shop:x", "shop:c"]}, 1.0)
     >>> [h.rank for h in run.hits]  # e0: no list yet; e1: 2nd in e0's list; e2: 2nd in e1's
     [0, 2, 2]
+    >>> ds = Dataset("toy", [], [ev(0, "a", "view"), ev(1, "a")], [True] * 2)
+    >>> run = served_run(ds, {"e0": ["shop:b"]}, 1.0)  # e0's list could not hold a itself
+    >>> [h.rank for h in run.hits], run.repeats_skipped
+    ([0], 1)
     """
     hits: list[Hit] = []
     top10: dict[str, set[str]] = defaultdict(set)
-    shown: dict[tuple[str, str], list[str]] = {}
+    # (user, platform) → the list last published there and the item it was made for
+    shown: dict[tuple[str, str], tuple[list[str], str | None]] = {}
     consumed: dict[str, set[str]] = defaultdict(set)
     state = _Replayer(Catalog(1), True)  # for the cold-start bookkeeping only
     repeats = 0
@@ -468,10 +474,10 @@ def served_run(dataset: Dataset, lists: Mapping[str, list[str]], seconds: float)
         where = (event.user, event.platform)
         key = item_key(event.platform, event.item) if event.item is not None else None
         if evaluated and event.is_positive and key is not None:
-            if key in consumed[event.user]:
+            ranked, made_for = shown.get(where, ([], None))
+            if key in consumed[event.user] or key == made_for:
                 repeats += 1
             else:
-                ranked = shown.get(where, [])
                 rank = ranked.index(key) + 1 if key in ranked else 0
                 # coverage as in replay(): the lists targets were scored with, not every list
                 top10[event.platform].update(ranked[:K])
@@ -487,7 +493,7 @@ def served_run(dataset: Dataset, lists: Mapping[str, list[str]], seconds: float)
         state.observed(event.user, event)
         published = lists.get(event.event_id)
         if published is not None:
-            shown[where] = published
+            shown[where] = (published, key)
     sizes = dataset.catalog_sizes()
     run = Run("blend-kafka", hits, [], dict(top10), sizes, len(dataset.events), seconds, repeats)
     run.metrics = metrics(hits, run.top10, sizes)
