@@ -230,9 +230,9 @@ def _parse_setting(key: str, kind: object, text: str) -> object:
     except ValueError as e:
         raise ConfigError(f"{key}={text!r}: expected {getattr(base, '__name__', base)}") from e
     if base in (int, float):
-        least = 0 if key in _MAY_BE_ZERO else 1e-300  # > 0
-        if not (math.isfinite(value) and value >= least):
-            bound = ">= 0" if least == 0 else "> 0"
+        may_be_zero = key in _MAY_BE_ZERO
+        if not (math.isfinite(value) and (value >= 0 if may_be_zero else value > 0)):
+            bound = ">= 0" if may_be_zero else "> 0"
             raise ConfigError(f"{key}={text!r}: expected a finite number {bound}")
     return value
 

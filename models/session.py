@@ -146,8 +146,10 @@ class SessionState:
     def from_dict(cls, d: dict[str, Any]) -> SessionState:
         try:
             for name, kind in _FIELD_TYPES.items():
-                if not isinstance(d[name], kind):
-                    raise TypeError(f"{name} is {type(d[name]).__name__}")
+                value = d[name]
+                # JSON's true is Python's bool, an int: a number field must not take it
+                if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+                    raise TypeError(f"{name} is {type(value).__name__}")
             return cls(
                 person=d["person"],
                 consent=d["consent"],

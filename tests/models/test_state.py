@@ -557,3 +557,5 @@ def test_settings_out_of_range_are_refused(pair: str) -> None:
     with pytest.raises(ConfigError, match="expected a finite number"):
         PipelineConfig().with_overrides([pair])
     assert PipelineConfig().with_overrides(["seed=0", "rerank_every=none", "cross_prior=0"])
+    # "> 0" means any positive number, the smallest subnormal included
+    assert PipelineConfig().with_overrides(["fresh_half_life_s=5e-324"]).fresh_half_life_s > 0

@@ -57,7 +57,14 @@ def test_undecodable_person_messages_are_refused_with_a_reason(raw: bytes, reaso
 
 def test_a_merge_of_a_state_with_fields_of_the_wrong_type_is_refused() -> None:
     state = SessionState(person="p").to_dict()
-    for field, wrong in (("interest", []), ("consent", "yes"), ("events", 1.5), ("person", 3)):
+    for field, wrong in (
+        ("interest", []),
+        ("consent", "yes"),
+        ("events", 1.5),
+        ("person", 3),
+        ("events", True),
+        ("consent_ts", False),
+    ):
         body = {"kind": "merge", "person": "p", "state": {**state, field: wrong}}
         with pytest.raises(InvalidEventError, match=f"corrupt session state: {field} is"):
             decode_person_message(json.dumps(body).encode())
