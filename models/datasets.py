@@ -377,7 +377,9 @@ def read_amazon(
         name: _amazon_users(_need(root / name, f"Amazon split {name!r}"), known)
         for name in others
     }
-    learned = other_users if split == train else {train: train_users, **other_users}
+    # evaluating the train split itself: its users are ranked, so none of it is learned first
+    evaluating_train = split_path.resolve() == train_path.resolve()
+    learned = other_users if evaluating_train else {train: train_users, **other_users}
     for name, users in learned.items():
         if shared := set(users) & set(eval_users):
             raise DatasetError(f"{split} and {name} share users, e.g. {sorted(shared)[:3]}")
@@ -385,7 +387,7 @@ def read_amazon(
     # then the other splits' (their histories only: their last items are theirs to hold out).
     seqs: list[tuple[str, list[int], bool]] = []
     for uid, (history, last) in train_users.items():
-        if split == train:
+        if evaluating_train:
             break
         ordered = sorted(last, key=lambda i: platform(i) != "arts")
         seqs.append((f"u{uid}", history + ordered, False))
@@ -411,9 +413,14 @@ def read_amazon(
     return Dataset("amazon", items, events, evaluated, heldout, notes=[
         "Amazon Review Data 2018 (J. Ni, J. Li, J. McAuley, EMNLP 2019), Arts/Office as "
         "preprocessed by TingJShen/URLLM",
-        f"learned from: {train} ({len(train_users)} users, histories + both last items)"
-        + "".join(
-            f", {name} ({len(users)} users, histories)" for name, users in other_users.items()
+        "learned from: "
+        + (
+            ", ".join(
+                f"{name} ({len(users)} users, "
+                + ("histories)" if name in other_users else "histories + both last items)")
+                for name, users in learned.items()
+            )
+            or "no other split"
         )
         + f"; evaluated: {split} ({len(eval_users)} users)",
         "no timestamps: round-robin by position, step t of every user at t days; within a step "

@@ -183,7 +183,19 @@ def test_amazon_learns_from_the_other_splits_histories(tmp_path: Path) -> None:
     assert {u for u, _, ev in stream if ev} == {"u5"}
     assert stream[:3] == [("u0", "0", False), ("u9", "2", False), ("u5", "0", True)]
     assert sorted(e.item or "" for e in ds.heldout) == ["18639", "2"]
-    assert "valid_F2.txt (1 users, histories)" in ds.notes[1]
+    assert ds.notes[1] == (
+        "learned from: train_F2.txt (1 users, histories + both last items), "
+        "valid_F2.txt (1 users, histories); evaluated: test_F2.txt (1 users)"
+    )
+    # evaluating the train split: its users are ranked, not learned from first
+    on_train = read_amazon(root, split="train_F2.txt")
+    assert {e.user for e, ev in zip(on_train.events, on_train.evaluated, strict=True) if ev} == {
+        "u0"
+    }
+    assert on_train.notes[1] == (
+        "learned from: test_F2.txt (1 users, histories), valid_F2.txt (1 users, histories); "
+        "evaluated: train_F2.txt (1 users)"
+    )
     # the evaluated split, by default, learns from test_F2's histories in turn
     valid = read_amazon(root)
     assert [e.item for e in valid.events if e.user == "u5"] == ["0"]
