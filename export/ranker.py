@@ -38,6 +38,9 @@ class RankerExportSpec:
     hidden: int = 64
     train_platforms: tuple[str, ...] = ("shop", "video", "music")
     holdout_platform: str = "news"
+    # its items in other words than the training platforms' (models.simulator.REWORDED): with
+    # the same nouns and themes, "a platform it has never seen" was half a test of shared words
+    holdout_reworded: bool = True
     persons: int = 1200
     events_per_person: int = 25
     # a day between a person's events, items released over the 60 days before the stream:
@@ -154,7 +157,12 @@ def generate_examples(
     from models.simulator import World
 
     platforms = (*spec.train_platforms, spec.holdout_platform)
-    world = World(platforms=platforms, seed=spec.seed, release_span_s=spec.release_span_s)
+    world = World(
+        platforms=platforms,
+        seed=spec.seed,
+        release_span_s=spec.release_span_s,
+        reworded=(spec.holdout_platform,) if spec.holdout_reworded else (),
+    )
     events = [
         Event.model_validate(raw)
         for raw in world.events(
@@ -450,6 +458,7 @@ def export_ranker(
             "events_per_person": None,
             "step_s": None,
             "release_span_s": None,
+            "holdout_reworded": None,
             "dataset": {"kind": dataset, "data": str(data_dir), "split": split},
         }
     dim, n_dense = data["person"].shape[1], data["dense"].shape[1]

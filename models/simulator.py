@@ -13,6 +13,14 @@ True
 >>> events = world.events(persons=3, events_per_person=4, start_ts=1e9)
 >>> len(events), events[0]["type"] in {"view", "click", "consume", "purchase", "identify"}
 (15, True)
+
+A platform ``reworded`` shares no word with the others; the people and events stay the same:
+
+>>> said = World(seed=1, items_per_theme=2, reworded=("news",))
+>>> [(it["title"], it["description"]) for it in said.items if it["platform"] == "news"][0]
+('marathon finish times fall', 'Coverage: olympic athletics final.')
+>>> said.events(persons=3, events_per_person=4, start_ts=1e9) == events
+True
 """
 
 from __future__ import annotations
@@ -155,6 +163,108 @@ THEMES: dict[str, dict[str, list[str]]] = {
     },
 }
 
+#: Each theme said again without one word of its name, nouns or words (and no tags): the texts
+#: of a ``reworded`` platform, which only what the text encoder knows of meaning connects to
+#: the other platforms' items. Six per theme: an item's title and, the next one, its description.
+REWORDED: dict[str, list[str]] = {
+    "trail running": [
+        "marathon finish times fall",
+        "olympic athletics final",
+        "jogging knee injuries",
+        "cross-country championship",
+        "sprinter wins gold",
+        "fell racing season",
+    ],
+    "home cooking": [
+        "michelin star restaurant",
+        "kitchen gadget sales",
+        "family meal prep",
+        "food inflation hits groceries",
+        "celebrity food show",
+        "vegan lunch ideas",
+    ],
+    "jazz": [
+        "louisiana club reopens",
+        "miles davis anniversary",
+        "big band concert",
+        "ella fitzgerald tribute",
+        "smoky lounge quartet",
+        "coltrane biography",
+    ],
+    "gardening": [
+        "allotment waiting lists",
+        "flower show winners",
+        "hosepipe ban",
+        "lawn care in drought",
+        "rose growers society",
+        "greenhouse harvest",
+    ],
+    "science fiction": [
+        "star wars sequel",
+        "asimov adaptation",
+        "mars colony film",
+        "nasa astronaut launch",
+        "doctor who casting",
+        "android uprising blockbuster",
+    ],
+    "football": [
+        "striker scores hat-trick",
+        "manager sacked after defeat",
+        "soccer stadium expansion",
+        "penalty shootout drama",
+        "derby day result",
+        "fifa ranking update",
+    ],
+    "photography": [
+        "pulitzer image award",
+        "instagram snapshot trends",
+        "canon versus nikon",
+        "wildlife picture contest",
+        "darkroom film revival",
+        "selfie culture",
+    ],
+    "yoga": [
+        "wellness retreat boom",
+        "pilates class opening",
+        "stress relief study",
+        "ashram in india",
+        "calm app subscriptions",
+        "spiritual health trend",
+    ],
+    "video games": [
+        "nintendo switch sequel",
+        "playstation price hike",
+        "twitch streamer milestone",
+        "minecraft update",
+        "xbox layoffs",
+        "arcade remake announced",
+    ],
+    "personal finance": [
+        "interest rates rise",
+        "pension reform",
+        "mortgage costs climb",
+        "credit card debt",
+        "bitcoin price swings",
+        "household bills squeeze",
+    ],
+    "electronic music": [
+        "rave culture revival",
+        "berlin club scene",
+        "daft punk reunion",
+        "ibiza summer lineup",
+        "edm producer tops charts",
+        "warehouse party crackdown",
+    ],
+    "travel": [
+        "airline strike chaos",
+        "tourism hotspots overcrowded",
+        "holiday destination rankings",
+        "airport queues",
+        "hotel prices soar",
+        "visa rules change",
+    ],
+}
+
 TEMPLATES: dict[str, tuple[str, str]] = {
     # platform: (title, description)
     "shop": ("{noun}", "A {adj} {noun} for anyone into {theme}. Great for {word}."),
@@ -173,7 +283,12 @@ class World:
         linked_share: float = 0.7,
         seed: int = 0,
         release_span_s: float = 0.0,
+        reworded: tuple[str, ...] = (),
     ) -> None:
+        """``reworded``: platforms whose items are described in :data:`REWORDED`'s words only
+        (a transfer test that shared words cannot pass); the events drawn do not change."""
+        if unknown := set(reworded) - set(platforms):
+            raise ValueError(f"reworded platforms {sorted(unknown)} are not among {platforms}")
         self.platforms = platforms
         self.linked_share = linked_share
         self._rng = random.Random(seed)
@@ -193,13 +308,21 @@ class World:
                         "theme": theme,
                     }
                     item_id = f"{theme.replace(' ', '-')}-{i}"
+                    said = REWORDED[theme]
+                    if platform in reworded:
+                        title = said[i % len(said)]
+                        description = f"Coverage: {said[(i + 1) % len(said)]}."
+                        tags = []
+                    else:
+                        title, description = title_t.format(**fill), desc_t.format(**fill)
+                        tags = [theme, fill["word"]]
                     self.items.append(
                         {
                             "item": item_id,
                             "platform": platform,
-                            "title": title_t.format(**fill),
-                            "description": desc_t.format(**fill),
-                            "tags": [theme, fill["word"]],
+                            "title": title,
+                            "description": description,
+                            "tags": tags,
                             "attributes": {"theme": theme} if platform == "shop" else {},
                             "available": True,
                             "ts": 1_700_000_000.0
