@@ -17,6 +17,12 @@ Examples
 (['Handoff', 'Consent'], {'shop:u1': 'p9'})
 >>> route(view, ids)[0].person
 'p9'
+
+A user already linked who identifies as someone else is re-linked; p9 keeps what is p9's:
+
+>>> switch = Event(event_id="e3", type="identify", platform="shop", user="u1", ts=3.0, person="q4")
+>>> [type(m).__name__ for m in route(switch, ids)], ids
+(['Consent'], {'shop:u1': 'q4'})
 """
 
 from __future__ import annotations
@@ -41,7 +47,11 @@ def route(event: Event, identities: MutableMapping[str, str]) -> list[PersonMess
     messages: list[PersonMessage] = []
     if event.person != current:
         identities[alias] = event.person
-        messages.append(Handoff(person=current, to=event.person))
+        if current == alias:
+            messages.append(Handoff(person=current, to=event.person))
+        # else the user was linked to another person (an account switched on a shared device):
+        # only the link moves. That person's state holds their other platforms' history too,
+        # and handing it over would give it to someone else and strand their other aliases.
     consent = True if event.consent is None else event.consent
     messages.append(Consent(person=event.person, consent=consent, ts=event.ts))
     return messages

@@ -165,6 +165,15 @@ def test_identify_hands_state_over_to_the_person() -> None:
     assert sessions["P"].consumed == ["shop:jazz-0"] and sessions["P"].aliases == ["shop:a"]
 
 
+def test_a_linked_user_identifying_as_another_person_takes_nothing_of_the_first() -> None:
+    p, sessions, ids = linked_world()
+    run(p, [ev(3, "video", "a", "jazz-3", "purchase")], sessions, ids)
+    run(p, [ev(4, "shop", "a", type_="identify", person="Q")], sessions, ids)
+    # P keeps its video history and its video alias still reaches it; Q starts from nothing
+    assert sessions["P"].consumed == ["video:jazz-3"] and ids["video:a"] == "P"
+    assert ids["shop:a"] == "Q" and sessions["Q"].consumed == []
+
+
 def test_a_batch_that_fails_half_way_keeps_a_state_it_handed_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
