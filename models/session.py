@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +151,19 @@ class SessionState:
                 # JSON's true is Python's bool, an int: a number field must not take it
                 if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
                     raise TypeError(f"{name} is {type(value).__name__}")
+            # and what they hold: a [1] in ``consumed`` would break every later event of them
+            for name in ("consumed", "seen_event_ids", "aliases"):
+                _holds(name, d[name], str)
+            _holds("recent", d["recent"].values(), list)
+            for platform, keys in d["recent"].items():
+                _holds(f"recent[{platform!r}]", keys, str)
+            _holds("interest_ts", d["interest_ts"].values(), (int, float))
+            for platform, rec in d["last_rec"].items():
+                if not isinstance(rec, dict):
+                    raise TypeError(f"last_rec[{platform!r}] is {type(rec).__name__}")
+                _holds(f"last_rec[{platform!r}]", [rec.get("rec_id"), rec.get("platform")], str)
+                _holds(f"last_rec[{platform!r}].items", rec.get("items", [None]), str)
+                _holds(f"last_rec[{platform!r}].ts", [rec.get("ts")], (int, float))
             return cls(
                 person=d["person"],
                 consent=d["consent"],
@@ -175,6 +189,13 @@ class SessionState:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SessionState) and self.to_dict() == other.to_dict()
+
+
+def _holds(name: str, values: Iterable[Any], kind: type | tuple[type, ...]) -> None:
+    """Each of ``values`` has the JSON type ``kind`` (a boolean is not a number here)."""
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise TypeError(f"{name} holds {type(value).__name__}: {value!r:.40}")
 
 
 def _encode_vec(v: np.ndarray) -> str:
