@@ -179,6 +179,9 @@ class Catalog:
     ) -> None:
         if vector.shape != (self.dim,):
             raise InvalidEventError(f"item {key}: vector shape {vector.shape} != ({self.dim},)")
+        if not np.isfinite(vector).all():
+            # a NaN row would top every search and make each viewer's interest NaN for good
+            raise InvalidEventError(f"item {key}: vector is not finite")
         row = self.index.get(key)
         new = row is None
         if row is None:

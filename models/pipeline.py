@@ -251,7 +251,6 @@ _MAY_BE_ZERO = frozenset(
         "neighbour_candidates",
         "cross_prior",
         "feedback_tail",
-        "rerank_top",
         "rerank_serve_after",
         "seed",
     }

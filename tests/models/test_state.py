@@ -14,7 +14,7 @@ import pytest
 
 from models.blend import AdaptiveBlend
 from models.catalog import Catalog
-from models.errors import ConfigError
+from models.errors import ConfigError, InvalidEventError
 from models.pipeline import PipelineConfig, consumed_on
 from models.session import MAX_RECENT, LastRecommendation, SessionState
 from models.signals import (
@@ -549,6 +549,7 @@ def test_a_jump_of_over_a_thousand_half_lives_decays_everything_instead_of_overf
         "fresh_half_life_s=nan",
         "covisit_half_life_s=inf",
         "rerank_top=-5",
+        "rerank_top=0",  # it zeroed every published score; rerank_every=none turns it off
         "top_k=0",
         "rerank_every=0",
     ],
@@ -559,3 +560,11 @@ def test_settings_out_of_range_are_refused(pair: str) -> None:
     assert PipelineConfig().with_overrides(["seed=0", "rerank_every=none", "cross_prior=0"])
     # "> 0" means any positive number, the smallest subnormal included
     assert PipelineConfig().with_overrides(["fresh_half_life_s=5e-324"]).fresh_half_life_s > 0
+
+
+def test_catalog_refuses_a_vector_that_is_not_finite() -> None:
+    catalog = Catalog(dim=2)
+    for bad in ([np.nan, 0.0], [np.inf, 1.0]):
+        with pytest.raises(InvalidEventError, match="not finite"):
+            catalog.upsert("s:a", "s", np.array(bad, np.float32), available=True, added_ts=0.0)
+    assert catalog.keys == []
