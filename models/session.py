@@ -30,6 +30,8 @@ from models.errors import InvalidEventError
 
 MAX_RECENT = 50
 MAX_CONSUMED = 500
+#: event ids remembered per person, to drop redeliveries (at-least-once delivery)
+SEEN_EVENTS = 200
 #: The encoded state's fields and the JSON types they must have (:meth:`SessionState.from_dict`)
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "person": str,
@@ -100,7 +102,7 @@ class SessionState:
         self.interest_ts[platform] = max(ts, self.interest_ts.get(platform, ts))
         self.events += 1
 
-    def remember_event(self, event_id: str, window: int = 200) -> bool:
+    def remember_event(self, event_id: str, window: int = SEEN_EVENTS) -> bool:
         """False if this event was already applied (a redelivery after a crash)."""
         if event_id in self.seen_event_ids:
             return False
@@ -125,6 +127,11 @@ class SessionState:
         self.consumed = (other.consumed + [k for k in self.consumed if k not in other.consumed])[
             -MAX_CONSUMED:
         ]
+        # the alias's events may be redelivered after the link: they must still be known
+        seen = set(self.seen_event_ids)
+        self.seen_event_ids = (
+            [e for e in other.seen_event_ids if e not in seen] + self.seen_event_ids
+        )[-SEEN_EVENTS:]
         self.aliases = sorted({*self.aliases, other.person, *other.aliases} - {self.person})
         self.events += other.events
 

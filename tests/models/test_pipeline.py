@@ -174,6 +174,17 @@ def test_a_linked_user_identifying_as_another_person_takes_nothing_of_the_first(
     assert ids["shop:a"] == "Q" and sessions["Q"].consumed == []
 
 
+def test_an_alias_event_redelivered_after_the_link_is_not_learned_twice() -> None:
+    p = make_pipeline()
+    sessions: dict[str, SessionState] = {}
+    ids: dict[str, str] = {}
+    bought = ev(1, "shop", "a", "jazz-0", "purchase")
+    run(p, [bought, ev(2, "shop", "a", type_="identify", person="P")], sessions, ids)
+    learned = p.stats["events"]
+    run(p, [bought], sessions, ids)  # at-least-once: delivered again, now routed to P
+    assert p.stats["events"] == learned and p.stats["duplicates"] == 1
+
+
 def test_a_batch_that_fails_half_way_keeps_a_state_it_handed_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
