@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,23 +153,21 @@ class SessionState:
     def from_dict(cls, d: dict[str, Any]) -> SessionState:
         try:
             for name, kind in _FIELD_TYPES.items():
-                value = d[name]
-                # JSON's true is Python's bool, an int: a number field must not take it
-                if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-                    raise TypeError(f"{name} is {type(value).__name__}")
+                json_typed(name, d[name], kind)
             # and what they hold: a [1] in ``consumed`` would break every later event of them
             for name in ("consumed", "seen_event_ids", "aliases"):
-                _holds(name, d[name], str)
-            _holds("recent", d["recent"].values(), list)
+                _each(name, d[name], str)
             for platform, keys in d["recent"].items():
-                _holds(f"recent[{platform!r}]", keys, str)
-            _holds("interest_ts", d["interest_ts"].values(), (int, float))
+                _each(f"recent[{platform!r}]", json_typed(f"recent[{platform!r}]", keys, list), str)
+            for platform, ts in d["interest_ts"].items():
+                json_typed(f"interest_ts[{platform!r}]", ts, (int, float))
             for platform, rec in d["last_rec"].items():
-                if not isinstance(rec, dict):
-                    raise TypeError(f"last_rec[{platform!r}] is {type(rec).__name__}")
-                _holds(f"last_rec[{platform!r}]", [rec.get("rec_id"), rec.get("platform")], str)
-                _holds(f"last_rec[{platform!r}].items", rec.get("items", [None]), str)
-                _holds(f"last_rec[{platform!r}].ts", [rec.get("ts")], (int, float))
+                where = f"last_rec[{platform!r}]"
+                json_typed(where, rec, dict)
+                json_typed(f"{where}.rec_id", rec.get("rec_id"), str)
+                json_typed(f"{where}.platform", rec.get("platform"), str)
+                _each(f"{where}.items", json_typed(f"{where}.items", rec.get("items"), list), str)
+                json_typed(f"{where}.ts", rec.get("ts"), (int, float))
             return cls(
                 person=d["person"],
                 consent=d["consent"],
@@ -198,11 +195,25 @@ class SessionState:
         return isinstance(other, SessionState) and self.to_dict() == other.to_dict()
 
 
-def _holds(name: str, values: Iterable[Any], kind: type | tuple[type, ...]) -> None:
-    """Each of ``values`` has the JSON type ``kind`` (a boolean is not a number here)."""
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise TypeError(f"{name} holds {type(value).__name__}: {value!r:.40}")
+def json_typed(name: str, value: Any, kind: type | tuple[type, ...]) -> Any:
+    """``value`` if it has the JSON type ``kind``, else a TypeError naming ``name``.
+
+    JSON's ``true`` decodes to a bool, which Python counts as an int: it is not a number here.
+
+    >>> json_typed("events", 3, int)
+    3
+    >>> json_typed("events", True, int)
+    Traceback (most recent call last):
+    TypeError: events is bool: True
+    """
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise TypeError(f"{name} is {type(value).__name__}: {value!r:.40}")
+    return value
+
+
+def _each(name: str, values: list[Any], kind: type | tuple[type, ...]) -> None:
+    for i, value in enumerate(values):
+        json_typed(f"{name}[{i}]", value, kind)
 
 
 def _encode_vec(v: np.ndarray) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 from models.errors import InvalidEventError
 from models.events import CatalogItem, Event
 from models.pipeline import Consent, Handoff, Merge, PersonEvent, PersonMessage
-from models.session import SessionState
+from models.session import SessionState, json_typed
 
 
 def encode_person_message(msg: PersonMessage) -> bytes:
@@ -58,10 +58,7 @@ def decode_person_message(raw: bytes | None) -> PersonMessage:
 
 def _typed(body: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     """``body[key]`` if it has the JSON type ``kind`` (a boolean is not a number here)."""
-    value = body[key]
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise TypeError(f"{key} is {type(value).__name__}: {value!r:.40}")
-    return value
+    return json_typed(key, body[key], kind)
 
 
 def encode_catalog_entry(item: CatalogItem, vector: np.ndarray) -> bytes:
