@@ -246,12 +246,10 @@ class _Replayer:
         prev = self.last[person].get(platform)
         if prev is None and self.cross_platform and session.consent:
             prev = self.last_any.get(person)
-        exclude = set(session.consumed)
-        context = None
-        if prev is not None:
-            exclude.add(prev)
-            context = self.catalog.vector(prev)
-        return RankRequest(person, platform, session, context, frozenset(exclude), ts)
+        if prev is None:
+            return RankRequest(person, platform, session, None, session.exclusion(), ts)
+        context = self.catalog.vector(prev)
+        return RankRequest(person, platform, session, context, session.exclusion(prev), ts)
 
     def is_cold(self, person: str, platform: str) -> bool:
         """Among the person's first positives on ``platform``, a platform they came to with

@@ -43,7 +43,7 @@ from models.lexical import LexicalIndex, best, warm_up
 from models.preference import PreferenceModel
 from models.ranker import DENSE_FEATURES
 from models.rerank import Reranker
-from models.session import LastRecommendation, SessionState
+from models.session import Excluded, LastRecommendation, SessionState
 from models.signals import (
     CoVisitation,
     ItemKNN,
@@ -277,7 +277,7 @@ class RankRequest:
     platform: str
     session: SessionState
     context: np.ndarray | None = None  # embedding of what the person is doing right now
-    exclude: frozenset[str] = frozenset()
+    exclude: Excluded = frozenset()
     ts: float = 0.0  # event time: item freshness is measured from it
     extra: tuple[str, ...] = ()  # always scored (training a head on known positives)
 
@@ -774,13 +774,11 @@ class Pipeline:
         e = msg.event
         if e.type in (EventType.IMPRESSION, EventType.IDENTIFY):
             return None
-        context = query
-        exclude: set[str] = set(session.consumed)
-        if e.item is not None:
-            key = item_key(e.platform, e.item)
-            context = self.catalog.vector(key)
-            exclude.add(key)
-        return RankRequest(msg.person, e.platform, session, context, frozenset(exclude), e.ts)
+        if e.item is None:
+            return RankRequest(msg.person, e.platform, session, query, session.exclusion(), e.ts)
+        key = item_key(e.platform, e.item)
+        context = self.catalog.vector(key)
+        return RankRequest(msg.person, e.platform, session, context, session.exclusion(key), e.ts)
 
     # --- learning --------------------------------------------------------------------------
 
@@ -1287,8 +1285,8 @@ def apply_to_session(
     key = item_key(event.platform, event.item)
     consumed = event.type in CONSUMED_EVENTS
     if not event.is_positive:  # a low rating: had it, did not like it
-        if consumed and key not in session.consumed:
-            session.consumed.append(key)
+        if consumed:
+            session.add_consumed(key)
         return None
     session.observe(
         event.platform,
@@ -1308,7 +1306,7 @@ def is_new_consumption(session: SessionState, event: Event) -> bool:
     return (
         event.type in CONSUMED_EVENTS
         and event.item is not None
-        and item_key(event.platform, event.item) not in session.consumed
+        and not session.has_consumed(item_key(event.platform, event.item))
     )
 
 

@@ -32,7 +32,7 @@ from models.pipeline import (
     is_new_consumption,
 )
 from models.preference import PreferenceModel
-from models.session import MAX_RECENT, SessionState
+from models.session import MAX_RECENT, Excluded, SessionState
 from models.signals import CoVisitation, ItemKNN, PersonKNN, Popularity
 
 DEPTH = 200  # how deep a baseline ranks (for MRR)
@@ -115,7 +115,7 @@ class _Baseline:
         raise NotImplementedError
 
     @staticmethod
-    def _filter(keys: Iterable[str], exclude: frozenset[str]) -> list[str]:
+    def _filter(keys: Iterable[str], exclude: Excluded) -> list[str]:
         out = []
         for k in keys:
             if k not in exclude:

@@ -14,6 +14,14 @@ Examples
 (['shop:boots'], True)
 >>> SessionState.from_bytes(s.to_bytes()) == s
 True
+
+What a person consumed is never recommended to them again: the last :data:`MAX_CONSUMED`
+items exactly, in order, and the ones before them in a Bloom filter of fixed size.
+
+>>> for i in range(MAX_CONSUMED + 1):
+...     _ = s.add_consumed(f"video:{i}")
+>>> s.consumed[0], "video:0" in s.exclusion(), len(s.exclusion())
+('video:1', True, 502)
 """
 
 from __future__ import annotations
@@ -21,13 +29,15 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from models.bloom import BloomFilter
 from models.errors import InvalidEventError
 
 MAX_RECENT = 50
+#: consumed items kept in order (older ones: only in :attr:`SessionState.consumed_earlier`)
 MAX_CONSUMED = 500
 #: event ids remembered per person, to drop redeliveries (at-least-once delivery)
 SEEN_EVENTS = 200
@@ -45,6 +55,30 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "aliases": list,
     "events": int,
 }
+
+
+class Excluded(Protocol):
+    """What a list must leave out: a frozenset, or an :class:`Exclusion` when a Bloom filter
+    holds part of it. ``len`` says how many keys it excludes."""
+
+    def __contains__(self, key: object, /) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """Exact keys plus a Bloom filter of older ones (only heavy users have one: a frozenset
+    is quicker to ask)."""
+
+    keys: frozenset[str]
+    earlier: BloomFilter
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys or key in self.earlier
+
+    def __len__(self) -> int:
+        return len(self.keys) + len(self.earlier)
 
 
 @dataclass
@@ -65,7 +99,8 @@ class SessionState:
     recent: dict[str, list[str]] = field(default_factory=dict)  # platform → newest last
     interest: dict[str, np.ndarray] = field(default_factory=dict)  # platform → decayed sum
     interest_ts: dict[str, float] = field(default_factory=dict)  # platform → last update
-    consumed: list[str] = field(default_factory=list)
+    consumed: list[str] = field(default_factory=list)  # the last MAX_CONSUMED, newest last
+    consumed_earlier: BloomFilter | None = None  # the ones before them
     seen_event_ids: list[str] = field(default_factory=list)  # at-least-once: drop replays
     last_rec: dict[str, LastRecommendation] = field(default_factory=dict)
     aliases: list[str] = field(default_factory=list)  # person keys merged into this one
@@ -88,9 +123,8 @@ class SessionState:
             recent.remove(key)
         recent.append(key)
         del recent[:-MAX_RECENT]
-        if consumed and key not in self.consumed:
-            self.consumed.append(key)
-            del self.consumed[:-MAX_CONSUMED]
+        if consumed:
+            self.add_consumed(key)
         previous = self.interest.get(platform)
         if previous is None:
             self.interest[platform] = weight * vector.astype(np.float32)
@@ -100,6 +134,38 @@ class SessionState:
             self.interest[platform] = decay * previous + np.float32(weight) * vector
         self.interest_ts[platform] = max(ts, self.interest_ts.get(platform, ts))
         self.events += 1
+
+    def has_consumed(self, key: str) -> bool:
+        """Has the person consumed ``key`` (liked or not)? Rarely a wrong "yes" for a heavy
+        user (:mod:`models.bloom`), never a wrong "no"."""
+        return key in self.consumed or (
+            self.consumed_earlier is not None and key in self.consumed_earlier
+        )
+
+    def add_consumed(self, key: str) -> bool:
+        """Note that the person consumed ``key``; False if they had already."""
+        if self.has_consumed(key):
+            return False
+        self.consumed.append(key)
+        self._spill()
+        return True
+
+    def exclusion(self, *also: str) -> Excluded:
+        """Everything this person consumed, and ``also``: what their lists must leave out."""
+        keys = frozenset((*self.consumed, *also))
+        if self.consumed_earlier is None:
+            return keys
+        return Exclusion(keys, self.consumed_earlier)
+
+    def _spill(self) -> None:
+        """Move the oldest consumed items past :data:`MAX_CONSUMED` into the Bloom filter."""
+        if len(self.consumed) <= MAX_CONSUMED:
+            return
+        earlier = self.consumed_earlier or BloomFilter()
+        for key in self.consumed[:-MAX_CONSUMED]:
+            earlier = earlier.with_key(key)
+        self.consumed_earlier = earlier
+        del self.consumed[:-MAX_CONSUMED]
 
     def remember_event(self, event_id: str, window: int = SEEN_EVENTS) -> bool:
         """False if this event was already applied (a redelivery after a crash)."""
@@ -123,9 +189,15 @@ class SessionState:
             self.interest_ts[platform] = max(
                 self.interest_ts.get(platform, 0.0), other.interest_ts.get(platform, 0.0)
             )
-        self.consumed = (other.consumed + [k for k in self.consumed if k not in other.consumed])[
-            -MAX_CONSUMED:
-        ]
+        if other.consumed_earlier is not None:
+            self.consumed_earlier = (
+                other.consumed_earlier
+                if self.consumed_earlier is None
+                else self.consumed_earlier.union(other.consumed_earlier)
+            )
+        theirs = [k for k in other.consumed if not self.has_consumed(k)]
+        self.consumed = theirs + self.consumed
+        self._spill()
         # the alias's events may be redelivered after the link: they must still be known
         seen = set(self.seen_event_ids)
         self.seen_event_ids = (
@@ -143,6 +215,9 @@ class SessionState:
             "interest": {p: _encode_vec(v) for p, v in self.interest.items()},
             "interest_ts": self.interest_ts,
             "consumed": self.consumed,
+            "consumed_earlier": (
+                None if self.consumed_earlier is None else self.consumed_earlier.to_dict()
+            ),
             "seen_event_ids": self.seen_event_ids,
             "last_rec": {p: vars(r) for p, r in self.last_rec.items()},
             "aliases": self.aliases,
@@ -159,6 +234,10 @@ class SessionState:
                 _each(name, d[name], str)
             for platform, keys in d["recent"].items():
                 _each(f"recent[{platform!r}]", json_typed(f"recent[{platform!r}]", keys, list), str)
+            # absent from states stored before it existed
+            earlier = d.get("consumed_earlier")
+            if earlier is not None:
+                earlier = BloomFilter.from_dict(json_typed("consumed_earlier", earlier, dict))
             for platform, ts in d["interest_ts"].items():
                 json_typed(f"interest_ts[{platform!r}]", ts, (int, float))
             for platform, rec in d["last_rec"].items():
@@ -176,6 +255,7 @@ class SessionState:
                 interest={p: _decode_vec(v) for p, v in d["interest"].items()},
                 interest_ts=d["interest_ts"],
                 consumed=d["consumed"],
+                consumed_earlier=earlier,
                 seen_event_ids=d["seen_event_ids"],
                 last_rec={p: LastRecommendation(**r) for p, r in d["last_rec"].items()},
                 aliases=d["aliases"],

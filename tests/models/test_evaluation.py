@@ -28,7 +28,7 @@ from models.recommenders import (
     PopularityBaseline,
 )
 from models.report import write_report
-from models.session import SessionState
+from models.session import MAX_CONSUMED, SessionState
 
 from ..fakes import HashingEncoder
 
@@ -141,6 +141,20 @@ def test_only_evaluated_positive_events_are_ranked_and_repeats_skipped() -> None
     run = replay(ds, spy, catalog_for(ds), progress=False, rank_all=True)
     assert [c for c in spy.calls if c[0] == "rank"] == [("rank", "p"), ("rank", "p")]
     assert run.repeats_skipped == 1 and [h.rank for h in run.hits] == [1]
+
+
+def test_a_repeat_of_an_item_consumed_before_the_last_max_consumed_is_still_a_repeat() -> None:
+    n = MAX_CONSUMED + 2
+    names = [f"i{k}" for k in range(n)]
+    events = [ev(k, "p", names[k]) for k in range(n)]
+    # i0 becomes the most popular item, then p buys it again, then something new
+    events += [ev(n + k, f"q{k}", "i0") for k in range(3)]
+    events += [ev(n + 3, "p", "i0"), ev(n + 4, "p", "new")]
+    ds = dataset(events, items("shop", [*names, "new"]), evaluated=[False] * (n + 3) + [True] * 2)
+    cat = catalog_for(ds)
+    run = replay(ds, PopularityBaseline(cat), cat, progress=False)
+    assert run.repeats_skipped == 1 and [h.index for h in run.hits] == [n + 4]
+    assert "shop:i0" not in run.top10["shop"]
 
 
 def test_context_prefers_the_same_platform_and_respects_the_cross_switch() -> None:

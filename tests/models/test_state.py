@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 from models.blend import AdaptiveBlend
+from models.bloom import BloomFilter
 from models.catalog import Catalog
 from models.errors import ConfigError, InvalidEventError
-from models.pipeline import PipelineConfig, consumed_on
-from models.session import MAX_RECENT, LastRecommendation, SessionState
+from models.events import Event, EventType
+from models.pipeline import PipelineConfig, consumed_on, is_new_consumption
+from models.session import MAX_CONSUMED, MAX_RECENT, Exclusion, LastRecommendation, SessionState
 from models.signals import (
     CoVisitation,
     ItemKNN,
@@ -51,6 +53,7 @@ def test_session_round_trip_keeps_every_field() -> None:
     s.remember_event("e1")
     s.last_rec["shop"] = LastRecommendation("r1", "shop", ["b", "c"], 4.5)
     s.aliases = ["shop:u"]
+    s.consumed_earlier = BloomFilter().with_key("shop:old")
     back = SessionState.from_bytes(s.to_bytes())
     for f in dataclasses.fields(SessionState):
         if f.default is not dataclasses.MISSING:
@@ -66,6 +69,45 @@ def test_session_round_trip_keeps_every_field() -> None:
             assert all(np.array_equal(mine[k], theirs[k]) for k in mine)
         else:
             assert theirs == mine, f.name
+
+
+def test_a_state_stored_before_the_consumed_filter_existed_still_loads() -> None:
+    d = SessionState(person="p", consumed=["shop:a"]).to_dict()
+    del d["consumed_earlier"]
+    back = SessionState.from_dict(d)
+    assert back.consumed == ["shop:a"] and back.consumed_earlier is None
+
+
+def test_items_consumed_before_the_last_max_consumed_are_still_excluded() -> None:
+    s = SessionState(person="p")
+    keys = [f"video:{i}" for i in range(MAX_CONSUMED + 30)]
+    assert all(s.add_consumed(k) for k in keys)
+    assert s.consumed == keys[30:] and len(s.consumed_earlier or ()) == 30
+    assert not s.add_consumed("video:0")  # consumed long ago: not new
+    assert s.consumed == keys[30:]
+    exclusion = s.exclusion("video:now")
+    assert isinstance(exclusion, Exclusion) and len(exclusion) == MAX_CONSUMED + 31
+    assert all(k in exclusion for k in [*keys, "video:now"])
+    assert "video:never" not in exclusion and not s.has_consumed("video:never")
+    # a light user's exclusion stays a plain frozenset (quicker to ask)
+    assert SessionState(person="q", consumed=["a"]).exclusion("b") == frozenset({"a", "b"})
+    # nor is it learned again as a new consumption
+    again = Event(
+        event_id="e", ts=1.0, platform="video", user="p", item="0", type=EventType.PURCHASE
+    )
+    assert not is_new_consumption(s, again)
+    assert SessionState.from_bytes(s.to_bytes()) == s
+
+
+def test_merge_keeps_what_both_consumed_however_old() -> None:
+    a, b = SessionState(person="P"), SessionState(person="shop:u")
+    for i in range(MAX_CONSUMED + 5):
+        a.add_consumed(f"video:{i}")
+        b.add_consumed(f"shop:{i}")
+    a.merge(b)
+    assert len(a.consumed) == MAX_CONSUMED and a.consumed[-1] == f"video:{MAX_CONSUMED + 4}"
+    assert all(a.has_consumed(f"{p}:{i}") for p in ("video", "shop") for i in range(505))
+    assert not a.has_consumed("shop:never")
 
 
 def test_interest_decays_with_event_time() -> None:
