@@ -733,7 +733,7 @@ class Pipeline:
                 continue
             session = load(msg.person)
             if isinstance(msg, Merge):
-                session.merge(msg.state)
+                session.merge(msg.state, half_life_s=self.config.interest_half_life_s)
             elif isinstance(msg, Consent):
                 if msg.ts >= session.consent_ts:
                     session.consent, session.consent_ts = msg.consent, msg.ts

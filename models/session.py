@@ -117,22 +117,33 @@ class SessionState:
         half_life_s: float,
         weight: float = 1.0,
     ) -> None:
-        """Fold one positive interaction into the state."""
+        """Fold one positive interaction into the state.
+
+        A late event (older than the platform's last update: delivered out of order) weighs
+        what it would have weighed by now, and does not become the person's newest item, the
+        context of their next list.
+        """
         recent = self.recent.setdefault(platform, [])
-        if key in recent:
-            recent.remove(key)
-        recent.append(key)
+        last = self.interest_ts.get(platform, ts)
+        if ts >= last or not recent:
+            if key in recent:
+                recent.remove(key)
+            recent.append(key)
+        elif key not in recent:
+            recent.insert(len(recent) - 1, key)
         del recent[:-MAX_RECENT]
         if consumed:
             self.add_consumed(key)
         previous = self.interest.get(platform)
         if previous is None:
             self.interest[platform] = weight * vector.astype(np.float32)
-        else:
-            dt = max(0.0, ts - self.interest_ts.get(platform, ts))
-            decay = np.float32(0.5 ** (dt / half_life_s))
+        elif ts >= last:
+            decay = np.float32(_decay(ts - last, half_life_s))
             self.interest[platform] = decay * previous + np.float32(weight) * vector
-        self.interest_ts[platform] = max(ts, self.interest_ts.get(platform, ts))
+        else:
+            late = np.float32(weight * _decay(last - ts, half_life_s))
+            self.interest[platform] = previous + late * vector
+        self.interest_ts[platform] = max(ts, last)
         self.events += 1
 
     def has_consumed(self, key: str) -> bool:
@@ -175,20 +186,25 @@ class SessionState:
         del self.seen_event_ids[:-window]
         return True
 
-    def merge(self, other: SessionState) -> None:
-        """Absorb the state of a person key that was linked to this person."""
+    def merge(self, other: SessionState, *, half_life_s: float) -> None:
+        """Absorb the state of a person key that was linked to this person; each side's
+        interest is decayed to the later of their last updates before they are added."""
         for platform, items in other.recent.items():
             mine = self.recent.setdefault(platform, [])
             mine[:0] = [k for k in items if k not in mine]
             del mine[:-MAX_RECENT]
         for platform, vec in other.interest.items():
+            their_ts = other.interest_ts.get(platform, 0.0)
             if platform in self.interest:
-                self.interest[platform] = self.interest[platform] + vec
+                my_ts = self.interest_ts.get(platform, 0.0)
+                now = max(my_ts, their_ts)
+                own = np.float32(_decay(now - my_ts, half_life_s)) * self.interest[platform]
+                aged = np.float32(_decay(now - their_ts, half_life_s)) * vec
+                self.interest[platform] = own + aged
+                self.interest_ts[platform] = now
             else:
                 self.interest[platform] = vec.copy()
-            self.interest_ts[platform] = max(
-                self.interest_ts.get(platform, 0.0), other.interest_ts.get(platform, 0.0)
-            )
+                self.interest_ts[platform] = their_ts
         if other.consumed_earlier is not None:
             self.consumed_earlier = (
                 other.consumed_earlier
@@ -294,6 +310,11 @@ def json_typed(name: str, value: Any, kind: type | tuple[type, ...]) -> Any:
 def _each(name: str, values: list[Any], kind: type | tuple[type, ...]) -> None:
     for i, value in enumerate(values):
         json_typed(f"{name}[{i}]", value, kind)
+
+
+def _decay(dt: float, half_life_s: float) -> float:
+    """What a weight ``dt`` seconds old is worth now."""
+    return float(0.5 ** (max(0.0, dt) / half_life_s))
 
 
 def _encode_vec(v: np.ndarray) -> str:

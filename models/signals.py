@@ -707,11 +707,18 @@ class PersonKNN(_ItemIds):
         return p
 
     def learn_one(self, person: str, key: str) -> None:
-        """``person`` engaged with ``key`` (a positive)."""
+        """``person`` engaged with ``key`` (a positive). Each person and item are linked once:
+        a view, a click and a purchase of one item are one shared item, not three."""
         i, p = self.id_of(key), self._person_id(person)
-        self._items_of[p, self._count[p] % self.per_person] = i
+        ring = self._items_of[p]
+        if (ring == i).any():
+            return
+        ring[self._count[p] % self.per_person] = i
         self._count[p] += 1
         people = self._people_of[i]
+        # (once out of the person's ring, an item may still list them)
+        if people and (np.frombuffer(people, np.int64) == p).any():
+            return
         people.append(p)
         if len(people) > 2 * self.per_item:
             del people[: len(people) - self.per_item]

@@ -104,7 +104,7 @@ def test_merge_keeps_what_both_consumed_however_old() -> None:
     for i in range(MAX_CONSUMED + 5):
         a.add_consumed(f"video:{i}")
         b.add_consumed(f"shop:{i}")
-    a.merge(b)
+    a.merge(b, half_life_s=1.0)
     assert len(a.consumed) == MAX_CONSUMED and a.consumed[-1] == f"video:{MAX_CONSUMED + 4}"
     assert all(a.has_consumed(f"{p}:{i}") for p in ("video", "shop") for i in range(505))
     assert not a.has_consumed("shop:never")
@@ -118,10 +118,39 @@ def test_interest_decays_with_event_time() -> None:
     assert np.allclose(s.interest["shop"], [0.5, 1.0])
 
 
+def test_a_late_event_weighs_what_it_would_have_by_now_and_is_not_the_newest() -> None:
+    a, b = np.array([1.0, 0.0], np.float32), np.array([0.0, 1.0], np.float32)
+    in_order, late = SessionState(person="p"), SessionState(person="p")
+    in_order.observe("shop", "shop:a", a, ts=0.0, consumed=False, half_life_s=100.0)
+    in_order.observe("shop", "shop:b", b, ts=300.0, consumed=False, half_life_s=100.0)
+    late.observe("shop", "shop:b", b, ts=300.0, consumed=False, half_life_s=100.0)
+    late.observe("shop", "shop:a", a, ts=0.0, consumed=False, half_life_s=100.0)
+    assert np.allclose(late.interest["shop"], [0.125, 1.0])
+    assert np.allclose(late.interest["shop"], in_order.interest["shop"])
+    assert late.interest_ts["shop"] == 300.0
+    assert late.recent["shop"] == ["shop:a", "shop:b"]  # b stays the newest
+    late.observe("shop", "shop:b", b, ts=200.0, consumed=False, half_life_s=100.0)
+    assert late.recent["shop"] == ["shop:a", "shop:b"]
+
+
+def test_merge_decays_the_older_interest_to_the_newer_ones_time() -> None:
+    a, b = np.array([1.0, 0.0], np.float32), np.array([0.0, 1.0], np.float32)
+    person, alias = SessionState(person="P"), SessionState(person="shop:u")
+    alias.observe("shop", "shop:a", a, ts=0.0, consumed=False, half_life_s=100.0)
+    person.observe("shop", "shop:b", b, ts=1_000.0, consumed=False, half_life_s=100.0)
+    person.merge(alias, half_life_s=100.0)
+    assert np.allclose(person.interest["shop"], [2.0**-10, 1.0])
+    assert person.interest_ts["shop"] == 1_000.0
+    # and the other way round: the person's own interest is the older one
+    alias.merge(SessionState(person="Q", interest={"shop": b}, interest_ts={"shop": 100.0}),
+                half_life_s=100.0)
+    assert np.allclose(alias.interest["shop"], [0.5, 1.0]) and alias.interest_ts["shop"] == 100.0
+
+
 def test_merge_combines_histories() -> None:
     a, b = SessionState(person="P"), SessionState(person="shop:u")
     b.observe("shop", "shop:x", np.ones(2, np.float32), ts=1.0, consumed=True, half_life_s=1.0)
-    a.merge(b)
+    a.merge(b, half_life_s=1.0)
     assert a.recent["shop"] == ["shop:x"] and a.consumed == ["shop:x"] and a.aliases == ["shop:u"]
 
 
@@ -482,6 +511,21 @@ def test_person_knn_finds_people_alike_and_leaves_out_ones_own_votes() -> None:
     assert found.scores[0] == 1.0 and found.scores[1] < 1.0
     assert knn.candidate_ids_many([("eve", ["s:unknown"])], "v", n=5)[0].ids.size == 0
     assert knn.candidate_ids_many([("eve", ["s:a"])], "nowhere", n=5)[0].ids.size == 0
+
+
+def test_person_knn_links_a_person_and_an_item_once_however_often_they_engage() -> None:
+    def found(repeats: int) -> tuple[list[str], list[float], float]:
+        knn = PersonKNN()
+        for person, items in {"ann": ["s:a", "v:x"], "bob": ["s:a", "s:b", "v:y"]}.items():
+            for key in items:
+                for _ in range(repeats if person == "ann" else 1):  # ann re-views hers
+                    knn.learn_one(person, key)
+        got = knn.candidate_ids_many([("dee", ["s:a", "s:b"])], "v", n=5)[0]
+        return [knn.keys[i] for i in got.ids], got.scores.tolist(), got.strength
+
+    once = found(1)
+    assert once[0] == ["v:y", "v:x"] and found(5) == once
+    assert 0.0 < once[2] <= 1.0  # the best item's share of the neighbours' similarity
 
 
 def test_person_knn_is_bounded_and_chunking_changes_nothing(
