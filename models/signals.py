@@ -202,13 +202,25 @@ _EMPTY = Neighbours(np.zeros(0, np.int64), np.zeros(0, np.float64))
 
 def _best_per_row(scores: np.ndarray, n: int, totals: Sequence[float]) -> list[Neighbours]:
     """Each row of non-negative ``scores`` (queries x items) as :class:`Neighbours`: its top
-    ``n`` positive columns best first (ties in the order the partition left them), scaled so
-    the best is 1, and the best over the row's ``totals`` entry as the strength. All rows in
-    one call per numpy step: a call per row would cost Python per query."""
+    ``n`` positive columns best first (ties by column, as :func:`_best_of_cells` breaks
+    them), scaled so the best is 1, and the best over the row's ``totals`` entry as the
+    strength. All rows in one call per numpy step: a call per row would cost Python per
+    query."""
     k = min(n, scores.shape[1])
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     top_scores = np.take_along_axis(scores, top, axis=1)
-    order = np.argsort(-top_scores, axis=1, kind="stable")
+    # The partition leaves out an arbitrary few of the items tied with the k-th best: where
+    # it did, take the ones of lowest column instead (rare; a row at a time).
+    kth = top_scores.min(axis=1)
+    tied = np.count_nonzero(scores == kth[:, None], axis=1)
+    kept = np.count_nonzero(top_scores == kth[:, None], axis=1)
+    short = np.flatnonzero((tied > kept) & (kth > 0))
+    for q in short.tolist():
+        row = scores[q]
+        above = np.flatnonzero(row > kth[q])
+        top[q] = np.concatenate([above, np.flatnonzero(row == kth[q])[: k - len(above)]])
+        top_scores[q] = row[top[q]]
+    order = np.lexsort((top, -top_scores), axis=1)  # best first, ties by column
     top = np.take_along_axis(top, order, axis=1)
     top_scores = np.take_along_axis(top_scores, order, axis=1)
     positive = np.count_nonzero(top_scores > 0, axis=1).tolist()  # they come first
@@ -263,7 +275,7 @@ def _best_of(
     """The top ``n`` of each row of a (``rows`` x ``size``) matrix given as entries (flat cell
     ``row * size + column``, a weight each, summed per cell) as :class:`Neighbours`: sorted
     from the entries when they are few (:func:`_best_of_cells`), else through the dense
-    matrix (:func:`_best_per_row`); the same floats either way."""
+    matrix (:func:`_best_per_row`); the same items and floats either way."""
     if len(cells) < SPARSE_BELOW * rows * size:
         return _best_of_cells(cells, weights, rows, size, n, totals)
     scores = np.bincount(cells, weights=weights, minlength=rows * size)

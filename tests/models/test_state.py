@@ -26,6 +26,8 @@ from models.signals import (
     PersonKNN,
     Popularity,
     Transitions,
+    _best_of_cells,
+    _best_per_row,
 )
 
 
@@ -511,6 +513,28 @@ def test_person_knn_finds_people_alike_and_leaves_out_ones_own_votes() -> None:
     assert found.scores[0] == 1.0 and found.scores[1] < 1.0
     assert knn.candidate_ids_many([("eve", ["s:unknown"])], "v", n=5)[0].ids.size == 0
     assert knn.candidate_ids_many([("eve", ["s:a"])], "nowhere", n=5)[0].ids.size == 0
+
+
+def test_ties_go_by_column_whether_a_chunk_is_scored_sparse_or_dense() -> None:
+    # integer counts tie often; which of the tied items make the top n must not depend on
+    # which other queries share the batch (it picks the sparse or the dense pass)
+    rng = np.random.default_rng(0)
+    rows, size, n = 6, 40, 5
+    cells = rng.integers(0, rows * size, 150)
+    weights = rng.integers(1, 3, 150).astype(np.float64)
+    totals = [10.0] * rows
+    sparse = _best_of_cells(cells, weights, rows, size, n, totals)
+    dense = _best_per_row(np.bincount(cells, weights, rows * size).reshape(rows, size), n, totals)
+    assert any(len(np.unique(f.scores)) < len(f.scores) for f in sparse)  # ties were there
+    for a, b in zip(sparse, dense, strict=True):
+        assert a.ids.tolist() == b.ids.tolist() and a.scores.tolist() == b.scores.tolist()
+    knn = ItemKNN(window=200)
+    history = ["m:q"] + [f"m:{i:03d}" for i in range(100)]  # q co-occurs once with each
+    for i in range(1, len(history) + 1):
+        knn.learn_one(history[:i])
+    alone = knn.candidate_ids_many([["m:q"]], "m", n=5)[0]
+    batched = knn.candidate_ids_many([["m:q"]] + [[]] * 40, "m", n=5)[0]
+    assert alone.ids.tolist() == batched.ids.tolist()
 
 
 def test_person_knn_links_a_person_and_an_item_once_however_often_they_engage() -> None:
