@@ -289,7 +289,7 @@ class Shown:
 
     keys: list[str]  # the blend's order
     features: np.ndarray  # [len(keys), len(SIGNALS)], the blend's order
-    kept: list[int]  # the top K and a sample of the rest, ascending
+    kept: list[int]  # the top K, the K shown (if reranked) and a sample of the rest, ascending
     request_features: np.ndarray  # the reranker's inputs of the whole list (_request_features)
 
 
@@ -1198,11 +1198,18 @@ class Pipeline:
         return np.array([index[k] for k in keys if k in index], np.int64)
 
     def _remember_for_feedback(self, ranking: Ranking) -> None:
+        """Keep the list until the person's next engagement on the platform answers it: the
+        blend learns from the items it ranked first, the ones the person was shown (the
+        reranker's top, where it reordered the blend's) and a sample of the rest."""
         keys, features = ranking.by_blend or (ranking.keys, ranking.features)
         k = self.config.top_k
-        keep = list(range(min(k, len(keys))))
-        tail = list(range(k, len(keys)))
-        keep += sorted(self._rng.sample(tail, min(self.config.feedback_tail, len(tail))))
+        first = set(range(min(k, len(keys))))
+        if ranking.by_blend is not None:
+            at = {key: i for i, key in enumerate(keys)}
+            first.update(at[key] for key in ranking.keys[:k])
+        tail = [i for i in range(len(keys)) if i not in first]
+        sample = self._rng.sample(tail, min(self.config.feedback_tail, len(tail)))
+        keep = sorted(first.union(sample))
         key = (ranking.request.person, ranking.request.platform)
         self._feedback[key] = Shown(keys, features, keep, ranking.request_features)
         self._feedback.move_to_end(key)

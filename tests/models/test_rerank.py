@@ -406,8 +406,9 @@ def _check_onnx(
         assert np.allclose(got, model.decision_function(rows), atol=1e-5)
 
 
-def themed_pipeline(rerank_every: int | None) -> Pipeline:
-    p = Pipeline(HashingEncoder(dim=64), None, PipelineConfig(rerank_every=rerank_every))
+def themed_pipeline(rerank_every: int | None, feedback_tail: int = 50) -> Pipeline:
+    config = PipelineConfig(rerank_every=rerank_every, feedback_tail=feedback_tail)
+    p = Pipeline(HashingEncoder(dim=64), None, config)
     p.add_items(
         [
             CatalogItem(item=f"{t}-{i}", platform="shop", title=f"{w} {t} {i}", tags=[t])
@@ -435,7 +436,8 @@ def engage(p: Pipeline, rounds: int) -> list:
 
 
 def test_pipeline_serves_the_reranked_order_and_feeds_back_the_blend_order() -> None:
-    p = themed_pipeline(rerank_every=40)
+    # no sample of the tail: the blend keeps its own top 10 and the 10 shown
+    p = themed_pipeline(rerank_every=40, feedback_tail=0)
     p.reranker = Reranker(retrain_every=40, min_samples_leaf=5)  # 40 lists: small leaves
     engage(p, 40)  # the blend's order is served until the fit on the 40th answered list
     assert p.reranker is not None and p.reranker.fits == 1
@@ -461,6 +463,9 @@ def test_pipeline_serves_the_reranked_order_and_feeds_back_the_blend_order() -> 
     shown = p._feedback[("new", "shop")]
     assert shown.keys == blend_keys and np.array_equal(shown.features, blend_features)
     assert shown.kept[:10] == list(range(10))
+    # ...and from every item shown (the trees' top 10), wherever the blend had put it
+    shown_at = {blend_keys.index(key) for key in ranking.keys[:10]}
+    assert max(shown_at) >= 10 and set(shown.kept) == set(range(10)) | shown_at
     # ...and from what was known of the request: no history for "new"
     assert np.array_equal(shown.request_features, ranking.request_features)
     assert ranking.request_features[:3].tolist() == [0.0, 0.0, 0.0]
