@@ -789,6 +789,7 @@ class Pipeline:
         if is_item_event and item_key(event.platform, event.item or "") not in self.catalog:
             raise InvalidEventError(f"unknown item {event.item!r} on platform {event.platform!r}")
         new_consumption = is_new_consumption(session, event)
+        here_before = session.interest_ts.get(event.platform)
         key = apply_to_session(session, event, self.catalog, self.config)
         if new_consumption:
             consumed = consumed_on(session, event.platform, self.consumed_covisitation.window + 1)
@@ -803,7 +804,8 @@ class Pipeline:
         )
         self.popularity.learn_one(key, event.platform, event.ts, weight)
         self._mirror_popularity(key)
-        self.covisitation.learn_one(self._timeline(session, event.platform, key), event.ts)
+        for timeline in self._timelines(session, event.platform, key, here_before):
+            self.covisitation.learn_one(timeline, event.ts)
         self.item_knn.learn_one(session.recent.get(event.platform, []))
         self.person_knn.learn_one(self._knn_person(person, session, event.platform), key)
 
@@ -827,13 +829,27 @@ class Pipeline:
             return person
         return f"{person}@{platform}"
 
-    def _timeline(self, session: SessionState, platform: str, newest: str) -> list[str]:
-        """Recent items across the platforms this person allows, newest last."""
-        if not (session.consent and self.config.cross_platform):
-            return session.recent.get(platform, [])
-        others = [k for p, ks in session.recent.items() if p != platform for k in ks[-3:]]
+    def _timelines(
+        self, session: SessionState, platform: str, newest: str, here_before: float | None
+    ) -> list[list[str]]:
+        """The histories, newest last, that co-visitation pairs ``newest`` with: this
+        platform's recent items after the last few of each other platform the person allows;
+        but the platforms they used after their last event here (``here_before``) in a
+        history of their own, right before ``newest``. Only each platform's last update is
+        known, not each item's: a person who came from another platform has those items as
+        their latest, which behind ``window`` items here would never be paired."""
         mine = [k for k in session.recent.get(platform, []) if k != newest]
-        return [*others, *mine, newest]
+        if not (session.consent and self.config.cross_platform):
+            return [[*mine, newest]]
+        earlier: list[str] = []
+        since: list[str] = []
+        for p in sorted(session.recent, key=lambda p: session.interest_ts.get(p, 0.0)):
+            if p == platform:
+                continue
+            came_from = here_before is not None and session.interest_ts.get(p, 0.0) > here_before
+            (since if came_from else earlier).extend(session.recent[p][-3:])
+        first = [*earlier, *mine, newest]
+        return [first, [*since, newest]] if since else [first]
 
     def _learn_blend(self, person: str, platform: str, positive: str) -> None:
         """The person engaged with ``positive``: learn from the last ranking they were given."""

@@ -556,6 +556,23 @@ def test_disliked_items_feed_the_consumed_sequence_signals_only() -> None:
     assert ranking.features[row, SIGNALS.index("covisit")] == 0.0
 
 
+def test_coming_from_another_platform_pairs_its_latest_items_however_long_the_history_here(
+) -> None:
+    p, sessions, ids = linked_world()
+    here = [ev(10 + i, "shop", "a", f"jazz-{i}") for i in range(6)]  # more than the window
+    run(p, [ev(5, "video", "a", "garden-0"), *here], sessions, ids)
+    # long before, so not paired with the last shop item: it is behind six others
+    assert "video:garden-0" not in p.covisitation.candidates(["shop:jazz-5"], "video", 10)
+    run(p, [ev(20, "video", "a", "run-1"), ev(21, "shop", "a", "run-2")], sessions, ids)
+    # came from video: its latest item is paired with the next shop item
+    assert "video:run-1" in p.covisitation.candidates(["shop:run-2"], "video", 10)
+    # without consent, no pair crosses platforms
+    p, sessions, ids = linked_world()
+    run(p, [ev(3, "shop", "a", type_="identify", person="P", consent=False)], sessions, ids)
+    run(p, [*here, ev(20, "video", "a", "run-1"), ev(21, "shop", "a", "run-2")], sessions, ids)
+    assert p.covisitation.candidates(["shop:run-2"], "video", 10) == {}
+
+
 def test_people_alike_see_a_persons_platforms_together_only_with_consent() -> None:
     p, sessions, ids = linked_world()
     run(p, [ev(3, "shop", "a", "jazz-0", "purchase"), ev(4, "video", "a", "jazz-1", "purchase")],
