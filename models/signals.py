@@ -210,16 +210,15 @@ def _best_per_row(scores: np.ndarray, n: int, totals: Sequence[float]) -> list[N
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     top_scores = np.take_along_axis(scores, top, axis=1)
     # The partition leaves out an arbitrary few of the items tied with the k-th best: where
-    # it did, take the ones of lowest column instead (rare; a row at a time).
+    # it did, take the ones of lowest column instead.
     kth = top_scores.min(axis=1)
     tied = np.count_nonzero(scores == kth[:, None], axis=1)
     kept = np.count_nonzero(top_scores == kth[:, None], axis=1)
     short = np.flatnonzero((tied > kept) & (kth > 0))
     for q in short.tolist():
-        row = scores[q]
-        above = np.flatnonzero(row > kth[q])
-        top[q] = np.concatenate([above, np.flatnonzero(row == kth[q])[: k - len(above)]])
-        top_scores[q] = row[top[q]]
+        above = top[q][top_scores[q] > kth[q]]  # all of the row's above the bar are in top
+        top[q] = np.concatenate([above, np.flatnonzero(scores[q] == kth[q])[: k - len(above)]])
+        top_scores[q] = scores[q, top[q]]
     order = np.lexsort((top, -top_scores), axis=1)  # best first, ties by column
     top = np.take_along_axis(top, order, axis=1)
     top_scores = np.take_along_axis(top_scores, order, axis=1)
