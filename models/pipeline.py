@@ -494,10 +494,7 @@ class _Prepared:
     context: np.ndarray  # what the person is doing now (zeros: nothing)
     history: list[str]  # platforms whose history was used
     recent: list[str]  # their recent items here, newest last
-    recent_elsewhere: list[str]  # the last few on each other platform they allow, oldest first
-    # all of those, newest last as far as known: the platforms used since their last event
-    # here come after this platform's items (Pipeline._prepare)
-    timeline: list[str]
+    recent_elsewhere: list[str]  # the last few on each other platform they allow
     consumed: list[str]  # the last items they consumed here, liked or not, newest last
     # Filled for the whole batch at once by Pipeline._neighbour_candidates:
     covisit: _Scored = _NOTHING  # co-visited with their recent items on this platform
@@ -1157,14 +1154,6 @@ class Pipeline:
         person = _unit(s.interest.get(req.platform, zero) + self.config.cross_prior * u_cross)
         query = _unit(max(weights["content"], 0.0) * person + context)
         recent = s.recent.get(req.platform, [])
-        # Only each platform's last update is known: a platform used since the last event here
-        # holds the person's latest items.
-        here_ts = s.interest_ts.get(req.platform)
-        earlier: list[str] = []
-        since: list[str] = []
-        for p in sorted(others, key=lambda p: s.interest_ts.get(p, 0.0)):
-            came_from = here_ts is not None and s.interest_ts.get(p, 0.0) > here_ts
-            (since if came_from else earlier).extend(s.recent.get(p, [])[-3:])
         return _Prepared(
             u_same,
             u_cross,
@@ -1173,8 +1162,7 @@ class Pipeline:
             context,
             history,
             recent=recent,
-            recent_elsewhere=[*earlier, *since],
-            timeline=[*earlier, *recent, *since],
+            recent_elsewhere=[k for p in others for k in s.recent.get(p, [])[-3:]],
             consumed=consumed_on(s, req.platform, self.consumed_covisitation.window),
             knn_person=self._knn_person(req.person, s, req.platform),
             recent_rows=self._rows_of(recent[-NEAREST_OF:]),
@@ -1212,7 +1200,7 @@ class Pipeline:
             self.consumed_covisitation, self._consumed_covisit_rows, consumed, n
         )
         people = self.person_knn.candidate_ids_many(
-            [(p.knn_person, p.timeline) for p in prepared],
+            [(p.knn_person, [*p.recent_elsewhere, *p.recent]) for p in prepared],
             platform,
             cfg.person_knn_candidates,
         )

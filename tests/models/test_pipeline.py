@@ -573,21 +573,6 @@ def test_coming_from_another_platform_pairs_its_latest_items_however_long_the_hi
     assert p.covisitation.candidates(["shop:run-2"], "video", 10) == {}
 
 
-def test_people_alike_are_asked_with_the_latest_items_last_whichever_platform_they_are_on(
-) -> None:
-    p, sessions, ids = linked_world()
-    here = [ev(10 + i, "shop", "a", f"jazz-{i}") for i in range(4)]
-    run(p, [ev(5, "video", "a", "garden-0"), *here], sessions, ids)
-
-    def timeline() -> list[str]:
-        request = RankRequest("P", "shop", sessions["P"], None, frozenset(), 100.0)
-        return p._prepare(request).timeline
-
-    assert timeline() == ["video:garden-0", *(f"shop:jazz-{i}" for i in range(4))]
-    run(p, [ev(20, "video", "a", "run-1")], sessions, ids)  # came back from video
-    assert timeline() == [*(f"shop:jazz-{i}" for i in range(4)), "video:garden-0", "video:run-1"]
-
-
 def test_people_alike_see_a_persons_platforms_together_only_with_consent() -> None:
     p, sessions, ids = linked_world()
     run(p, [ev(3, "shop", "a", "jazz-0", "purchase"), ev(4, "video", "a", "jazz-1", "purchase")],
