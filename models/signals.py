@@ -462,7 +462,9 @@ class NeighbourRows(_ItemIds):
             # numpy's own sum per row: reduceat sums in another order, and the last-bit
             # differences reorder tied candidates
             totals = [np.frombuffer(self._weights[h], np.float64).sum() for h in rows]
-            w /= np.repeat(totals, lengths)
+            # a row decayed to nothing (weights underflow to 0 after ~1,000 half-lives)
+            # shares nothing: 0/1, not 0/0, whose NaN would spoil its items' sums
+            w /= np.repeat([t if t > 0 else 1.0 for t in totals], lengths)
         w *= np.repeat(ages, lengths)
         here = self._platform[nb] == code
         cell = (np.repeat(np.array(owners, np.int64) * size, lengths) + nb)[here]

@@ -515,6 +515,15 @@ def test_person_knn_finds_people_alike_and_leaves_out_ones_own_votes() -> None:
     assert knn.candidate_ids_many([("eve", ["s:a"])], "nowhere", n=5)[0].ids.size == 0
 
 
+def test_a_row_decayed_to_nothing_neither_spoils_nor_hides_other_rows_items() -> None:
+    cv = CoVisitation(window=3, half_life_s=3600.0)
+    cv.learn_one(["m:a", "m:b"], ts=0.0)
+    cv.learn_one(["m:c", "m:b"], ts=3600.0 * 1100)  # 1,100 half-lives on: a's row is all 0
+    with np.errstate(invalid="raise"):
+        assert cv.candidates(["m:c", "m:a"], "m", n=5) == cv.candidates(["m:c"], "m", n=5)
+    assert cv.candidates(["m:c"], "m", n=5) == {"m:b": 1.0}
+
+
 def test_ties_go_by_column_whether_a_chunk_is_scored_sparse_or_dense() -> None:
     # integer counts tie often; which of the tied items make the top n must not depend on
     # which other queries share the batch (it picks the sparse or the dense pass)
