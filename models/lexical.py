@@ -174,7 +174,9 @@ class LexicalIndex:
         if len(of) == 0 or len(among) == 0 or n <= 0:
             return np.zeros(0, np.int64)
         postings, seen, sums = self._postings(among, len(of), among_key)
-        limit = max(1, int(self.rare_share * len(among)))
+        # at least 2: the query's own row holds each of its words, so below 2 no word would
+        # ever lead to another row (platforms of under 100 items)
+        limit = max(2, int(self.rare_share * len(among)))
         found, partial = _partial_sums(
             m.indptr, m.indices, m.data, of, postings.indptr, postings.indices,
             postings.data, limit, sums, seen,

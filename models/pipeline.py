@@ -14,7 +14,6 @@ Replay evaluation uses the same two halves prequentially: ``recommend`` then ``l
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 import random
@@ -174,7 +173,8 @@ class PipelineConfig:
     # Second stage (models.rerank): trees refitted every this many answered lists; None: off
     rerank_every: int | None = 4000
     # ...and rescore the blend's top this many (the trees cost ~6x less than on all ~300;
-    # on MovieLens the blend's 50th rarely reaches the top 10: NDCG@10 0.0877 vs 0.0878)
+    # on MovieLens the blend's 50th rarely reaches the top 10: NDCG@10 0.0877 vs 0.0878),
+    # top_k at least: every published item has the trees' probability
     rerank_top: int = 50
     rerank_in_background: bool = False  # the worker: fit in another process, keep serving
     # ...and serve its trees this many answered lists after the fit started, waiting for it if
@@ -672,7 +672,9 @@ class Pipeline:
     ) -> Output:
         """Apply a batch of person messages; the recommendations, forwards and rejects.
 
-        ``sessions`` is written only once the whole batch is handled. A failure that is not
+        ``sessions`` is written only once the whole batch is handled (its states are worked on
+        as copies: a failed try leaves them as they were, whatever mapping holds them). A
+        failure that is not
         the input's (a bug) raises :class:`BatchFailedError` with the events whose learning
         had reached the global models by then: a retry passes them as ``learned``, and they
         update only the person's own state (which the failed try never wrote).
@@ -693,7 +695,9 @@ class Pipeline:
         learned: set[tuple[str, str]],
     ) -> Output:
         out = Output()
-        requests: list[tuple[PersonEvent, RankRequest]] = []
+        # each request with the state its list is remembered in (the one handed off with
+        # the person, if a later message of the batch hands them off)
+        requests: list[tuple[PersonEvent, RankRequest, SessionState]] = []
         searches = [
             m for m in batch if isinstance(m, PersonEvent) and m.event.type is EventType.SEARCH
         ]
@@ -710,7 +714,7 @@ class Pipeline:
         def load(person: str) -> SessionState:
             if person not in touched:
                 stored = None if person in handed_off else sessions.get(person)
-                touched[person] = stored or SessionState(person=person)
+                touched[person] = stored.copy() if stored else SessionState(person=person)
             return touched[person]
 
         for msg in batch:
@@ -719,6 +723,7 @@ class Pipeline:
                 state = touched.pop(msg.person, None)
                 if state is None and msg.person not in handed_off:
                     state = sessions.get(msg.person)
+                    state = state.copy() if state else None
                 handed_off.add(msg.person)
                 if state is not None:
                     out.forwards.append(Merge(person=msg.to, state=state))
@@ -749,14 +754,14 @@ class Pipeline:
                     self.learn(msg.person, msg.event, session)
                     learned.add((msg.person, event_key))
                 # Rank on the state as of this event, even if the batch holds later ones.
-                snapshot = copy.deepcopy(session) if later[msg.person] else session
+                snapshot = session.copy() if later[msg.person] else session
                 request = self._request_for(msg, snapshot, query_vector.get(id(msg)))
                 if request is not None:
-                    requests.append((msg, request))
-        rankings = self.recommend([r for _, r in requests])
-        for (msg, _), ranking in zip(requests, rankings, strict=True):
+                    requests.append((msg, request, session))
+        rankings = self.recommend([r for _, r, _ in requests])
+        for (msg, _, session), ranking in zip(requests, rankings, strict=True):
             rec = self._recommendation(msg, ranking, now)
-            load(msg.person).last_rec[rec.platform] = LastRecommendation(
+            session.last_rec[rec.platform] = LastRecommendation(
                 rec.rec_id, rec.platform, [s.item for s in rec.items], msg.event.ts
             )
             out.recommendations.append(rec)
@@ -917,7 +922,7 @@ class Pipeline:
         )
         rankings = self._blend_rankings(requests, prepared, rows_cat, features, sizes)
         if self.reranker is not None and self.reranker.ready:
-            top = self.config.rerank_top
+            top = max(self.config.rerank_top, self.config.top_k)
             reranked = self.reranker.score_many(
                 [r.features[:top] for r in rankings], [r.request_features for r in rankings]
             )

@@ -56,6 +56,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import functools
 import logging
@@ -167,6 +168,25 @@ class Reranker:
         self._copied: threading.Event | None = None
         self._deferred: list[tuple[int, np.ndarray]] = []
         self.last_fit: FittedTrees | None = None  # the trees served, and how they were fitted
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Reranker:
+        """A reranker that goes on learning and scoring on its own (a replay's what-if; its
+        trees rebuilt from their ONNX bytes). A fit still running is shared: its result is
+        the same trees for both, served by each at its own time; its lists' hand-over block
+        is not (the copy makes its own at its next fit)."""
+        clone = Reranker.__new__(Reranker)
+        memo[id(self)] = clone
+        shared = {"_pending", "_copied"}
+        for name, value in vars(self).items():
+            if name in shared:
+                setattr(clone, name, value)
+            elif name in ("_model", "_handover"):
+                setattr(clone, name, None)
+            else:
+                setattr(clone, name, copy.deepcopy(value, memo))
+        if self._model is not None and self.last_fit is not None:
+            clone._model = _session(self.last_fit.onnx)
+        return clone
 
     @property
     def ready(self) -> bool:
@@ -298,7 +318,11 @@ class Reranker:
     def stored(self, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The lists kept for the next fit, oldest first: their rows (lists x the most rows
         one holds x inputs; a list's first ``length`` rows are its own, the positive first) and
-        their lengths. Copies; the rows into ``out`` if given (shaped like them)."""
+        their lengths. Copies; the rows into ``out`` if given (shaped like them). Waits for a
+        background fit's copy of the ring to end first: lists answered during it are written
+        only then."""
+        if self._copied is not None:
+            self._copied.wait()
         self._write_deferred()
         return self._snapshot(self.answered, out)
 

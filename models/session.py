@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -145,6 +145,20 @@ class SessionState:
             self.interest[platform] = previous + late * vector
         self.interest_ts[platform] = max(ts, last)
         self.events += 1
+
+    def copy(self) -> SessionState:
+        """A copy that shares nothing this class changes in place (vectors and the Bloom
+        filter are replaced, never changed, so they are shared)."""
+        return replace(
+            self,
+            recent={p: list(keys) for p, keys in self.recent.items()},
+            interest=dict(self.interest),
+            interest_ts=dict(self.interest_ts),
+            consumed=list(self.consumed),
+            seen_event_ids=list(self.seen_event_ids),
+            last_rec=dict(self.last_rec),
+            aliases=list(self.aliases),
+        )
 
     def has_consumed(self, key: str) -> bool:
         """Has the person consumed ``key`` (liked or not)? Rarely a wrong "yes" for a heavy

@@ -71,6 +71,8 @@ class Popularity:
         return _power_of_two((ts - self._origin) / self.half_life_s)
 
     def learn_one(self, key: str, platform: str, ts: float, weight: float = 1.0) -> None:
+        # (an event over ~1,070 half-lives older than the origin scales to 0: against the
+        # counts since, that is what it weighs)
         scale = self._scale(ts)
         if scale == math.inf:  # over 1,000 half-lives since the origin at once:
             self._rebase(ts)  # every count has decayed to nothing
@@ -143,8 +145,16 @@ class Popularity:
                 del self._top_cache[platform]
 
     def predict_one(self, key: str, ts: float) -> float:
-        """Decayed count at ``ts``."""
-        return self._scaled.get(key, 0.0) / self._scale(ts)
+        """Decayed count at ``ts`` (counts learned after ``ts`` grown back to it: ``inf``
+        beyond what a float holds, over ~1,000 half-lives back)."""
+        value = self._scaled.get(key, 0.0)
+        scale = self._scale(ts)
+        if value == 0.0:
+            return 0.0
+        if scale > 0.0:
+            return value / scale
+        assert self._origin is not None  # set by _scale
+        return value * _power_of_two((self._origin - ts) / self.half_life_s)
 
     def normalised_many(self, keys: list[str], platform: str) -> np.ndarray:
         """Each key's log-popularity relative to the platform's most popular item, in [0, 1]

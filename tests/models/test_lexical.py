@@ -123,6 +123,15 @@ def test_search_finds_rows_through_rare_words_only() -> None:
     assert lex.search(np.array([0]), np.arange(7), 10).tolist() == [0, 6]
 
 
+def test_a_small_platform_finds_the_rows_sharing_a_word_with_the_query() -> None:
+    lex = LexicalIndex()
+    texts = ["sulky rayon thread red", "sulky rayon thread blue"]
+    texts += [f"filler{i} item{i} words{i}" for i in range(38)]  # 40 rows: 2 % is under one
+    for row, text in enumerate(texts):
+        lex.upsert(row, text)
+    assert 1 in lex.shortlist(np.array([0]), np.arange(40), 50).tolist()
+
+
 def test_the_matrix_is_rebuilt_once_enough_texts_changed() -> None:
     lex = LexicalIndex(rebuild_share=0.01)
     for row in range(200):

@@ -215,6 +215,39 @@ def test_a_batch_that_fails_half_way_keeps_a_state_it_handed_off(
     assert sessions["shop:c"].recent["shop"] == ["shop:jazz-3"]
 
 
+def test_a_failed_try_leaves_a_plain_dicts_states_as_they_were(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    p = make_pipeline()
+    sessions: dict[str, SessionState] = {}
+    run(p, [ev(1, "shop", "b", "jazz-0", "purchase")], sessions, {})
+    before = sessions["shop:b"].to_bytes()
+    learn = p.learn
+    fail_learning_for(monkeypatch, p, "shop:b")
+    batch: list[PersonMessage] = [PersonEvent("shop:b", ev(2, "shop", "b", "jazz-1", "purchase"))]
+    with pytest.raises(BatchFailedError):
+        p.handle(batch, sessions, now=0.0)
+    assert sessions["shop:b"].to_bytes() == before  # not even the event id remembered
+    monkeypatch.setattr(p, "learn", learn)
+    p.handle(batch, sessions, now=0.0)
+    assert p.stats["duplicates"] == 0 and sessions["shop:b"].consumed[-1] == "shop:jazz-1"
+
+
+def test_an_alias_handed_off_after_its_event_in_one_batch_is_gone_and_its_list_moves() -> None:
+    p = make_pipeline()
+    sessions: dict[str, SessionState] = {}
+    batch: list[PersonMessage] = [
+        PersonEvent("shop:u1", ev(1, "shop", "u1", "jazz-0")),
+        Handoff("shop:u1", "P"),
+    ]
+    out = p.handle(batch, sessions, now=0.0)
+    assert "shop:u1" not in sessions
+    (merge,) = [f for f in out.forwards if isinstance(f, Merge)]
+    assert merge.state.recent == {"shop": ["shop:jazz-0"]} and list(merge.state.last_rec) == [
+        "shop"
+    ]
+
+
 def test_a_batch_retried_after_a_bug_learns_each_event_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

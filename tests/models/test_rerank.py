@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import gc
 import multiprocessing
 import os
@@ -146,6 +148,38 @@ def test_background_fit_swaps_the_trees_in_when_done() -> None:
     for _ in range(50):
         rr.learn_one(*xor_list(rng))
     assert rr.fitted_at == [50] and rr.fits == 1
+
+
+def test_a_fitted_reranker_deep_copied_scores_alike_and_learns_on_its_own() -> None:
+    rr = Reranker(retrain_every=50, negatives=5, max_iter=20)
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        rr.learn_one(*xor_list(rng))
+    assert rr.ready
+    clone = copy.deepcopy(rr)
+    features = xor_list(rng)[0]
+    assert np.array_equal(clone.score(features), rr.score(features))
+    clone.learn_one(*xor_list(rng))
+    assert (clone.answered, rr.answered) == (51, 50)
+    # and a pipeline holding one (the tests' and replays' what-ifs)
+    p = themed_pipeline(rerank_every=None)
+    p.reranker = rr
+    copied = copy.deepcopy(p).reranker
+    assert copied is not None and copied.ready
+
+
+def test_stored_lists_include_those_answered_while_a_fit_copies_the_ring() -> None:
+    gate = threading.Event()
+    rerank._copier().submit(gate.wait)  # the copying thread busy: the fit's copy waits
+    threading.Timer(0.3, gate.set).start()
+    rr = Reranker(retrain_every=5, negatives=2, max_lists=8, max_iter=5, background=True)
+    for i in range(7):  # a fit starts at the 5th; the 6th and 7th wait for its copy
+        rr.learn_one(np.full((4, 2), float(i + 1), np.float32), 0)
+    rows, lengths = rr.stored()
+    assert rows[:, 0, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    assert lengths.tolist() == [3] * 7
+    with contextlib.suppress(ModelFitError):  # so few rows may not fit; not what is tested
+        rr.wait()
 
 
 @pytest.mark.parametrize("lists_learned", [60, 75])  # the ring (max 70) full or wrapped
@@ -406,8 +440,12 @@ def _check_onnx(
         assert np.allclose(got, model.decision_function(rows), atol=1e-5)
 
 
-def themed_pipeline(rerank_every: int | None, feedback_tail: int = 50) -> Pipeline:
-    config = PipelineConfig(rerank_every=rerank_every, feedback_tail=feedback_tail)
+def themed_pipeline(
+    rerank_every: int | None, feedback_tail: int = 50, rerank_top: int = 50
+) -> Pipeline:
+    config = PipelineConfig(
+        rerank_every=rerank_every, feedback_tail=feedback_tail, rerank_top=rerank_top
+    )
     p = Pipeline(HashingEncoder(dim=64), None, config)
     p.add_items(
         [
@@ -469,6 +507,16 @@ def test_pipeline_serves_the_reranked_order_and_feeds_back_the_blend_order() -> 
     # ...and from what was known of the request: no history for "new"
     assert np.array_equal(shown.request_features, ranking.request_features)
     assert ranking.request_features[:3].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_every_published_item_has_the_trees_score_even_past_rerank_top() -> None:
+    p = themed_pipeline(rerank_every=40, rerank_top=3)  # below top_k (10)
+    p.reranker = Reranker(retrain_every=40, min_samples_leaf=5)
+    engage(p, 40)
+    rec = run(p, [ev(999, "shop", "late", "run-1")], {}, {})[0]
+    scores = [item.score for item in rec.items]
+    assert len(scores) == 10 and scores == sorted(scores, reverse=True)
+    assert all(0 < s <= 1 for s in scores)  # past the 3rd they were 0
 
 
 def test_request_features_say_how_much_history_the_person_has() -> None:

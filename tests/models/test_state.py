@@ -166,6 +166,14 @@ def test_popularity_ranks_per_platform_and_decays() -> None:
     assert pop.normalised_many(["shop:c"], "shop")[0] == 1.0
 
 
+def test_popularity_asked_far_before_its_origin_grows_its_counts_back() -> None:
+    pop = Popularity(half_life_s=3600.0)
+    pop.learn_one("shop:a", "shop", ts=3600.0 * 1200)  # the origin: 1,200 half-lives in
+    assert pop.predict_one("shop:a", ts=3600.0 * 1199) == 2.0
+    assert pop.predict_one("shop:a", ts=0.0) == math.inf  # (was a ZeroDivisionError)
+    assert pop.predict_one("shop:none", ts=0.0) == 0.0
+
+
 def test_popularity_top_list_kept_up_to_date_equals_recomputing_it() -> None:
     rng = random.Random(3)
     pop = Popularity(half_life_s=50.0)
