@@ -204,13 +204,7 @@ def _advanced(
     view: SessionState, event: Event, catalog: Catalog, config: PipelineConfig
 ) -> SessionState:
     """A copy of ``view`` with ``event`` applied; ``view`` itself is left as it was."""
-    s = replace(
-        view,
-        recent={p: list(ks) for p, ks in view.recent.items()},
-        interest=dict(view.interest),
-        interest_ts=dict(view.interest_ts),
-        consumed=list(view.consumed),
-    )
+    s = view.copy()
     apply_to_session(s, event, catalog, config)
     return s
 

@@ -1268,13 +1268,14 @@ class Pipeline:
 
 def _request_features(req: RankRequest, prep: _Prepared) -> np.ndarray:
     """What the reranker knows of a list beyond its candidates' signals: how much history the
-    person has here and elsewhere, and how strongly each neighbour signal points anywhere."""
-    s = req.session
+    person has here and elsewhere (on the platforms whose history this list may use), and how
+    strongly each neighbour signal points anywhere."""
+    events_on = req.session.events_on
     return np.array(
         [
             np.log1p(len(prep.recent)),
             np.log1p(len(prep.recent_elsewhere)),
-            np.log1p(s.events),
+            np.log1p(sum(events_on.get(p, 0) for p in prep.history)),
             prep.covisit.strength,
             prep.item_knn.strength,
             prep.transition.strength,

@@ -104,7 +104,9 @@ class SessionState:
     seen_event_ids: list[str] = field(default_factory=list)  # at-least-once: drop replays
     last_rec: dict[str, LastRecommendation] = field(default_factory=dict)
     aliases: list[str] = field(default_factory=list)  # person keys merged into this one
-    events: int = 0
+    events: int = 0  # positive events folded in, all platforms
+    # ...and per platform: what a list may count of them depends on consent
+    events_on: dict[str, int] = field(default_factory=dict)
 
     def observe(
         self,
@@ -145,6 +147,7 @@ class SessionState:
             self.interest[platform] = previous + late * vector
         self.interest_ts[platform] = max(ts, last)
         self.events += 1
+        self.events_on[platform] = self.events_on.get(platform, 0) + 1
 
     def copy(self) -> SessionState:
         """A copy that shares nothing this class changes in place (vectors and the Bloom
@@ -158,6 +161,7 @@ class SessionState:
             seen_event_ids=list(self.seen_event_ids),
             last_rec=dict(self.last_rec),
             aliases=list(self.aliases),
+            events_on=dict(self.events_on),
         )
 
     def has_consumed(self, key: str) -> bool:
@@ -235,6 +239,8 @@ class SessionState:
         )[-SEEN_EVENTS:]
         self.aliases = sorted({*self.aliases, other.person, *other.aliases} - {self.person})
         self.events += other.events
+        for platform, count in other.events_on.items():
+            self.events_on[platform] = self.events_on.get(platform, 0) + count
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -252,6 +258,7 @@ class SessionState:
             "last_rec": {p: vars(r) for p, r in self.last_rec.items()},
             "aliases": self.aliases,
             "events": self.events,
+            "events_on": self.events_on,
         }
 
     @classmethod
@@ -264,7 +271,10 @@ class SessionState:
                 _each(name, d[name], str)
             for platform, keys in d["recent"].items():
                 _each(f"recent[{platform!r}]", json_typed(f"recent[{platform!r}]", keys, list), str)
-            # absent from states stored before it existed
+            # absent from states stored before they existed
+            events_on = json_typed("events_on", d.get("events_on", {}), dict)
+            for platform, count in events_on.items():
+                json_typed(f"events_on[{platform!r}]", count, int)
             earlier = d.get("consumed_earlier")
             if earlier is not None:
                 earlier = BloomFilter.from_dict(json_typed("consumed_earlier", earlier, dict))
@@ -290,6 +300,7 @@ class SessionState:
                 last_rec={p: LastRecommendation(**r) for p, r in d["last_rec"].items()},
                 aliases=d["aliases"],
                 events=d["events"],
+                events_on=events_on,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InvalidEventError(f"corrupt session state: {e}") from e

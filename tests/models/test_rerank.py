@@ -32,7 +32,7 @@ from models.rerank import Reranker, trees_to_onnx
 from models.session import SessionState
 
 from ..fakes import HashingEncoder
-from .test_pipeline import THEMES, ev, run
+from .test_pipeline import THEMES, ev, make_pipeline, run
 
 
 def xor_list(rng: np.random.Generator, n: int = 40) -> tuple[np.ndarray, int]:
@@ -529,6 +529,20 @@ def test_request_features_say_how_much_history_the_person_has() -> None:
     assert recent_here == pytest.approx(np.log1p(3)) and recent_elsewhere == 0.0
     assert events == pytest.approx(np.log1p(3))
     assert ranking.request_features[3] > 0  # co-visitation found something for her
+
+
+def test_request_features_count_other_platforms_events_only_with_consent() -> None:
+    p = make_pipeline(PipelineConfig(rerank_every=None))
+    session = SessionState(person="ann")
+    for i, key in enumerate(["shop:jazz-1", "shop:jazz-2", "shop:jazz-3", "video:run-1"]):
+        platform = key.split(":")[0]
+        session.observe(
+            platform, key, p.catalog.vector(key), float(i), consumed=False, half_life_s=9.0
+        )
+    for consent, events in ((True, 4), (False, 3)):
+        session.consent = consent
+        ranking = p.recommend([RankRequest("ann", "shop", session, ts=100.0)])[0]
+        assert ranking.request_features[2] == pytest.approx(np.log1p(events))
 
 
 def test_pipeline_without_reranker_serves_the_blend() -> None:

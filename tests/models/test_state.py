@@ -56,6 +56,7 @@ def test_session_round_trip_keeps_every_field() -> None:
     s.last_rec["shop"] = LastRecommendation("r1", "shop", ["b", "c"], 4.5)
     s.aliases = ["shop:u"]
     s.consumed_earlier = BloomFilter().with_key("shop:old")
+    s.events_on = {"shop": 7}
     back = SessionState.from_bytes(s.to_bytes())
     for f in dataclasses.fields(SessionState):
         if f.default is not dataclasses.MISSING:
@@ -75,9 +76,9 @@ def test_session_round_trip_keeps_every_field() -> None:
 
 def test_a_state_stored_before_the_consumed_filter_existed_still_loads() -> None:
     d = SessionState(person="p", consumed=["shop:a"]).to_dict()
-    del d["consumed_earlier"]
+    del d["consumed_earlier"], d["events_on"]
     back = SessionState.from_dict(d)
-    assert back.consumed == ["shop:a"] and back.consumed_earlier is None
+    assert back.consumed == ["shop:a"] and back.consumed_earlier is None and back.events_on == {}
 
 
 def test_items_consumed_before_the_last_max_consumed_are_still_excluded() -> None:
