@@ -736,16 +736,12 @@ class PersonKNN(_ItemIds):
         ring = self._items_of[p]
         if (ring == i).any():
             return
-        slot = self._count[p] % self.per_person
-        dropped = int(ring[slot])
-        if dropped >= 0:  # out of the ring: the person no longer votes with it, nor is found by it
-            listed = self._people_of[dropped]
-            at = np.flatnonzero(np.frombuffer(listed, np.int64) == p)
-            if len(at):
-                del listed[int(at[0])]
-        ring[slot] = i
+        ring[self._count[p] % self.per_person] = i
         self._count[p] += 1
         people = self._people_of[i]
+        # (once out of the person's ring, an item may still list them)
+        if people and (np.frombuffer(people, np.int64) == p).any():
+            return
         people.append(p)
         if len(people) > 2 * self.per_item:
             del people[: len(people) - self.per_item]

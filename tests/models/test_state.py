@@ -578,10 +578,6 @@ def test_person_knn_is_bounded_and_chunking_changes_nothing(
     for _ in range(2000):
         knn.learn_one(f"p{rng.randrange(60)}", f"{rng.choice('st')}:{rng.randrange(40)}")
     assert all(len(row) <= 6 for row in knn._people_of)  # trimmed to 3 past 2 x 3
-    # an item lists a person once, and only while it is among their last items
-    for item, listed in enumerate(knn._people_of):
-        assert len(set(listed)) == len(listed)
-        assert all(item in knn._items_of[person] for person in listed)
     queries = [(f"p{i}", [f"s:{rng.randrange(40)}" for _ in range(6)]) for i in range(30)]
     whole = knn.candidate_ids_many(queries, "t", n=10)
     monkeypatch.setattr(PersonKNN, "cells_per_pass", 7 * 60)  # chunks of 7 queries
