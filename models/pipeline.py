@@ -674,10 +674,10 @@ class Pipeline:
 
         ``sessions`` is written only once the whole batch is handled (its states are worked on
         as copies: a failed try leaves them as they were, whatever mapping holds them). A
-        failure that is not
-        the input's (a bug) raises :class:`BatchFailedError` with the events whose learning
-        had reached the global models by then: a retry passes them as ``learned``, and they
-        update only the person's own state (which the failed try never wrote).
+        failure that is not the input's (a bug) raises :class:`BatchFailedError` with the
+        events whose learning had reached the global models by then: a retry passes them as
+        ``learned``, and they update only the person's own state (which the failed try never
+        wrote).
         """
         done: set[tuple[str, str]] = set(learned)
         try:
