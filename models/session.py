@@ -273,13 +273,11 @@ class SessionState:
                 _each(f"recent[{platform!r}]", json_typed(f"recent[{platform!r}]", keys, list), str)
             # absent from states stored before they existed
             events_on = json_typed("events_on", d.get("events_on", {}), dict)
-            for platform, count in events_on.items():
-                json_typed(f"events_on[{platform!r}]", count, int)
+            _each_value("events_on", events_on, int)
             earlier = d.get("consumed_earlier")
             if earlier is not None:
                 earlier = BloomFilter.from_dict(json_typed("consumed_earlier", earlier, dict))
-            for platform, ts in d["interest_ts"].items():
-                json_typed(f"interest_ts[{platform!r}]", ts, (int, float))
+            _each_value("interest_ts", d["interest_ts"], (int, float))
             for platform, rec in d["last_rec"].items():
                 where = f"last_rec[{platform!r}]"
                 json_typed(where, rec, dict)
@@ -335,6 +333,11 @@ def json_typed(name: str, value: Any, kind: type | tuple[type, ...]) -> Any:
 def _each(name: str, values: list[Any], kind: type | tuple[type, ...]) -> None:
     for i, value in enumerate(values):
         json_typed(f"{name}[{i}]", value, kind)
+
+
+def _each_value(name: str, values: dict[str, Any], kind: type | tuple[type, ...]) -> None:
+    for key, value in values.items():
+        json_typed(f"{name}[{key!r}]", value, kind)
 
 
 def _decay(dt: float, half_life_s: float) -> float:
