@@ -486,8 +486,16 @@ class NeighbourRows(_ItemIds):
         keys = self._keys
         return {keys[i]: v for i, v in zip(ids.tolist(), scores.tolist(), strict=True)}
 
-    def known(self, keys: list[str]) -> list[int]:
-        return [self._ids[k] for k in keys if k in self._ids]
+    def known(self, keys: list[str]) -> tuple[list[int], list[int]]:
+        """The ids of the known ``keys`` and each one's place in ``keys`` (an unknown key
+        still takes its place: it ages the ones after it)."""
+        ids, places = [], []
+        for place, key in enumerate(keys):
+            i = self._ids.get(key)
+            if i is not None:
+                ids.append(i)
+                places.append(place)
+        return ids, places
 
     def row_size(self, key: str) -> int:
         """How many neighbours ``key`` keeps (0 for an unknown key)."""
@@ -580,8 +588,8 @@ class CoVisitation(NeighbourSignal):
         self.rows.add_pairs(self.rows.id_of(newest), others, weights)
 
     def _query(self, recent: list[str]) -> tuple[list[int], list[float]]:
-        ids = self.rows.known(list(reversed(recent[-self.window :])))
-        return ids, [1.0 / (1 + age) for age in range(len(ids))]
+        ids, ages = self.rows.known(list(reversed(recent[-self.window :])))
+        return ids, [1.0 / (1 + age) for age in ages]
 
 
 class ItemKNN(NeighbourSignal):
@@ -625,8 +633,8 @@ class ItemKNN(NeighbourSignal):
         self.rows.add_pairs(newest, others, [1.0] * len(others))
 
     def _query(self, recent: list[str]) -> tuple[list[int], list[float]]:
-        ids = self.rows.known(list(reversed(recent[-self.history :])))
-        return ids, [self.decay**age for age in range(len(ids))]
+        ids, ages = self.rows.known(list(reversed(recent[-self.history :])))
+        return ids, [self.decay**age for age in ages]
 
 
 class Transitions(NeighbourSignal):
@@ -662,7 +670,7 @@ class Transitions(NeighbourSignal):
         self.rows.add_pairs(self.rows.id_of(history[-2]), [newest], [now], directed=True)
 
     def _query(self, recent: list[str]) -> tuple[list[int], list[float]]:
-        ids = self.rows.known(recent[-1:])
+        ids, _ = self.rows.known(recent[-1:])
         return ids, [1.0] * len(ids)
 
 

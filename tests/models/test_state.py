@@ -335,6 +335,18 @@ def test_strength_is_the_best_items_age_weighted_mean_share() -> None:
     assert cv.rows.keys[found.ids[0]] == "m:d"
 
 
+def test_an_unknown_recent_item_still_ages_the_ones_before_it() -> None:
+    # m:new has no row (nobody else engaged with it): it still stands between m:c, the
+    # person's newest, and m:a, which is two steps older
+    cv, knn = CoVisitation(window=3), ItemKNN(window=3, history=3, decay=0.5)
+    for history in (["m:a", "m:b"], ["m:c", "m:d"]):
+        cv.learn_one(history)
+        for i in range(1, len(history) + 1):
+            knn.learn_one(history[:i])
+    recent = ["m:a", "m:new", "m:c"]
+    assert cv.candidates(recent, "m", 5) == pytest.approx({"m:d": 1.0, "m:b": 1 / 3})
+    assert knn.candidates(recent, "m", 5) == pytest.approx({"m:d": 1.0, "m:b": 0.25})
+
 def test_pruned_rows_keep_counting_the_neighbours_they_kept() -> None:
     cv = CoVisitation(window=1, capacity=2)
     for _ in range(3):
