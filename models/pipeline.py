@@ -163,10 +163,6 @@ class PipelineConfig:
     # text neighbours of the profile and context: with the search in ONNX Runtime 100 cost
     # little, and gave MovieLens 0.0879 vs 0.0877, Amazon 0.0706 vs 0.0693 (these replays)
     neighbour_candidates: int = 100
-    # popular near the query: of the text search's top ``popular_near_pool`` items, the this
-    # many most popular (a popular item in the person's area that 100 nearest miss)
-    popular_near_candidates: int = 0
-    popular_near_pool: int = 1000
     # The other platforms' profile counts as this many items' worth of history here: it
     # shapes a thin history and fades as the person's own grows (shrinkage).
     cross_prior: float = 1.0
@@ -253,7 +249,6 @@ _MAY_BE_ZERO = frozenset(
         "lexical_candidates",
         "sequence_candidates",
         "neighbour_candidates",
-        "popular_near_candidates",
         "cross_prior",
         "feedback_tail",
         "rerank_serve_after",
@@ -522,7 +517,6 @@ class _Searched:
 
     sequence_queries: np.ndarray | None  # the sequence model's query per request (None: none)
     text: dict[int, np.ndarray] = field(default_factory=dict)  # text-neighbour catalog rows
-    popular_near: dict[int, np.ndarray] = field(default_factory=dict)  # popular among wider ones
     sequence: dict[int, np.ndarray] = field(default_factory=dict)  # the queries' nearest rows
 
 
@@ -902,11 +896,7 @@ class Pipeline:
         all_blend_only: list[np.ndarray] = []
         for i, (req, prep) in enumerate(zip(requests, prepared, strict=True)):
             rows, keys, lexical = self._candidates(
-                req,
-                prep,
-                searched.text[i],
-                searched.sequence.get(i, _NO_ROWS),
-                searched.popular_near.get(i, _NO_ROWS),
+                req, prep, searched.text[i], searched.sequence.get(i, _NO_ROWS)
             )
             query = None if sequence_queries is None else sequence_queries[i]
             dense, blend_only = self._signals(req, prep, rows, keys, lexical, query)
@@ -954,14 +944,9 @@ class Pipeline:
         found = _Searched(self._sequence_queries(requests))
         for platform, idx in by_platform.items():
             self._neighbour_candidates([prepared[i] for i in idx], platform)
-            near = cfg.popular_near_pool if cfg.popular_near_candidates > 0 else 0
-            rows, _ = self.catalog.neighbours(
-                queries[idx], platform, max(cfg.neighbour_candidates, near)
-            )
+            rows, _ = self.catalog.neighbours(queries[idx], platform, cfg.neighbour_candidates)
             for i, r in zip(idx, rows, strict=True):
-                found.text[i] = r[: cfg.neighbour_candidates]
-                if near:
-                    found.popular_near[i] = self._most_popular(r, cfg.popular_near_candidates)
+                found.text[i] = r
             if found.sequence_queries is not None and cfg.sequence_candidates > 0:
                 nearest = self._sequence_items.neighbours(
                     self.catalog, found.sequence_queries[idx], platform, cfg.sequence_candidates
@@ -971,12 +956,7 @@ class Pipeline:
         return found
 
     def _candidates(
-        self,
-        req: RankRequest,
-        prep: _Prepared,
-        text_rows: np.ndarray,
-        sequence_rows: np.ndarray,
-        popular_near: np.ndarray,
+        self, req: RankRequest, prep: _Prepared, text_rows: np.ndarray, sequence_rows: np.ndarray
     ) -> tuple[np.ndarray, list[str], np.ndarray]:
         """One request's candidates (catalog rows, distinct, available, not excluded; ties in
         the blend keep this order), their keys and their lexical signal."""
@@ -1005,7 +985,6 @@ class Pipeline:
         )
         after = np.concatenate(
             [
-                popular_near,
                 self._rows_of(popular),
                 self.catalog.newest(req.platform, cfg.candidates_per_source // 5),
                 self._rows_of(req.extra),
@@ -1234,12 +1213,6 @@ class Pipeline:
             p.covisit, p.cross_covisit, p.item_knn = covisit[i], cross[i], knn[i]
             p.transition, p.consumed_covisit = transition[i], consumed_covisit[i]
             p.person_knn = self._person_knn_rows(people[i])
-
-    def _most_popular(self, rows: np.ndarray, n: int) -> np.ndarray:
-        """The ``n`` most popular of ``rows``; equal counts keep their order in ``rows``."""
-        self._mirrors.fit(len(self.catalog))
-        counts = self._mirrors.popularity[rows]
-        return rows[np.argsort(-counts, kind="stable")[:n]]
 
     def _rows_of(self, keys: Sequence[str]) -> np.ndarray:
         index = self.catalog.index
