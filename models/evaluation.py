@@ -159,6 +159,9 @@ class Run:
     heldout_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)  # what only this model has
     heldout_repeats_skipped: int = 0  # held-out items the person had consumed before
+    # the cold-start targets ranked again by the same model without the person's history on
+    # other platforms (as if they had not consented): :func:`replay`'s ``probe``
+    alone: list[Hit] = field(default_factory=list)
 
     @property
     def events_per_s(self) -> float:
@@ -185,6 +188,12 @@ class Run:
                     for part, hs in cold_parts(cold).items()
                 },
             },
+            # the same targets ranked by this model without the person's other platforms
+            **(
+                {"cold_start_alone": {"n": len(self.alone), "hr@10": hit_rate(self.alone)}}
+                if self.alone
+                else {}
+            ),
             "by_target_seen": {
                 "prequential": by_target_seen(self.hits),
                 "leave_last_out": by_target_seen(self.heldout),
@@ -304,6 +313,12 @@ def replay(
         raise ValueError("learn_first needs batch_size=1")
     config: PipelineConfig = getattr(model, "config", DEFAULT_CONFIG)
     before_learn: Callable[[int | None], None] | None = getattr(model, "before_learn", None)
+    # A model that can rank without remembering the list (nothing learned from it) ranks each
+    # cold-start target a second time without the person's other platforms: the same model,
+    # the same moment, only that person's history elsewhere missing.
+    probe: Callable[[Sequence[RankRequest]], list[list[str]]] | None = (
+        getattr(model, "probe", None) if cross_platform else None
+    )
     state = _Replayer(catalog, cross_platform)
     hits: list[Hit] = []
     top10: dict[str, set[str]] = defaultdict(set)
@@ -321,10 +336,18 @@ def replay(
     requests: list[RankRequest] = []
     targets: list[tuple[int, str, str, bool, int, int, int]] = []
     in_batch: dict[str, tuple[SessionState, Event]] = {}
+    alone: list[Hit] = []
+    probes: list[tuple[RankRequest, str, Hit]] = []  # request, target item, its Hit (rank 0)
 
     def flush() -> None:
         nonlocal window
         ranked_lists = model.rank(requests) if requests else []
+        if probes and probe is not None:
+            lists = probe([r for r, _, _ in probes])
+            for (_, key, hit), ranked in zip(probes, lists, strict=True):
+                hit.rank = ranked.index(key) + 1 if key in ranked else 0
+                alone.append(hit)
+            probes.clear()
         for (i, key, platform, cold, earlier, elsewhere, seen), ranked in zip(
             targets, ranked_lists, strict=True
         ):
@@ -381,17 +404,22 @@ def replay(
             else:
                 slot = len(requests)
                 requests.append(request)
+                cold = state.is_cold(person, event.platform)
+                here = state.positives[person][event.platform]
+                elsewhere = state.elsewhere(person, event.platform)
+                seen = state.item_positives[key]
                 targets.append(
-                    (
-                        i if evaluated else -1,
-                        key,
-                        event.platform,
-                        state.is_cold(person, event.platform),
-                        state.positives[person][event.platform],
-                        state.elsewhere(person, event.platform),
-                        state.item_positives[key],
-                    )
+                    (i if evaluated else -1, key, event.platform, cold, here, elsewhere, seen)
                 )
+                if probe is not None and evaluated and cold and view.consent and not learn_first:
+                    hidden = replace(view, consent=False)  # ranking changes no session
+                    probes.append(
+                        (
+                            state.request(person, event.platform, event.ts, hidden),
+                            key,
+                            Hit(i, event.platform, 0, True, here, elsewhere, seen, person),
+                        )
+                    )
         if not (target and learn_first):
             batch.append((i, event, session, slot))
         elif slot is not None:  # learned already: rank it on its own, learn nothing more
@@ -428,6 +456,7 @@ def replay(
     run.metrics = metrics(hits, run.top10, sizes)
     run.heldout_metrics = metrics(heldout) if heldout else {}
     run.heldout_repeats_skipped = heldout_repeats
+    run.alone = alone
     return run
 
 
@@ -806,26 +835,9 @@ def summarise(
     if "blend" in runs and "blend-no-cross" in runs:
         cold_on = [h for h in runs["blend"].hits if h.cold]
         cold_off = [h for h in runs["blend-no-cross"].hits if h.cold]
-        on, off = hit_rate(cold_on), hit_rate(cold_off)
-        ci = paired_lift(cold_on, cold_off, "hr@10")
-        split: dict[str, dict[str, Any]] = {}
-        parts_off = cold_parts(cold_off)
-        for part, with_h in cold_parts(cold_on).items():
-            hr_with, hr_without = hit_rate(with_h), hit_rate(parts_off[part])
-            split[part] = {
-                "n": len(with_h),
-                "hr@10_with_history": hr_with,
-                "hr@10_without": hr_without,
-                "lift": hr_with / hr_without - 1.0 if hr_without > 0 else None,
-            }
         checks["cold_start"] = {
-            "n": len(cold_on),
-            "hr@10_with_history": on,
-            "hr@10_without": off,
-            "lift": (on / off - 1.0) if off > 0 else None,
-            "lift_95ci": [ci["low"], ci["high"]],
+            **_cold_start_lift(cold_on, cold_off),
             "target": 0.25,
-            **split,
             "by_position": cold_by_position(cold_on, cold_off),
         }
         if "cross-history" in runs and "popularity" in runs:
@@ -839,6 +851,15 @@ def summarise(
                 "hr@10_cross_history": first["cross-history"]["hr@10"],
                 "hr@10_popularity": first["popularity"]["hr@10"],
             }
+    if "blend" in runs and runs["blend"].alone:
+        # the same targets, the same blend at the same moment, each person's own history on
+        # their other platforms hidden (as if they had not consented)
+        probed = {h.index for h in runs["blend"].alone}
+        cold_on = [h for h in runs["blend"].hits if h.index in probed]
+        checks["cold_start_same_model"] = {
+            **_cold_start_lift(cold_on, runs["blend"].alone),
+            "by_position": cold_by_position(cold_on, runs["blend"].alone),
+        }
     if "blend" in runs and runs["blend"].heldout_metrics:
         checks["leave_last_out_ndcg@10"] = {
             p: m["ndcg@10"] for p, m in runs["blend"].heldout_metrics.items()
@@ -852,6 +873,32 @@ def summarise(
         checks["events_per_s"] = {"blend": runs["blend"].events_per_s, "target": 5000}
     result["checks"] = checks
     return result
+
+
+def _cold_start_lift(on: list[Hit], off: list[Hit]) -> dict[str, Any]:
+    """HR@10 of the cold-start targets ranked with (``on``) and without (``off``) other
+    platforms' history, the lift with its paired interval, and the same for the person's
+    first positive on the platform and their 2nd-5th."""
+    hr_on, hr_off = hit_rate(on), hit_rate(off)
+    ci = paired_lift(on, off, "hr@10")
+    split: dict[str, dict[str, Any]] = {}
+    parts_off = cold_parts(off)
+    for part, with_h in cold_parts(on).items():
+        hr_with, hr_without = hit_rate(with_h), hit_rate(parts_off[part])
+        split[part] = {
+            "n": len(with_h),
+            "hr@10_with_history": hr_with,
+            "hr@10_without": hr_without,
+            "lift": hr_with / hr_without - 1.0 if hr_without > 0 else None,
+        }
+    return {
+        "n": len(on),
+        "hr@10_with_history": hr_on,
+        "hr@10_without": hr_off,
+        "lift": (hr_on / hr_off - 1.0) if hr_off > 0 else None,
+        "lift_95ci": [ci["low"], ci["high"]],
+        **split,
+    }
 
 
 def _batch_note(batch_size: int) -> str:

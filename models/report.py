@@ -242,6 +242,24 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
                 for p in c["by_position"]
             ]
             out.append("")
+    if checks.get("cold_start_same_model", {}).get("n"):
+        c = checks["cold_start_same_model"]
+        out.append(
+            f"- the same cold-start targets ranked by the same blend at the same moment, only "
+            f"the person's own history on their other platforms hidden (as if they had not "
+            f"consented; {c['n']} targets): HR@10 {_f(c['hr@10_with_history'])} with it, "
+            f"{_f(c['hr@10_without'])} without: lift {_f(c['lift'], True)}{_ci(c)}"
+        )
+        for part, label in (
+            ("first_here", "their first positive there"),
+            ("later_here", "their 2nd-5th"),
+        ):
+            if part in c:
+                p = c[part]
+                out.append(
+                    f"  - {label} ({p['n']}): {_f(p['hr@10_with_history'])} vs "
+                    f"{_f(p['hr@10_without'])}, lift {_f(p['lift'], True)}"
+                )
     if "leave_last_out_ndcg@10" in checks:
         c = checks["leave_last_out_ndcg@10"]
         ci = checks.get("leave_last_out_ndcg@10_95ci", {})

@@ -23,8 +23,10 @@ from models.evaluation import (
     replay,
 )
 from models.events import CatalogItem, Event, EventType
-from models.pipeline import PipelineConfig, RankRequest
+from models.metrics import hit_rate
+from models.pipeline import Pipeline, PipelineConfig, RankRequest
 from models.recommenders import (
+    BlendRecommender,
     PopularityBaseline,
 )
 from models.report import write_report
@@ -322,6 +324,43 @@ def test_cross_platform_history_helps_cold_start_in_a_world_where_it_should() ->
     low, high = cold["lift_95ci"]
     assert low <= cold["lift"] <= high
 
+
+class _NoProbe:
+    """A blend that cannot rank quietly: the replay makes no second ranking."""
+
+    def __init__(self, blend: BlendRecommender) -> None:
+        self.name, self.config = blend.name, blend.config
+        self.rank, self.learn, self.before_learn = blend.rank, blend.learn, blend.before_learn
+
+
+def test_the_same_blend_ranks_cold_start_targets_again_without_the_persons_other_platforms(
+    tmp_path: Path,
+) -> None:
+    ds = two_platform_world()
+    vectors = ENCODER.encode([it.text() for it in ds.items])
+    cat = build_catalog(ds, vectors)
+    runs = []
+    for wrap in (lambda b: b, _NoProbe):
+        pipeline = Pipeline(ENCODER, None, PipelineConfig(rerank_every=20), cat)
+        pipeline.index_texts(ds.items)
+        runs.append(replay(ds, wrap(BlendRecommender(pipeline)), cat, progress=False,
+                           batch_size=16, rank_all=True))
+    probed, plain = runs
+    # ranking again changes nothing the blend learns: every target ranked as without it
+    assert [(h.index, h.rank) for h in probed.hits] == [(h.index, h.rank) for h in plain.hits]
+    assert plain.alone == [] and [h.index for h in probed.alone] == [
+        h.index for h in probed.hits if h.cold
+    ]
+    # everyone's video theme carries over to the shop: hiding it costs the first shop positive
+    with_it = [h for h in probed.hits if h.cold and h.earlier_here == 0]
+    alone = [h for h in probed.alone if h.earlier_here == 0]
+    assert len(alone) == 24 and hit_rate(with_it) > hit_rate(alone)
+    result = evaluate(ds, ENCODER, None, vectors=vectors, progress=False, models=("blend",))
+    same = result["checks"]["cold_start_same_model"]
+    assert same["n"] == 96 and same["first_here"]["n"] == 24
+    assert "cold_start" not in result["checks"]  # that one needs blend-no-cross
+    text = write_report(result, tmp_path / "toy").read_text()
+    assert "only the person's own history on their other platforms hidden" in text
 
 def test_one_platform_skips_the_cross_platform_comparisons() -> None:
     two = two_platform_world()
