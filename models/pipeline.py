@@ -881,10 +881,14 @@ class Pipeline:
 
     # --- ranking ---------------------------------------------------------------------------
 
-    def recommend(self, requests: Sequence[RankRequest]) -> list[Ranking]:
+    def recommend(self, requests: Sequence[RankRequest], *, quiet: bool = False) -> list[Ranking]:
         """Rank candidates for every request: each request's candidates from every source and
         their signals, one ranking-head call for the whole batch, the blend's order, then the
-        reranker's on the blend's top."""
+        reranker's on the blend's top.
+
+        ``quiet``: change nothing (a what-if ranking): the lists are not kept for feedback,
+        and River scores a person or item it has not seen yet at its prior instead of creating
+        it, so no random draw is taken."""
         if not requests:
             return []
         prepared = [self._prepare(r) for r in requests]
@@ -899,7 +903,7 @@ class Pipeline:
                 req, prep, searched.text[i], searched.sequence.get(i, _NO_ROWS)
             )
             query = None if sequence_queries is None else sequence_queries[i]
-            dense, blend_only = self._signals(req, prep, rows, keys, lexical, query)
+            dense, blend_only = self._signals(req, prep, rows, keys, lexical, query, quiet)
             all_rows.append(rows)
             all_dense.append(dense)
             all_blend_only.append(blend_only)
@@ -928,7 +932,7 @@ class Pipeline:
             )
             for ranking, p in zip(rankings, reranked, strict=True):
                 _rerank(ranking, p)
-        for ranking in rankings:
+        for ranking in [] if quiet else rankings:
             self._remember_for_feedback(ranking)
         return rankings
 
@@ -1027,6 +1031,7 @@ class Pipeline:
         keys: list[str],
         lexical: np.ndarray,
         sequence_query: np.ndarray | None,
+        quiet: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """One request's candidates' signals: those the ranking head also reads
         (:data:`DENSE_FEATURES` order) and those only the blend reads (the rest of
@@ -1046,7 +1051,7 @@ class Pipeline:
         dense[:, 5] = 0.5 ** (age / cfg.fresh_half_life_s)
         preference_rows = mirrors.preference[rows]
         dense[:, 6] = self.preference.predict_many(
-            preference_user(req.person, req.platform), keys, preference_rows
+            preference_user(req.person, req.platform), keys, preference_rows, create=not quiet
         )
         mirrors.preference[rows] = preference_rows
         blend_only = np.zeros((len(keys), len(SIGNALS) - 1 - len(DENSE_FEATURES)), np.float32)

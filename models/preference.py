@@ -96,7 +96,11 @@ class PreferenceModel:
                     self.learn_one({"person": person, "item": other}, 0.0)
 
     def predict_many(
-        self, person: str, items: Sequence[str], rows: np.ndarray | None = None
+        self,
+        person: str,
+        items: Sequence[str],
+        rows: np.ndarray | None = None,
+        create: bool = True,
     ) -> np.ndarray:
         """:meth:`predict_one` for every item, as float32, with one matrix-vector product.
 
@@ -111,24 +115,32 @@ class PreferenceModel:
         ``rows``: the items' rows in the mirror where the caller keeps them (int64, -1 where
         it does not know one), which saves a dict lookup per item; the missing ones are
         filled in place, so the caller can keep them for next time.
+
+        ``create=False`` changes nothing: an unseen person or item scores as its factors'
+        prior mean (bias and factors 0) and is not created, so no random draw is taken.
         """
         n = len(items)
         if n == 0:
             return np.zeros(0, np.float32)
         mf = self._mf
-        u_bias = mf.u_biases[person]
-        u_latent = mf.u_latents[person]
+        u_latent: np.ndarray | None
+        if create:
+            u_bias, u_latent = mf.u_biases[person], mf.u_latents[person]
+        else:
+            u_bias, u_latent = mf.u_biases.get(person, 0.0), mf.u_latents.get(person)
         row_of = self._row
         if rows is None:
             rows = np.fromiter(map(row_of.get, items, repeat(-1)), np.int64, n)
         for j in np.flatnonzero(rows < 0).tolist():
             # unknown to the caller; unseen items are created in River (in order), mirrored
             row = row_of.get(items[j])
-            rows[j] = self._mirror(items[j]) if row is None else row
-        y = (
-            (mf.global_mean.get() + u_bias)
-            + self._biases[rows]
-            + self._latents[rows] @ np.asarray(u_latent, np.float64)
-        )
+            if row is None and create:
+                row = self._mirror(items[j])
+            rows[j] = -1 if row is None else row
+        known = rows >= 0
+        at = np.where(known, rows, 0)
+        y = (mf.global_mean.get() + u_bias) + np.where(known, self._biases[at], 0.0)
+        if u_latent is not None:
+            y += np.where(known, self._latents[at] @ np.asarray(u_latent, np.float64), 0.0)
         out: np.ndarray = np.clip(y.astype(np.float32), 0.0, 1.0)
         return out

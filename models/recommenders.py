@@ -63,12 +63,9 @@ class BlendRecommender:
         # learns any of those events, so each ranking's entry is taken out as it is made and
         # put back just before its own event is learned (see :meth:`before_learn`).
         self._captured: list[Shown] = []
-        self._probing = False
         remember = pipeline._remember_for_feedback
 
         def capture(ranking: Any) -> None:
-            if self._probing:
-                return
             remember(ranking)
             key = (ranking.request.person, ranking.request.platform)
             self._captured.append(pipeline._feedback.pop(key))
@@ -85,14 +82,9 @@ class BlendRecommender:
         return [r.keys for r in rankings]
 
     def probe(self, requests: Sequence[RankRequest]) -> list[list[str]]:
-        """Rank without remembering the lists: nothing is learned from them and no random
-        draw is taken, so the replay goes on exactly as without this call."""
-        self._probing = True
-        try:
-            rankings = self.pipeline.recommend(requests)
-        finally:
-            self._probing = False
-        return [r.keys for r in rankings]
+        """Rank without changing anything (:meth:`Pipeline.recommend`'s ``quiet``): the
+        replay goes on exactly as without this call."""
+        return [r.keys for r in self.pipeline.recommend(requests, quiet=True)]
 
     def before_learn(self, slot: int | None) -> None:
         """The next event learned was ranked as request ``slot`` of the last :meth:`rank`."""

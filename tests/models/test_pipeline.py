@@ -542,6 +542,28 @@ def test_popularity_and_river_columns_match_the_models_keyed_answers() -> None:
         assert popularity.max() == 1.0 and river.any()
 
 
+def test_a_quiet_ranking_changes_nothing_the_pipeline_learns_from() -> None:
+    """``recommend(quiet=True)`` (a what-if ranking, the replay's cold-start probe): the same
+    list, but nothing kept for feedback, no River entry created, no random draw."""
+    p = make_pipeline(PipelineConfig(rerank_every=None))
+    sessions: dict[str, SessionState] = {}
+    run(p, [ev(n, "shop", "u0", f"jazz-{n}", "purchase") for n in range(3)], sessions, {})
+    session = sessions["shop:u0"]
+    stranger = SessionState(person="x")  # River has never seen this person on video
+    requests = [
+        RankRequest("shop:u0", "video", session, None, session.exclusion(), 2000.0),
+        RankRequest("x", "video", stranger, None, stranger.exclusion(), 2000.0),
+    ]
+    river, feedback, rng = list(p.preference._mf.i_latents), dict(p._feedback), p._rng.getstate()
+    quiet = p.recommend(requests, quiet=True)
+    assert list(p.preference._mf.i_latents) == river
+    assert preference_user("x", "video") not in p.preference._mf.u_latents
+    assert dict(p._feedback) == feedback and p._rng.getstate() == rng
+    loud = p.recommend(requests)  # creates the video items in River, keeps both lists
+    assert len(p.preference._mf.i_latents) > len(river) and len(p._feedback) == len(feedback) + 2
+    # the order can differ only through River's unseen items (scored at their prior)
+    assert [set(r.keys) for r in quiet] == [set(r.keys) for r in loud]
+
 def test_rivers_negatives_are_drawn_from_the_whole_platform_catalog() -> None:
     """Not from a fixed sample of it (that pushed the same few hundred items down forever and
     left every other item's bias untouched), and never from another platform."""

@@ -283,6 +283,27 @@ def test_predict_many_with_cached_rows_fills_them_and_answers_the_same() -> None
     assert list(a._mf.i_latents) == list(b._mf.i_latents)  # created in the same order
 
 
+def test_predict_many_without_creating_changes_nothing_and_scores_the_unseen_at_the_prior() -> None:
+    items = [f"shop:{i}" for i in range(20)]
+    a, b = PreferenceModel(seed=5), PreferenceModel(seed=5)
+    for m in (a, b):
+        for n in range(60):
+            m.learn_positive(f"p{n % 4}", items[n % 10], items[:10])
+    asked = [items[3], "shop:new", items[7]]  # known, unseen, known
+    quiet = a.predict_many("p1", asked, create=False)
+    assert list(a._mf.i_latents) == list(b._mf.i_latents)  # nothing created...
+    np.testing.assert_array_equal(a._mf.i_latents[items[3]], b._mf.i_latents[items[3]])
+    loud = b.predict_many("p1", asked)  # ...so b draws the same as a would have
+    assert quiet[0] == loud[0] and quiet[2] == loud[2]  # the known items: the same floats
+    prior = a._mf.global_mean.get() + a._mf.u_biases["p1"]
+    assert quiet[1] == np.float32(np.clip(prior, 0, 1))  # the unseen one: its prior mean
+    assert a.predict_many("nobody", asked, create=False).tolist() == [
+        np.float32(np.clip(a._mf.global_mean.get() + a._mf.i_biases[items[3]], 0, 1)),
+        np.float32(np.clip(a._mf.global_mean.get(), 0, 1)),
+        np.float32(np.clip(a._mf.global_mean.get() + a._mf.i_biases[items[7]], 0, 1)),
+    ]
+    assert "nobody" not in a._mf.u_biases and "nobody" not in a._mf.u_latents
+
 def test_evaluate_notes_the_batch_size() -> None:
     from models.evaluation import evaluate
 
