@@ -190,6 +190,11 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
             else:
                 said += "and was never fitted (too few): the blend's order was served."
             out.append(said)
+        if "cold_start_probe_seconds" in m:
+            out.append(
+                f"\n{name}: ranking the cold-start targets again without the person's other "
+                f"platforms took {m['cold_start_probe_seconds']} s, left out of its speed."
+            )
     out += _long_tail(models)
     out += ["", "## Targets", ""]
     checks = result.get("checks", {})

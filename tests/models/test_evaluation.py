@@ -361,6 +361,8 @@ def test_the_same_blend_ranks_cold_start_targets_again_without_the_persons_other
     assert "cold_start" not in result["checks"]  # that one needs blend-no-cross
     text = write_report(result, tmp_path / "toy").read_text()
     assert "only the person's own history on their other platforms hidden" in text
+    probe_s = result["models"]["blend"]["cold_start_probe_seconds"]
+    assert probe_s >= 0 and f"took {probe_s} s, left out of its speed" in text
 
 def test_one_platform_skips_the_cross_platform_comparisons() -> None:
     two = two_platform_world()
