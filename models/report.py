@@ -404,19 +404,28 @@ def _plot_models_compared(result: dict[str, Any], path: Path, plt: Any) -> bool:
 
 
 def _plot_cold_start(result: dict[str, Any], path: Path, plt: Any) -> bool:
-    """HR@10 of the cold-start targets with and without other platforms' history, by their
+    """HR@10 of the cold-start targets with and without other platforms' history (the blend
+    that never learned it, and the same blend with only the person's own hidden), by their
     place among the person's positives on the platform, each place labelled with how many
     positives elsewhere came before it on average. False (nothing written) without them."""
-    places = result.get("checks", {}).get("cold_start", {}).get("by_position")
+    checks = result.get("checks", {})
+    other = checks.get("cold_start", {}).get("by_position")
+    same = checks.get("cold_start_same_model", {}).get("by_position")
+    places = other or same
     if not places:
         return False
+    bars = [(places, "hr@10_with_history", "with other platforms' history", "tab:orange")]
+    if same and [p["position"] for p in same] == [p["position"] for p in places]:
+        bars.append((same, "hr@10_without", "same blend, own history elsewhere hidden",
+                     "tab:green"))
+    if other:
+        bars.append((other, "hr@10_without", "blend that never learned it", "tab:blue"))
     xs = np.arange(len(places))
+    width = 0.8 / len(bars)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(places) + 1.5), 4.2))
-    for shift, key, label, colour in (
-        (-0.2, "hr@10_with_history", "with other platforms' history", "tab:orange"),
-        (0.2, "hr@10_without", "without", "tab:blue"),
-    ):
-        ax.bar(xs + shift, [p[key] for p in places], 0.4, label=label, color=colour, alpha=0.85)
+    for j, (rows, key, label, colour) in enumerate(bars):
+        shift = (j - (len(bars) - 1) / 2) * width
+        ax.bar(xs + shift, [p[key] for p in rows], width, label=label, color=colour, alpha=0.85)
     ax.set_xticks(
         xs,
         [f"{p['position']}\n{p['elsewhere_mean']:.1f} elsewhere\nn={p['n']}" for p in places],

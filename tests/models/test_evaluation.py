@@ -363,6 +363,8 @@ def test_the_same_blend_ranks_cold_start_targets_again_without_the_persons_other
     assert "only the person's own history on their other platforms hidden" in text
     probe_s = result["models"]["blend"]["cold_start_probe_seconds"]
     assert probe_s >= 0 and f"took {probe_s} s, left out of its speed" in text
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "toy" / "cold_start.png").stat().st_size > 1000  # without blend-no-cross
 
 def test_one_platform_skips_the_cross_platform_comparisons() -> None:
     two = two_platform_world()
