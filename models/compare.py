@@ -42,6 +42,9 @@ from models.metrics import Hit, cold_parts, hit_rate, ndcg, paired_lift
 #: Written by :func:`save_targets` beside ``results.json``.
 TARGETS_FILE = "targets.npz"
 SECTIONS = ("prequential", "leave_last_out")
+#: The cold-start targets ranked again by the same model without the person's history on
+#: other platforms (:func:`models.evaluation.replay`'s probe); only models that can probe
+ALONE = "cold_start_alone"
 
 
 @dataclass(frozen=True)
@@ -241,6 +244,16 @@ def compare_targets(
                 rows.append(
                     _row("cold start HR@10, very first positive", first_a, first_b, "hr@10")
                 )
+    alone_a, alone_b = sections[0].get(ALONE), sections[1].get(ALONE)
+    if alone_a is not None and alone_b is not None and alone_a.same_targets(alone_b):
+        rows.append(
+            _row(
+                "cold start HR@10, own history elsewhere hidden",
+                alone_a.hits(),
+                alone_b.hits(),
+                "hr@10",
+            )
+        )
     return rows
 
 

@@ -98,7 +98,7 @@ from typing import Any
 import numpy as np
 
 from models.catalog import Catalog
-from models.compare import Targets
+from models.compare import ALONE, Targets
 from models.datasets import (
     DEFAULT_PATHS,
     Dataset,
@@ -818,7 +818,11 @@ def summarise(
         "models": {name: run.summary() for name, run in runs.items()},
         # each target's rank, for `streamrec compare` (write_report saves it beside the JSON)
         "targets": {
-            name: {"prequential": Targets.of(run.hits), "leave_last_out": Targets.of(run.heldout)}
+            name: {
+                "prequential": Targets.of(run.hits),
+                "leave_last_out": Targets.of(run.heldout),
+                **({ALONE: Targets.of(run.alone)} if run.alone else {}),
+            }
             for name, run in runs.items()
         },
     }

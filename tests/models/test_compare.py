@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from models.compare import (
+    ALONE,
     Targets,
     compare_targets,
     load_targets,
@@ -116,6 +117,25 @@ def test_a_change_no_larger_than_a_reruns_is_not_counted() -> None:
     assert both.reruns[1] == plain.change and both.rerun == plain.change
     assert both.reruns[0] < 0 and both.verdict == "within the reruns' changes"
 
+
+def test_the_cold_start_without_the_persons_other_platforms_is_compared_when_both_have_it(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(2)
+    ranks = rng.integers(0, 30, 400).tolist()
+    a, b = runs(ranks, [1, 2]), runs(ranks, [1, 2])
+    cold = [h for h in stream(ranks) if h.cold]
+    hidden = [dataclasses.replace(h, rank=0) for h in cold]  # every one missed without it
+    a["blend"][ALONE], b["blend"][ALONE] = Targets.of(cold), Targets.of(hidden)
+    save_targets(b, tmp_path)
+    rows = {r.measure: r for r in compare_targets(a, load_targets(tmp_path), "blend", "blend")}
+    row = rows["cold start HR@10, own history elsewhere hidden"]
+    assert row.n == len(cold) and row.b == 0.0 and row.a == rows[
+        "cold start HR@10 (first positives here)"
+    ].a
+    del b["blend"][ALONE]  # a run of a model that cannot rank quietly: no such row
+    measures = [r.measure for r in compare_targets(a, b, "blend", "blend")]
+    assert "cold start HR@10, own history elsewhere hidden" not in measures
 
 def test_runs_over_other_targets_or_without_the_model_are_refused() -> None:
     a = runs([1, 2, 3, 4], [1])

@@ -359,6 +359,7 @@ def test_the_same_blend_ranks_cold_start_targets_again_without_the_persons_other
     same = result["checks"]["cold_start_same_model"]
     assert same["n"] == 96 and same["first_here"]["n"] == 24
     assert "cold_start" not in result["checks"]  # that one needs blend-no-cross
+    assert len(result["targets"]["blend"]["cold_start_alone"].rank) == 96  # for compare
     text = write_report(result, tmp_path / "toy").read_text()
     assert "only the person's own history on their other platforms hidden" in text
     probe_s = result["models"]["blend"]["cold_start_probe_seconds"]
