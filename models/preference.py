@@ -137,10 +137,14 @@ class PreferenceModel:
             if row is None and create:
                 row = self._mirror(items[j])
             rows[j] = -1 if row is None else row
-        known = rows >= 0
-        at = np.where(known, rows, 0)
-        y = (mf.global_mean.get() + u_bias) + np.where(known, self._biases[at], 0.0)
-        if u_latent is not None:
-            y += np.where(known, self._latents[at] @ np.asarray(u_latent, np.float64), 0.0)
+        base = mf.global_mean.get() + u_bias
+        if create:  # every row known now: River's own sum, term by term
+            y = base + self._biases[rows] + self._latents[rows] @ np.asarray(u_latent, np.float64)
+        else:  # an unknown row adds nothing: its bias and factors' prior mean, 0
+            known = rows >= 0
+            at = np.where(known, rows, 0)
+            y = base + np.where(known, self._biases[at], 0.0)
+            if u_latent is not None:
+                y += np.where(known, self._latents[at] @ np.asarray(u_latent, np.float64), 0.0)
         out: np.ndarray = np.clip(y.astype(np.float32), 0.0, 1.0)
         return out

@@ -489,13 +489,11 @@ class NeighbourRows(_ItemIds):
     def known(self, keys: list[str]) -> tuple[list[int], list[int]]:
         """The ids of the known ``keys`` and each one's place in ``keys`` (an unknown key
         still takes its place: it ages the ones after it)."""
-        ids, places = [], []
-        for place, key in enumerate(keys):
-            i = self._ids.get(key)
-            if i is not None:
-                ids.append(i)
-                places.append(place)
-        return ids, places
+        found = [self._ids.get(k) for k in keys]
+        ids = [i for i in found if i is not None]
+        if len(ids) == len(found):
+            return ids, list(range(len(ids)))
+        return ids, [place for place, i in enumerate(found) if i is not None]
 
     def row_size(self, key: str) -> int:
         """How many neighbours ``key`` keeps (0 for an unknown key)."""
