@@ -214,16 +214,7 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
             f"{_f(c['hr@10_without'])} without: lift {_f(c['lift'], True)}{_ci(c)} "
             "(target +25%)"
         )
-        for part, label in (
-            ("first_here", "their first positive there"),
-            ("later_here", "their 2nd-5th"),
-        ):
-            if part in c:
-                p = c[part]
-                out.append(
-                    f"  - {label} ({p['n']}): {_f(p['hr@10_with_history'])} vs "
-                    f"{_f(p['hr@10_without'])}, lift {_f(p['lift'], True)}"
-                )
+        out += _cold_start_parts(c)
         if "first_here_other_platforms_alone" in c:
             p = c["first_here_other_platforms_alone"]
             out.append(
@@ -255,16 +246,7 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
             f"consented; {c['n']} targets): HR@10 {_f(c['hr@10_with_history'])} with it, "
             f"{_f(c['hr@10_without'])} without: lift {_f(c['lift'], True)}{_ci(c)}"
         )
-        for part, label in (
-            ("first_here", "their first positive there"),
-            ("later_here", "their 2nd-5th"),
-        ):
-            if part in c:
-                p = c[part]
-                out.append(
-                    f"  - {label} ({p['n']}): {_f(p['hr@10_with_history'])} vs "
-                    f"{_f(p['hr@10_without'])}, lift {_f(p['lift'], True)}"
-                )
+        out += _cold_start_parts(c)
     if "leave_last_out_ndcg@10" in checks:
         c = checks["leave_last_out_ndcg@10"]
         ci = checks.get("leave_last_out_ndcg@10_95ci", {})
@@ -401,6 +383,19 @@ def _plot_models_compared(result: dict[str, Any], path: Path, plt: Any) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _cold_start_parts(c: dict[str, Any]) -> list[str]:
+    """A cold-start check's lines for the person's first positive on the platform and the rest."""
+    return [
+        f"  - {label} ({c[part]['n']}): {_f(c[part]['hr@10_with_history'])} vs "
+        f"{_f(c[part]['hr@10_without'])}, lift {_f(c[part]['lift'], True)}"
+        for part, label in (
+            ("first_here", "their first positive there"),
+            ("later_here", "their 2nd-5th"),
+        )
+        if part in c
+    ]
 
 
 def _plot_cold_start(result: dict[str, Any], path: Path, plt: Any) -> bool:

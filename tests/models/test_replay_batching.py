@@ -267,12 +267,17 @@ def test_predict_many_matches_predict_one_and_leaves_the_same_model() -> None:
                                b.predict_many("new-1", items), atol=1e-6)
 
 
-def test_predict_many_with_cached_rows_fills_them_and_answers_the_same() -> None:
+def twin_models() -> tuple[list[str], PreferenceModel, PreferenceModel]:
+    """20 items and two River models that learned the same: items 0-9 from persons p0-p3."""
     items = [f"shop:{i}" for i in range(20)]
     a, b = PreferenceModel(seed=5), PreferenceModel(seed=5)
     for m in (a, b):
         for n in range(60):
             m.learn_positive(f"p{n % 4}", items[n % 10], items[:10])
+    return items, a, b
+
+def test_predict_many_with_cached_rows_fills_them_and_answers_the_same() -> None:
+    items, a, b = twin_models()
     asked = [*items[5:15], "shop:new", items[7]]  # known, seen only as negatives, unseen
     rows = np.full(len(asked), -1, np.int64)  # a caller's cache, empty at first
     first = a.predict_many("p1", asked, rows)
@@ -284,11 +289,7 @@ def test_predict_many_with_cached_rows_fills_them_and_answers_the_same() -> None
 
 
 def test_predict_many_without_creating_changes_nothing_and_scores_the_unseen_at_the_prior() -> None:
-    items = [f"shop:{i}" for i in range(20)]
-    a, b = PreferenceModel(seed=5), PreferenceModel(seed=5)
-    for m in (a, b):
-        for n in range(60):
-            m.learn_positive(f"p{n % 4}", items[n % 10], items[:10])
+    items, a, b = twin_models()
     asked = [items[3], "shop:new", items[7]]  # known, unseen, known
     quiet = a.predict_many("p1", asked, create=False)
     assert list(a._mf.i_latents) == list(b._mf.i_latents)  # nothing created...
