@@ -503,7 +503,7 @@ class _Prepared:
     transition: _Scored = _NOTHING  # what others consumed right after their last one here
     consumed_covisit: _Scored = _NOTHING  # consumed close to their recent consumed items here
     person_knn: _Scored = _NOTHING  # chosen here by the people most like them
-    knn_person: str = ""  # who they are to PersonKNN (Pipeline._knn_person)
+    who: str = ""  # the person's id (PersonKNN leaves out every name they file items under)
     # catalog rows of their latest NEAREST_OF items here (the ``nearest`` signal)
     recent_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
@@ -812,7 +812,9 @@ class Pipeline:
         for timeline in self._timelines(session, event.platform, key, here_before):
             self.covisitation.learn_one(timeline, event.ts)
         self.item_knn.learn_one(session.recent.get(event.platform, []))
-        self.person_knn.learn_one(self._knn_person(person, session, event.platform), key)
+        self.person_knn.learn_one(
+            self._knn_person(person, session, event.platform), key, owner=person
+        )
 
     def _mirror_popularity(self, key: str) -> None:
         """Copy ``key``'s new popularity count into the ranking's per-row array (all of them
@@ -1174,7 +1176,7 @@ class Pipeline:
             recent=recent,
             recent_elsewhere=[k for p in others for k in s.recent.get(p, [])[-3:]],
             consumed=consumed_on(s, req.platform, self.consumed_covisitation.window),
-            knn_person=self._knn_person(req.person, s, req.platform),
+            who=req.person,
             recent_rows=self._rows_of(recent[-NEAREST_OF:]),
         )
 
@@ -1210,7 +1212,7 @@ class Pipeline:
             self.consumed_covisitation, self._consumed_covisit_rows, consumed, n
         )
         people = self.person_knn.candidate_ids_many(
-            [(p.knn_person, [*p.recent_elsewhere, *p.recent]) for p in prepared],
+            [(p.who, [*p.recent_elsewhere, *p.recent]) for p in prepared],
             platform,
             cfg.person_knn_candidates,
         )

@@ -718,6 +718,7 @@ class PersonKNN(_ItemIds):
         self.per_item = per_item
         self._people_of: list[array[int]] = []  # item id → person ids, oldest first
         self._person_ids: dict[str, int] = {}
+        self._owned: dict[str, list[int]] = {}  # owner → the ids they file items under
         # person id → their last per_person item ids (a ring, -1: empty) and how many they had
         self._items_of = np.full((64, per_person), -1, np.int64)
         self._count = np.zeros(64, np.int64)
@@ -725,20 +726,23 @@ class PersonKNN(_ItemIds):
     def _added(self, i: int) -> None:
         self._people_of.append(array("q"))
 
-    def _person_id(self, person: str) -> int:
+    def _person_id(self, person: str, owner: str) -> int:
         p = self._person_ids.get(person)
         if p is not None:
             return p
         p = self._person_ids[person] = len(self._person_ids)
+        self._owned.setdefault(owner, []).append(p)
         if p == len(self._count):
             self._items_of = np.concatenate([self._items_of, np.full_like(self._items_of, -1)])
             self._count = np.concatenate([self._count, np.zeros(p, np.int64)])
         return p
 
-    def learn_one(self, person: str, key: str) -> None:
+    def learn_one(self, person: str, key: str, owner: str | None = None) -> None:
         """``person`` engaged with ``key`` (a positive). Each person and item are linked once:
-        a view, a click and a purchase of one item are one shared item, not three."""
-        i, p = self.id_of(key), self._person_id(person)
+        a view, a click and a purchase of one item are one shared item, not three. One
+        ``owner`` may file items under several ``person`` names (one per platform while they
+        withhold consent): none of them is ever the owner's neighbour."""
+        i, p = self.id_of(key), self._person_id(person, person if owner is None else owner)
         ring = self._items_of[p]
         if (ring == i).any():
             return
@@ -755,10 +759,10 @@ class PersonKNN(_ItemIds):
     def candidate_ids_many(
         self, queries: Sequence[tuple[str, list[str]]], platform: str, n: int
     ) -> list[Neighbours]:
-        """For each ``(person, recent items newest last)``, the top ``n`` items of
+        """For each ``(owner, recent items newest last)``, the top ``n`` items of
         ``platform`` (:class:`Neighbours`: item ids, scores scaled so the best is 1, and the
-        best one's share of the neighbours' total similarity), the person's own votes left
-        out."""
+        best one's share of the neighbours' total similarity), the votes of every name the
+        owner filed items under left out."""
         code = self._platform_ids.get(platform)
         out = [_EMPTY] * len(queries)
         if code is None or not queries:
@@ -804,10 +808,8 @@ class PersonKNN(_ItemIds):
             cell, weights=np.repeat(weights, lengths), minlength=len(queries) * n_people
         ).reshape(len(queries), n_people)
         sims /= np.sqrt(np.minimum(self._count[:n_people], self.per_person))[None, :]
-        for q, (person, _) in enumerate(queries):  # not one's own neighbour
-            me = self._person_ids.get(person)
-            if me is not None:
-                sims[q, me] = 0.0
+        for q, (whose, _) in enumerate(queries):  # not one's own neighbour, by any name
+            sims[q, self._owned.get(whose, [])] = 0.0
         k = min(self.neighbours, n_people)
         nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (queries, k)
         near_sims = np.take_along_axis(sims, nearest, axis=1)

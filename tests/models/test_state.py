@@ -535,6 +535,31 @@ def test_person_knn_finds_people_alike_and_leaves_out_ones_own_votes() -> None:
     assert knn.candidate_ids_many([("eve", ["s:unknown"])], "v", n=5)[0].ids.size == 0
     assert knn.candidate_ids_many([("eve", ["s:a"])], "nowhere", n=5)[0].ids.size == 0
 
+def test_person_knn_leaves_out_every_name_a_person_files_items_under() -> None:
+    # dee consented (filed as "dee"), then withheld consent (filed as "dee@s", one name per
+    # platform): asked as dee, neither name is her neighbour, however alike they are
+    knn = PersonKNN(neighbours=1)
+    for person, owner, items in [
+        ("dee", "dee", ["s:a", "s:b", "v:own"]),
+        ("dee@s", "dee", ["s:a", "s:b"]),
+        ("ann", "ann", ["s:a", "v:x"]),
+    ]:
+        for key in items:
+            knn.learn_one(person, key, owner=owner)
+    found = knn.candidate_ids_many([("dee", ["s:a", "s:b"])], "v", n=5)[0]
+    assert [knn.keys[i] for i in found.ids] == ["v:x"]  # ann's, not dee's own v:own
+    # eve never consented, so her id itself names nobody: her name on v is still hers
+    knn = PersonKNN(neighbours=1)
+    for person, owner, items in [
+        ("eve@v", "eve", ["s:a", "v:own"]),  # closer to her query than ann
+        ("ann", "ann", ["s:a", "s:b", "v:x"]),
+    ]:
+        for key in items:
+            knn.learn_one(person, key, owner=owner)
+    found = knn.candidate_ids_many([("eve", ["s:a"])], "v", n=5)[0]
+    assert [knn.keys[i] for i in found.ids] == ["v:x"]
+
+
 
 def test_a_row_decayed_to_nothing_neither_spoils_nor_hides_other_rows_items() -> None:
     cv = CoVisitation(window=3, half_life_s=3600.0)
