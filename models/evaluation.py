@@ -188,12 +188,6 @@ class Run:
                     for part, hs in cold_parts(cold).items()
                 },
             },
-            # the same targets ranked by this model without the person's other platforms
-            **(
-                {"cold_start_alone": {"n": len(self.alone), "hr@10": hit_rate(self.alone)}}
-                if self.alone
-                else {}
-            ),
             "by_target_seen": {
                 "prequential": by_target_seen(self.hits),
                 "leave_last_out": by_target_seen(self.heldout),

@@ -25,6 +25,7 @@ from typing import Any, Protocol, get_args, get_type_hints
 
 import numpy as np
 
+from models import topn
 from models.blend import SIGNALS, PlatformBlends
 from models.catalog import Catalog, availability
 from models.errors import BatchFailedError, ConfigError, InvalidEventError
@@ -566,6 +567,7 @@ class Pipeline:
         self._person_knn_rows = _CatalogRows(self.catalog, self.person_knn.keys)
         self.lexical = LexicalIndex()
         warm_up()  # the compiled loops, loaded now rather than on the first event
+        topn.warm_up()
         self.preference = PreferenceModel(seed=config.seed)
         self.blends = PlatformBlends()
         self.reranker = (

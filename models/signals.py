@@ -30,6 +30,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from models.topn import top_n_per_row
+
 _LOG1P_1000 = math.log1p(1000.0)
 
 
@@ -210,85 +212,22 @@ class Neighbours(NamedTuple):
 _EMPTY = Neighbours(np.zeros(0, np.int64), np.zeros(0, np.float64))
 
 
-def _best_per_row(scores: np.ndarray, n: int, totals: Sequence[float]) -> list[Neighbours]:
-    """Each row of non-negative ``scores`` (queries x items) as :class:`Neighbours`: its top
-    ``n`` positive columns best first (ties by column, as :func:`_best_of_cells` breaks
-    them), scaled so the best is 1, and the best over the row's ``totals`` entry as the
-    strength. All rows in one call per numpy step: a call per row would cost Python per
-    query."""
-    k = min(n, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    top_scores = np.take_along_axis(scores, top, axis=1)
-    # The partition leaves out an arbitrary few of the items tied with the k-th best: where
-    # it did, take the ones of lowest column instead.
-    kth = top_scores.min(axis=1)
-    tied = np.count_nonzero(scores == kth[:, None], axis=1)
-    kept = np.count_nonzero(top_scores == kth[:, None], axis=1)
-    short = np.flatnonzero((tied > kept) & (kth > 0))
-    for q in short.tolist():
-        above = top[q][top_scores[q] > kth[q]]  # all of the row's above the bar are in top
-        top[q] = np.concatenate([above, np.flatnonzero(scores[q] == kth[q])[: k - len(above)]])
-        top_scores[q] = scores[q, top[q]]
-    order = np.lexsort((top, -top_scores), axis=1)  # best first, ties by column
-    top = np.take_along_axis(top, order, axis=1)
-    top_scores = np.take_along_axis(top_scores, order, axis=1)
-    positive = np.count_nonzero(top_scores > 0, axis=1).tolist()  # they come first
-    found: list[Neighbours] = []
-    for ids, row, m, total in zip(top, top_scores, positive, totals, strict=True):
-        if m == 0:
-            found.append(_EMPTY)
-            continue
-        best = float(row[0])
-        found.append(Neighbours(ids[:m], row[:m] / best, best / total))
-    return found
-
-
-def _best_of_cells(
-    cells: np.ndarray, weights: np.ndarray, rows: int, size: int, n: int, totals: Sequence[float]
-) -> list[Neighbours]:
-    """:func:`_best_per_row` for a sparse (``rows`` x ``size``) matrix given as entries: flat
-    cell ``row * size + column`` and a weight, summed per cell. Each cell's sum adds the same
-    terms in the same order as ``np.bincount`` into the dense matrix, so the scores are
-    identical; ties come best first by column. Sorting the entries costs ``E log E`` against
-    the dense pass's ``rows * size``: far cheaper when histories are short and the catalog
-    large (Amazon: 39,000 items, a few thousand entries per query)."""
-    if not len(cells):
-        return [_EMPTY] * rows
-    unique, at = np.unique(cells, return_inverse=True)
-    sums = np.bincount(at, weights=weights)
-    positive = sums > 0
-    unique, sums = unique[positive], sums[positive]
-    owner = unique // size
-    order = np.lexsort((-sums, owner))  # by row, then best first; stable: ties by column
-    owner, unique, sums = owner[order], unique[order], sums[order]
-    starts = np.searchsorted(owner, np.arange(rows + 1)).tolist()
-    found: list[Neighbours] = []
-    for q, total in enumerate(totals):
-        start, end = starts[q], min(starts[q + 1], starts[q] + n)
-        if start == end:
-            found.append(_EMPTY)
-            continue
-        best = float(sums[start])
-        found.append(Neighbours(unique[start:end] - q * size, sums[start:end] / best, best / total))
-    return found
-
-
-#: Score a chunk from its entries (:func:`_best_of_cells`) when they are fewer than the dense
-#: matrix's cells over this: sorting an entry costs about this many dense cells' pass.
-SPARSE_BELOW = 1 / 16
-
-
 def _best_of(
     cells: np.ndarray, weights: np.ndarray, rows: int, size: int, n: int, totals: Sequence[float]
 ) -> list[Neighbours]:
     """The top ``n`` of each row of a (``rows`` x ``size``) matrix given as entries (flat cell
-    ``row * size + column``, a weight each, summed per cell) as :class:`Neighbours`: sorted
-    from the entries when they are few (:func:`_best_of_cells`), else through the dense
-    matrix (:func:`_best_per_row`); the same items and floats either way."""
-    if len(cells) < SPARSE_BELOW * rows * size:
-        return _best_of_cells(cells, weights, rows, size, n, totals)
-    scores = np.bincount(cells, weights=weights, minlength=rows * size)
-    return _best_per_row(scores.reshape(rows, size), n, totals)
+    ``row * size + column``, a weight each, summed per cell) as :class:`Neighbours`: its
+    positive columns best first (ties by column), scaled so the best is 1, and the best over
+    the row's ``totals`` entry as the strength (:func:`models.topn.top_n_per_row`)."""
+    ids, scores, counts = top_n_per_row(cells, weights, rows, size, n)
+    found: list[Neighbours] = []
+    for row_ids, row, m, total in zip(ids, scores, counts.tolist(), totals, strict=True):
+        if m == 0:
+            found.append(_EMPTY)
+            continue
+        best = float(row[0])
+        found.append(Neighbours(row_ids[:m], row[:m] / best, best / total))
+    return found
 
 
 class _ItemIds:

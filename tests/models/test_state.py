@@ -26,9 +26,8 @@ from models.signals import (
     PersonKNN,
     Popularity,
     Transitions,
-    _best_of_cells,
-    _best_per_row,
 )
+from tests.models.test_topn import dense_top_n
 
 
 def test_session_round_trip_and_bounds() -> None:
@@ -570,19 +569,9 @@ def test_a_row_decayed_to_nothing_neither_spoils_nor_hides_other_rows_items() ->
     assert cv.candidates(["m:c"], "m", n=5) == {"m:b": 1.0}
 
 
-def test_ties_go_by_column_whether_a_chunk_is_scored_sparse_or_dense() -> None:
+def test_which_tied_items_make_the_top_n_does_not_depend_on_the_batch() -> None:
     # integer counts tie often; which of the tied items make the top n must not depend on
-    # which other queries share the batch (it picks the sparse or the dense pass)
-    rng = np.random.default_rng(0)
-    rows, size, n = 6, 40, 5
-    cells = rng.integers(0, rows * size, 150)
-    weights = rng.integers(1, 3, 150).astype(np.float64)
-    totals = [10.0] * rows
-    sparse = _best_of_cells(cells, weights, rows, size, n, totals)
-    dense = _best_per_row(np.bincount(cells, weights, rows * size).reshape(rows, size), n, totals)
-    assert any(len(np.unique(f.scores)) < len(f.scores) for f in sparse)  # ties were there
-    for a, b in zip(sparse, dense, strict=True):
-        assert a.ids.tolist() == b.ids.tolist() and a.scores.tolist() == b.scores.tolist()
+    # which other queries share the batch
     knn = ItemKNN(window=200)
     history = ["m:q"] + [f"m:{i:03d}" for i in range(100)]  # q co-occurs once with each
     for i in range(1, len(history) + 1):
@@ -624,12 +613,11 @@ def test_person_knn_is_bounded_and_chunking_changes_nothing(
 
 
 @pytest.mark.parametrize("signal", ["item-knn", "covisit", "person-knn"])
-def test_sparse_and_dense_passes_find_the_same_neighbours(
+def test_the_compiled_top_n_finds_what_the_dense_matrix_does(
     signal: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Few entries per query are scored from the entries alone (sorted), many through a dense
-    (queries x items) matrix: the same floats either way; only ties may come out in another
-    order, and in the sparse pass they come by item id."""
+    """The signals' top n per query from the compiled pass (models.topn), against the dense
+    (queries x items) matrix computed by numpy: the same items, floats and strengths."""
     import models.signals as signals
 
     rng = np.random.default_rng(8)
@@ -650,19 +638,14 @@ def test_sparse_and_dense_passes_find_the_same_neighbours(
             )
         return {"item-knn": knn, "covisit": cv}[signal].candidate_ids_many(histories, "m", 20)
 
-    monkeypatch.setattr(signals, "SPARSE_BELOW", 0.0)
+    compiled = ask()
+    monkeypatch.setattr(signals, "top_n_per_row", dense_top_n)
     dense = ask()
-    monkeypatch.setattr(signals, "SPARSE_BELOW", float("inf"))
-    sparse = ask()
-    assert sum(len(found.ids) > 0 for found in sparse) >= 30
-    for d, s in zip(dense, sparse, strict=True):
-        assert np.array_equal(d.scores, s.scores) and d.strength == s.strength
-        if len(s.ids):  # the same items above the cut (tied ones at it may differ)
-            cut = s.scores[-1]
-            assert set(d.ids[d.scores > cut].tolist()) == set(s.ids[s.scores > cut].tolist())
-        for score in np.unique(s.scores):  # ties by item id
-            tied = s.ids[s.scores == score]
-            assert np.array_equal(tied, np.sort(tied))
+    assert sum(len(found.ids) > 0 for found in compiled) >= 30
+    assert any(len(np.unique(f.scores)) < len(f.scores) for f in compiled)  # ties were there
+    for d, c in zip(dense, compiled, strict=True):
+        assert d.ids.tolist() == c.ids.tolist() and d.scores.tolist() == c.scores.tolist()
+        assert d.strength == c.strength
 
 
 def test_blend_learns_the_same_floats_whatever_the_string_hash_seed() -> None:
