@@ -278,9 +278,6 @@ class NeighbourRows(_ItemIds):
     which bounds memory.
     """
 
-    #: top_many scores a chunk of queries as a dense (queries x items) matrix of this many floats
-    cells_per_pass = 1_000_000
-
     def __init__(self, capacity: int = 200) -> None:
         super().__init__()
         self.capacity = capacity
@@ -370,25 +367,8 @@ class NeighbourRows(_ItemIds):
         adds the same terms in the same order as a query on its own, so the results are
         identical to it."""
         code = self._platform_ids.get(platform)
-        out = [_EMPTY] * len(queries)
         if code is None:
-            return out
-        size = len(self._keys)
-        chunk = max(1, self.cells_per_pass // max(size, 1))
-        for start in range(0, len(queries), chunk):
-            part = queries[start : start + chunk]
-            for q, found in enumerate(self._top_chunk(part, code, size, cosine, n)):
-                out[start + q] = found
-        return out
-
-    def _top_chunk(
-        self,
-        queries: Sequence[tuple[list[int], list[float]]],
-        code: int,
-        size: int,
-        cosine: bool,
-        n: int,
-    ) -> list[Neighbours]:
+            return [_EMPTY] * len(queries)
         rows: list[int] = []
         ages: list[float] = []
         owners: list[int] = []
@@ -416,6 +396,7 @@ class NeighbourRows(_ItemIds):
             w /= np.repeat([t if t > 0 else 1.0 for t in totals], lengths)
         w *= np.repeat(ages, lengths)
         here = self._platform[nb] == code
+        size = len(self._keys)
         cell = (np.repeat(np.array(owners, np.int64) * size, lengths) + nb)[here]
         totals = [sum(age_weights) for _, age_weights in queries]
         return _best_of(cell, w[here], len(queries), size, n, totals)
@@ -621,9 +602,9 @@ class PersonKNN(_ItemIds):
     similarity for every item of theirs on the platform. It sees combinations of items, not
     pairs, and a history on one platform finds people who also use another: the items they
     chose there. Memory per person and per item is bounded: each person keeps their last
-    ``per_person`` items, each item its last ``per_item`` people. A query is scored densely
-    over all people and all items (like :class:`NeighbourRows`), which is fast up to about a
-    million of each; beyond that it needs a sparse pass.
+    ``per_person`` items, each item its last ``per_item`` people. A query's similarity
+    to everyone is a dense row over all people, which is fast up to about a million of them;
+    beyond that it needs a sparse pass.
 
     Examples
     --------
@@ -637,8 +618,8 @@ class PersonKNN(_ItemIds):
     (['video:x', 'video:y'], [1.0, 0.54])
     """
 
-    #: candidate_ids_many scores a chunk of queries as a dense (queries x items) matrix of this
-    #: many floats at most
+    #: candidate_ids_many scores a chunk of queries as a dense (queries x people) matrix of
+    #: this many floats at most
     cells_per_pass = 1_000_000
 
     def __init__(
@@ -706,8 +687,7 @@ class PersonKNN(_ItemIds):
         out = [_EMPTY] * len(queries)
         if code is None or not queries:
             return out
-        size = max(len(self._keys), len(self._person_ids), 1)
-        chunk = max(1, self.cells_per_pass // size)
+        chunk = max(1, self.cells_per_pass // max(len(self._person_ids), 1))
         for start in range(0, len(queries), chunk):
             part = queries[start : start + chunk]
             for q, found in enumerate(self._chunk(part, code, n)):

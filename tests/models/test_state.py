@@ -22,7 +22,6 @@ from models.session import MAX_CONSUMED, MAX_RECENT, Exclusion, LastRecommendati
 from models.signals import (
     CoVisitation,
     ItemKNN,
-    NeighbourRows,
     PersonKNN,
     Popularity,
     Transitions,
@@ -293,7 +292,7 @@ def test_neighbour_rows_top_equals_the_sums_written_out() -> None:
     assert compared > 20
 
 
-def test_many_queries_at_once_equal_each_query_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_many_queries_at_once_equal_each_query_alone() -> None:
     rng = np.random.default_rng(4)
     knn, cv = ItemKNN(window=6, history=4), CoVisitation(window=3)
     histories: list[list[str]] = [[] for _ in range(30)]
@@ -303,15 +302,13 @@ def test_many_queries_at_once_equal_each_query_alone(monkeypatch: pytest.MonkeyP
         knn.learn_one(h)
         cv.learn_one(h)
     asked = [*histories, [], ["m:never-seen"]]
-    for chunk in (NeighbourRows.cells_per_pass, 7 * len(knn.rows)):  # one pass; passes of 7
-        monkeypatch.setattr(NeighbourRows, "cells_per_pass", chunk)
-        for signal in (knn, cv):
-            together = signal.candidate_ids_many(asked, "m", 25)
-            for h, found in zip(asked, together, strict=True):
-                alone = signal.candidate_ids_many([h], "m", 25)[0]
-                assert np.array_equal(found.ids, alone.ids)
-                assert np.array_equal(found.scores, alone.scores)  # the very same floats
-                assert found.strength == alone.strength
+    for signal in (knn, cv):
+        together = signal.candidate_ids_many(asked, "m", 25)
+        for h, found in zip(asked, together, strict=True):
+            alone = signal.candidate_ids_many([h], "m", 25)[0]
+            assert np.array_equal(found.ids, alone.ids)
+            assert np.array_equal(found.scores, alone.scores)  # the very same floats
+            assert found.strength == alone.strength
     assert sum(len(found.ids) > 0 for found in together) >= 25
 
 
