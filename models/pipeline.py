@@ -504,7 +504,6 @@ class _Prepared:
     transition: _Scored = _NOTHING  # what others consumed right after their last one here
     consumed_covisit: _Scored = _NOTHING  # consumed close to their recent consumed items here
     person_knn: _Scored = _NOTHING  # chosen here by the people most like them
-    who: str = ""  # the person's id (PersonKNN leaves out every name they file items under)
     # catalog rows of their latest NEAREST_OF items here (the ``nearest`` signal)
     recent_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
@@ -951,7 +950,9 @@ class Pipeline:
             by_platform.setdefault(r.platform, []).append(i)
         found = _Searched(self._sequence_queries(requests))
         for platform, idx in by_platform.items():
-            self._neighbour_candidates([prepared[i] for i in idx], platform)
+            self._neighbour_candidates(
+                [requests[i] for i in idx], [prepared[i] for i in idx], platform
+            )
             rows, _ = self.catalog.neighbours(queries[idx], platform, cfg.neighbour_candidates)
             for i, r in zip(idx, rows, strict=True):
                 found.text[i] = r
@@ -1178,11 +1179,12 @@ class Pipeline:
             recent=recent,
             recent_elsewhere=[k for p in others for k in s.recent.get(p, [])[-3:]],
             consumed=consumed_on(s, req.platform, self.consumed_covisitation.window),
-            who=req.person,
             recent_rows=self._rows_of(recent[-NEAREST_OF:]),
         )
 
-    def _neighbour_candidates(self, prepared: list[_Prepared], platform: str) -> None:
+    def _neighbour_candidates(
+        self, requests: Sequence[RankRequest], prepared: list[_Prepared], platform: str
+    ) -> None:
         """The neighbour signals' candidates for requests of one platform: one vectorised
         pass per signal for all of them."""
         cfg = self.config
@@ -1214,7 +1216,10 @@ class Pipeline:
             self.consumed_covisitation, self._consumed_covisit_rows, consumed, n
         )
         people = self.person_knn.candidate_ids_many(
-            [(p.who, [*p.recent_elsewhere, *p.recent]) for p in prepared],
+            [
+                (r.person, [*p.recent_elsewhere, *p.recent])  # every name of theirs left out
+                for r, p in zip(requests, prepared, strict=True)
+            ],
             platform,
             cfg.person_knn_candidates,
         )
