@@ -233,7 +233,7 @@ def replay_examples(
             continue
         target = item_key(e.platform, e.item)
         # serving never ranks what the person consumed: such a target is not a row either
-        if session.events and target not in session.consumed and sample(t):
+        if session.events_on and target not in session.consumed and sample(t):
             ctx_key = last_item.get((person, e.platform))
             request = RankRequest(
                 person,

@@ -53,7 +53,6 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "seen_event_ids": list,
     "last_rec": dict,
     "aliases": list,
-    "events": int,
 }
 
 
@@ -104,8 +103,7 @@ class SessionState:
     seen_event_ids: list[str] = field(default_factory=list)  # at-least-once: drop replays
     last_rec: dict[str, LastRecommendation] = field(default_factory=dict)
     aliases: list[str] = field(default_factory=list)  # person keys merged into this one
-    events: int = 0  # positive events folded in, all platforms
-    # ...and per platform: what a list may count of them depends on consent
+    # positive events folded in per platform: what a list may count of them depends on consent
     events_on: dict[str, int] = field(default_factory=dict)
 
     def observe(
@@ -146,7 +144,6 @@ class SessionState:
             late = np.float32(weight * _decay(last - ts, half_life_s))
             self.interest[platform] = previous + late * vector
         self.interest_ts[platform] = max(ts, last)
-        self.events += 1
         self.events_on[platform] = self.events_on.get(platform, 0) + 1
 
     def copy(self) -> SessionState:
@@ -238,7 +235,6 @@ class SessionState:
             [e for e in other.seen_event_ids if e not in seen] + self.seen_event_ids
         )[-SEEN_EVENTS:]
         self.aliases = sorted({*self.aliases, other.person, *other.aliases} - {self.person})
-        self.events += other.events
         for platform, count in other.events_on.items():
             self.events_on[platform] = self.events_on.get(platform, 0) + count
 
@@ -257,7 +253,6 @@ class SessionState:
             "seen_event_ids": self.seen_event_ids,
             "last_rec": {p: vars(r) for p, r in self.last_rec.items()},
             "aliases": self.aliases,
-            "events": self.events,
             "events_on": self.events_on,
         }
 
@@ -297,7 +292,6 @@ class SessionState:
                 seen_event_ids=d["seen_event_ids"],
                 last_rec={p: LastRecommendation(**r) for p, r in d["last_rec"].items()},
                 aliases=d["aliases"],
-                events=d["events"],
                 events_on=events_on,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:

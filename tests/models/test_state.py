@@ -48,7 +48,7 @@ def test_session_round_trip_and_bounds() -> None:
 def test_session_round_trip_keeps_every_field() -> None:
     # ``==`` compares the encoding under test, so compare field by field, each set away from
     # its default (a field the encoding forgot would come back as the default)
-    s = SessionState(person="P", consent=False, consent_ts=5.0, events=7)
+    s = SessionState(person="P", consent=False, consent_ts=5.0)
     s.observe("shop", "shop:a", np.ones(3, np.float32), ts=4.0, consumed=True, half_life_s=9.0)
     s.remember_event("e1")
     s.last_rec["shop"] = LastRecommendation("r1", "shop", ["b", "c"], 4.5)
@@ -77,6 +77,13 @@ def test_a_state_stored_before_the_consumed_filter_existed_still_loads() -> None
     del d["consumed_earlier"], d["events_on"]
     back = SessionState.from_dict(d)
     assert back.consumed == ["shop:a"] and back.consumed_earlier is None and back.events_on == {}
+
+
+def test_a_state_stored_with_the_retired_event_count_still_loads() -> None:
+    d = SessionState(person="p", events_on={"shop": 2}).to_dict()
+    assert "events" not in d
+    d["events"] = 2  # states stored before stop 36 carried a total nothing read
+    assert SessionState.from_dict(d) == SessionState(person="p", events_on={"shop": 2})
 
 
 def test_items_consumed_before_the_last_max_consumed_are_still_excluded() -> None:
