@@ -566,7 +566,8 @@ def embed_items(
         ignore = path.parent.parent / ".gitignore"
         if path.parent.parent.name == ".cache" and not ignore.exists():
             ignore.write_text("*\n")
-        tmp = path.with_suffix(".tmp.npy")
+        # one temporary file per process: parallel replays may encode the same items at once
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, vectors)
         tmp.replace(path)
     return vectors
