@@ -60,9 +60,10 @@ def test_a_merge_of_a_state_with_fields_of_the_wrong_type_is_refused() -> None:
     for field, wrong in (
         ("interest", []),
         ("consent", "yes"),
-        ("events", 1.5),
+        ("events_on", {"shop": 1.5}),
         ("person", 3),
-        ("events", True),
+        ("events_on", {"shop": True}),
+        ("events_on", [1]),
         ("consent_ts", False),
         ("consumed", [1]),
         ("seen_event_ids", [None]),
