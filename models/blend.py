@@ -27,6 +27,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
+from models.errors import ConfigError
+
 #: What the blend weighs, in the order of a ranking's feature columns: the ranking head, the
 #: head's dense inputs (:data:`models.ranker.DENSE_FEATURES`), then blend-only signals.
 SIGNALS = (
@@ -81,6 +83,8 @@ class AdaptiveBlend:
         l2: float = 0.01,
         averaging: float = 0.002,
     ) -> None:
+        if not 0.0 < averaging <= 1.0:
+            raise ConfigError(f"averaging={averaging!r}: expected a share in (0, 1]")
         self.prior = dict(prior)
         self.learning_rate = learning_rate
         self.l2 = l2

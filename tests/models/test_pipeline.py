@@ -762,3 +762,9 @@ def test_the_sequence_signal_scores_the_item_tower_output_and_proposes_its_neare
     p.sequence = None
     ranking = p.recommend([RankRequest("x", "shop", session, ts=10.0)])[0]
     assert not ranking.features[:, SIGNALS.index("sequence")].any()
+
+
+def test_the_blend_averaging_setting_reaches_every_platforms_blend() -> None:
+    p = make_pipeline(PipelineConfig().with_overrides(["blend_averaging=0.5"]))
+    assert p.blends["shop"].averaging == 0.5 and p.blends["video"].averaging == 0.5
+    assert make_pipeline().blends["shop"].averaging == PipelineConfig().blend_averaging

@@ -505,6 +505,12 @@ def test_served_blend_weights_are_a_running_average_of_the_iterate() -> None:
     assert plain.weights == plain.raw and plain.raw == b.raw
 
 
+@pytest.mark.parametrize("averaging", [0.0, -0.1, 1.5, math.nan])
+def test_a_blend_refuses_an_averaging_share_outside_zero_to_one(averaging: float) -> None:
+    with pytest.raises(ConfigError, match="averaging"):
+        AdaptiveBlend(averaging=averaging)
+
+
 def test_time_decayed_pairs_fade_and_break_ties_by_recency() -> None:
     plain, decayed = Transitions(), Transitions(half_life_s=10.0)
     for tr in (plain, decayed):
