@@ -574,7 +574,9 @@ class Pipeline:
         warm_up()  # the compiled loops, loaded now rather than on the first event
         topn.warm_up()
         self.preference = PreferenceModel(seed=config.seed)
-        self.blends = PlatformBlends(partial(AdaptiveBlend, averaging=config.blend_averaging))
+        make_blend = partial(AdaptiveBlend, averaging=config.blend_averaging)
+        make_blend()  # a bad setting is refused now, not at a platform's first event
+        self.blends = PlatformBlends(make_blend)
         self.reranker = (
             Reranker(
                 config.rerank_every,

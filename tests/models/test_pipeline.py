@@ -12,7 +12,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from models import pipeline as pipeline_module
 from models.blend import SIGNALS
-from models.errors import BatchFailedError, InvalidEventError
+from models.errors import BatchFailedError, ConfigError, InvalidEventError
 from models.events import CatalogItem, Event, EventType
 from models.identity import route
 from models.pipeline import (
@@ -768,3 +768,5 @@ def test_the_blend_averaging_setting_reaches_every_platforms_blend() -> None:
     p = make_pipeline(PipelineConfig().with_overrides(["blend_averaging=0.5"]))
     assert p.blends["shop"].averaging == 0.5 and p.blends["video"].averaging == 0.5
     assert make_pipeline().blends["shop"].averaging == PipelineConfig().blend_averaging
+    with pytest.raises(ConfigError, match="averaging"):  # at start, before any event
+        Pipeline(HashingEncoder(dim=8), ranker=None, config=PipelineConfig(blend_averaging=1.5))

@@ -82,7 +82,7 @@ def test_a_state_stored_before_the_consumed_filter_existed_still_loads() -> None
 def test_a_state_stored_with_the_retired_event_count_still_loads() -> None:
     d = SessionState(person="p", events_on={"shop": 2}).to_dict()
     assert "events" not in d
-    d["events"] = 2  # states stored before stop 36 carried a total nothing read
+    d["events"] = 2  # states stored before stop 36 carried this total beside events_on
     assert SessionState.from_dict(d) == SessionState(person="p", events_on={"shop": 2})
 
 
