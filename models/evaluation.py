@@ -111,6 +111,7 @@ from models.events import CONSUMED_EVENTS, Event, item_key
 from models.metrics import (
     Hit,
     K,
+    by_rank_band,
     by_target_seen,
     cold_by_position,
     cold_parts,
@@ -191,6 +192,10 @@ class Run:
             "by_target_seen": {
                 "prequential": by_target_seen(self.hits),
                 "leave_last_out": by_target_seen(self.heldout),
+            },
+            "by_rank_band": {
+                "prequential": by_rank_band(self.hits),
+                "leave_last_out": by_rank_band(self.heldout),
             },
             # how far each overall NDCG@10 could move with another draw of as many targets
             "ndcg@10_95ci": {

@@ -111,6 +111,40 @@ def _long_tail(models: dict[str, Any]) -> list[str]:
     return out
 
 
+def _rank_bands(models: dict[str, Any]) -> list[str]:
+    """Per model, the share of its targets in each rank band and the share never returned."""
+    out: list[str] = []
+    for section, title in (("prequential", "prequential"), ("leave_last_out", "leave-last-out")):
+        per_model = {
+            name: m.get("by_rank_band", {}).get(section) or {} for name, m in models.items()
+        }
+        per_model = {name: b for name, b in per_model.items() if b}
+        if not per_model:
+            continue
+        if not out:
+            out += [
+                "",
+                "## Where the targets land",
+                "",
+                "Share of the targets at each place of the model's list. The top 10 is HR@10; "
+                "11-50 is what a second stage over the top 50 (the blend's reranker) could "
+                "still lift into it; not returned, for the blend: not among its candidates.",
+            ]
+        labels = list(next(iter(per_model.values())))
+        out += [
+            "",
+            f"{title}:",
+            "",
+            "| model | " + " | ".join(labels) + " |",
+            "|---|" + "---:|" * len(labels),
+        ]
+        out += [
+            f"| {name} | " + " | ".join(f"{bands[lb]:.1%}" for lb in labels) + " |"
+            for name, bands in per_model.items()
+        ]
+    return out
+
+
 def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
     models = result["models"]
     platforms = result["platforms"]
@@ -196,6 +230,7 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
                 f"platforms took {m['cold_start_probe_seconds']} s, left out of its speed."
             )
     out += _long_tail(models)
+    out += _rank_bands(models)
     out += ["", "## Targets", ""]
     checks = result.get("checks", {})
     if "blend_vs_best_baseline" in checks:

@@ -85,6 +85,13 @@ def test_targets_are_grouped_by_how_often_their_item_was_seen_before(tmp_path: P
     assert "| targets | 2 (20%) | 4 (40%) | 4 (40%) | 0 (0%) | 0 (0%) |" in text
     assert "| popularity | 0.0000 (0%) | 0.8155 (100%) | 0.8155 (100%) |  |  |" in text
     assert "| targets | 1 (50%) | 0 (0%) | 1 (50%) | 0 (0%) | 0 (0%) |" in text  # held out
+    # where they land: the first A and B never returned, every other one in the top 10
+    assert run.summary()["by_rank_band"]["prequential"] == {
+        "1-10": 0.8, "11-50": 0.0, "51+": 0.0, "not returned": 0.2
+    }
+    assert "## Where the targets land" in text
+    assert "| popularity | 80.0% | 0.0% | 0.0% | 20.0% |" in text
+    assert "| popularity | 50.0% | 0.0% | 0.0% | 50.0% |" in text  # held out: B found, filler not
 
 
 def test_learning_before_ranking_would_leak_and_shows() -> None:

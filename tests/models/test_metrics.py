@@ -9,6 +9,7 @@ import pytest
 
 from models.metrics import (
     Hit,
+    by_rank_band,
     by_target_seen,
     cold_by_position,
     mean_interval,
@@ -34,6 +35,13 @@ def test_targets_are_bucketed_by_how_often_their_item_was_seen() -> None:
     assert buckets["0"]["n"] == 1 and buckets["0"]["hr@10"] == 1.0
     assert buckets["1-2"]["n"] == 2 and buckets["1-2"]["returned"] == 0.5
     assert buckets["30+"]["hr@10"] == 0.0
+
+
+def test_rank_bands_split_at_10_and_50_and_sum_to_one() -> None:
+    ranks = [1, 10, 11, 50, 51, 400, 0, 0]
+    bands = by_rank_band([Hit(i, "x", r) for i, r in enumerate(ranks)])
+    assert bands == {"1-10": 0.25, "11-50": 0.25, "51+": 0.25, "not returned": 0.25}
+    assert by_rank_band([Hit(0, "x", 3)])["1-10"] == 1.0
 
 
 def test_cold_start_by_place_pairs_the_same_targets_of_both_runs() -> None:
