@@ -69,16 +69,22 @@ def _table(models: dict[str, Any], section: str, platforms: list[str]) -> list[s
     return lines
 
 
+def _per_section(models: dict[str, Any], key: str) -> list[tuple[str, dict[str, Any]]]:
+    """(title, model → its ``key`` breakdown) for the prequential replay and the
+    leave-last-out, models without one left out, sections without any skipped."""
+    out = []
+    for section, title in (("prequential", "prequential"), ("leave_last_out", "leave-last-out")):
+        per_model = {name: m.get(key, {}).get(section) or {} for name, m in models.items()}
+        per_model = {name: b for name, b in per_model.items() if b}
+        if per_model:
+            out.append((title, per_model))
+    return out
+
+
 def _long_tail(models: dict[str, Any]) -> list[str]:
     """Per model, NDCG@10 of the targets by how often their item was a positive before."""
     out: list[str] = []
-    for section, title in (("prequential", "prequential"), ("leave_last_out", "leave-last-out")):
-        per_model = {
-            name: m.get("by_target_seen", {}).get(section) or {} for name, m in models.items()
-        }
-        per_model = {name: b for name, b in per_model.items() if b}
-        if not per_model:
-            continue
+    for title, per_model in _per_section(models, "by_target_seen"):
         if not out:
             out += [
                 "",
@@ -114,13 +120,7 @@ def _long_tail(models: dict[str, Any]) -> list[str]:
 def _rank_bands(models: dict[str, Any]) -> list[str]:
     """Per model, the share of its targets in each rank band and the share never returned."""
     out: list[str] = []
-    for section, title in (("prequential", "prequential"), ("leave_last_out", "leave-last-out")):
-        per_model = {
-            name: m.get("by_rank_band", {}).get(section) or {} for name, m in models.items()
-        }
-        per_model = {name: b for name, b in per_model.items() if b}
-        if not per_model:
-            continue
+    for title, per_model in _per_section(models, "by_rank_band"):
         if not out:
             out += [
                 "",
