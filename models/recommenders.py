@@ -4,7 +4,8 @@ baselines.
 The baselines share the :class:`Recommender` interface (``rank`` / ``learn``) and reuse the
 pipeline's own signal classes: most popular (:class:`~models.signals.Popularity`), item
 co-visitation (:class:`~models.signals.CoVisitation`, with the pipeline's time decay),
-item-based collaborative filtering (:class:`~models.signals.ItemKNN`), co-visitation over every
+item-based collaborative filtering (:class:`~models.signals.ItemKNN`), EASE's closed-form
+item-item weights (:class:`~models.ease.Ease`), co-visitation over every
 consumed item, disliked ones included (``covisit-consumed``, the blend's ``consumed_covisit``
 signal alone), River BiasedMF (:class:`~models.preference.PreferenceModel`), text similarity
 (the catalog's embeddings) and the person's other platforms alone (``cross-history``: items here
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from models.catalog import Catalog
+from models.ease import Ease
 from models.events import Event
 from models.pipeline import (
     EVENT_WEIGHT,
@@ -341,6 +343,32 @@ class PersonKNNBaseline(_Baseline):
         return out
 
 
+class EaseBaseline(_Baseline):
+    """EASE's closed-form item-item weights over the person's items on the platform, refitted
+    as the stream grows (:class:`~models.ease.Ease`): the blend's ``ease`` signal on its own."""
+
+    name = "ease"
+
+    def __init__(self, catalog: Catalog, config: PipelineConfig = DEFAULT_CONFIG) -> None:
+        super().__init__(catalog, config)
+        self.ease = Ease(
+            config.ease_l2, config.ease_min_count, config.ease_max_items, config.ease_first_fit
+        )
+
+    def learn_positive(self, person: str, key: str, event: Event, weight: float) -> None:
+        self.ease.learn_one(person, key, event.platform)
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[list[str]]:
+        keys = self.ease.keys
+        out = []
+        for r in requests:
+            found = self.ease.candidate_ids_many(
+                [self.ease.items_of(r.person, r.platform)], r.platform, DEPTH + len(r.exclude)
+            )[0]
+            out.append(self._filter([keys[i] for i in found.ids.tolist()], r.exclude))
+        return out
+
+
 class ConsumedCoVisitationBaseline(CoVisitationBaseline):
     """Co-visitation over everything the person consumed, disliked items included: the
     blend's ``consumed_covisit`` signal on its own, so the blend is compared with a baseline
@@ -373,6 +401,7 @@ BASELINES: dict[str, type[_Baseline]] = {
     "cross-history": CrossHistoryBaseline,
     "item-knn": ItemKNNBaseline,
     "person-knn": PersonKNNBaseline,
+    "ease": EaseBaseline,
     "river-mf": PreferenceBaseline,
     "content": ContentBaseline,
 }

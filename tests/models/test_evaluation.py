@@ -254,7 +254,7 @@ def test_evaluate_runs_every_model_and_writes_the_report(tmp_path: Path) -> None
     result = evaluate(ds, ENCODER, None, vectors=vectors, progress=False)
     models = result["models"]
     assert set(models) == {"popularity", "covisit", "covisit-consumed", "cross-history",
-                           "item-knn", "person-knn", "river-mf", "content", "blend",
+                           "item-knn", "person-knn", "ease", "river-mf", "content", "blend",
                            "blend-no-cross"}
     for m in models.values():
         assert m["prequential"]["all"]["n"] == len(ds.events)  # no repeats here

@@ -25,6 +25,7 @@ from models.recommenders import (
     ConsumedCoVisitationBaseline,
     ContentBaseline,
     CoVisitationBaseline,
+    EaseBaseline,
     ItemKNNBaseline,
     PersonKNNBaseline,
     PopularityBaseline,
@@ -111,6 +112,7 @@ def models(catalog: Catalog) -> dict[str, Any]:
         "covisit-consumed": lambda: ConsumedCoVisitationBaseline(catalog),
         "item-knn": lambda: ItemKNNBaseline(catalog),
         "person-knn": lambda: PersonKNNBaseline(catalog),
+        "ease": lambda: EaseBaseline(catalog, PipelineConfig(ease_min_count=1, ease_first_fit=5)),
         "river-mf": lambda: PreferenceBaseline(catalog, refresh=50),
         "content": lambda: ContentBaseline(catalog),
     }
@@ -125,6 +127,7 @@ def models(catalog: Catalog) -> dict[str, Any]:
         "covisit-consumed",
         "item-knn",
         "person-knn",
+        "ease",
         "river-mf",
         "content",
     ],
