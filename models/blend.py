@@ -51,7 +51,6 @@ SIGNALS = (
     "nearest",
     "lexical",
     "sequence",
-    "ease",
 )
 DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
     ("head", 1.0),
@@ -73,7 +72,6 @@ DEFAULT_PRIOR: tuple[tuple[str, float], ...] = (
     ("nearest", 0.0),  # learned from feedback: a prior of 0.5 did worse on Amazon
     ("lexical", 0.0),
     ("sequence", 0.0),  # learned from feedback, like the other text signals
-    ("ease", 1.0),
 )
 
 

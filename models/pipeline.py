@@ -29,7 +29,6 @@ import numpy as np
 from models import topn
 from models.blend import SIGNALS, AdaptiveBlend, PlatformBlends
 from models.catalog import Catalog, availability
-from models.ease import Ease
 from models.errors import BatchFailedError, ConfigError, InvalidEventError
 from models.events import (
     CONSUMED_EVENTS,
@@ -188,10 +187,11 @@ class PipelineConfig:
     # ...and serve its trees this many answered lists after the fit started, waiting for it if
     # need be (a replay: reproducible, yet fitting beside the stream); None: once ready
     rerank_serve_after: int | None = None
-    # EASE (models.ease): its candidates per request (0: none, and a signal of 0), its ridge
-    # penalty, the fewest people a fitted item needs, the most items one fit keeps and the
-    # platform's positives before its first fit
-    ease_candidates: int = 50
+    # EASE (models.ease, the ``ease`` baseline): its ridge penalty, the fewest people a
+    # fitted item needs, the most items one fit keeps and a platform's positives before its
+    # first fit. Not a blend signal: as one it moved nothing beyond the noise on Amazon
+    # (valid and carved splits) or MovieLens and made the replay 30-43 % slower
+    # (docs/evaluation.md, stop 38)
     ease_l2: float = 100.0
     ease_min_count: int = 3
     ease_max_items: int = 6000
@@ -264,7 +264,6 @@ _MAY_BE_ZERO = frozenset(
         "person_knn_candidates",
         "lexical_candidates",
         "sequence_candidates",
-        "ease_candidates",
         "neighbour_candidates",
         "cross_prior",
         "feedback_tail",
@@ -520,7 +519,6 @@ class _Prepared:
     transition: _Scored = _NOTHING  # what others consumed right after their last one here
     consumed_covisit: _Scored = _NOTHING  # consumed close to their recent consumed items here
     person_knn: _Scored = _NOTHING  # chosen here by the people most like them
-    ease: _Scored = _NOTHING  # EASE's best for all their items here
     # catalog rows of their latest NEAREST_OF items here (the ``nearest`` signal)
     recent_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
@@ -581,10 +579,6 @@ class Pipeline:
             self.catalog, self.consumed_covisitation.rows.keys
         )
         self._person_knn_rows = _CatalogRows(self.catalog, self.person_knn.keys)
-        self.ease = Ease(
-            config.ease_l2, config.ease_min_count, config.ease_max_items, config.ease_first_fit
-        )
-        self._ease_rows = _CatalogRows(self.catalog, self.ease.keys)
         self.lexical = LexicalIndex()
         warm_up()  # the compiled loops, loaded now rather than on the first event
         topn.warm_up()
@@ -836,8 +830,6 @@ class Pipeline:
         for timeline in self._timelines(session, event.platform, key, here_before):
             self.covisitation.learn_one(timeline, event.ts)
         self.item_knn.learn_one(session.recent.get(event.platform, []))
-        if self.config.ease_candidates:  # off: not fitted either
-            self.ease.learn_one(person, key, event.platform)
         self.person_knn.learn_one(
             self._knn_person(person, session, event.platform), key, owner=person
         )
@@ -1007,7 +999,6 @@ class Pipeline:
                 prep.transition.rows,
                 prep.consumed_covisit.rows,
                 prep.person_knn.rows,
-                prep.ease.rows,
             ]
         )
         platform_rows = self.catalog.rows(req.platform)
@@ -1099,7 +1090,6 @@ class Pipeline:
         blend_only[:, 9] = lexical
         if sequence_query is not None:
             blend_only[:, 10] = self._sequence_items.vectors[rows] @ sequence_query
-        blend_only[:, 11] = prep.ease.at(rows, scratch)
         return dense, blend_only
 
     def _blend_rankings(
@@ -1250,13 +1240,7 @@ class Pipeline:
             platform,
             cfg.person_knn_candidates,
         )
-        ease = self.ease.candidate_ids_many(
-            [self.ease.items_of(r.person, platform) for r in requests],
-            platform,
-            cfg.ease_candidates,
-        )
         for i, p in enumerate(prepared):
-            p.ease = self._ease_rows(ease[i])
             p.covisit, p.cross_covisit, p.item_knn = covisit[i], cross[i], knn[i]
             p.transition, p.consumed_covisit = transition[i], consumed_covisit[i]
             p.person_knn = self._person_knn_rows(people[i])
@@ -1328,7 +1312,6 @@ def _request_features(req: RankRequest, prep: _Prepared) -> np.ndarray:
             prep.transition.strength,
             prep.consumed_covisit.strength,
             prep.person_knn.strength,
-            prep.ease.strength,
         ],
         np.float32,
     )

@@ -12,7 +12,6 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from models import pipeline as pipeline_module
 from models.blend import SIGNALS
-from models.ease import Ease
 from models.errors import BatchFailedError, ConfigError, InvalidEventError
 from models.events import CatalogItem, Event, EventType
 from models.identity import route
@@ -32,7 +31,6 @@ from models.pipeline import (
     rec_id_for,
 )
 from models.session import SessionState
-from models.signals import Neighbours
 
 from ..fakes import HashingEncoder, RecordingSequence, TowerHead, fail_learning_for
 
@@ -436,8 +434,7 @@ def test_unchanged_items_are_not_encoded_again() -> None:
 def test_ranking_features_are_the_scores_each_source_proposed() -> None:
     """Candidates are assembled as catalog rows; their columns must match the signals' own
     key → score answers, with 0 for what a source did not propose."""
-    # EASE fitted at the 8th distinct positive (the last): u7 links run-3 to garden-1
-    p = make_pipeline(PipelineConfig(ease_min_count=1, ease_first_fit=8))
+    p = make_pipeline()
     sessions: dict[str, SessionState] = {}
     items = ["jazz-0", "garden-1", "jazz-2", "run-3", "jazz-4", "garden-5"]
     events = [ev(n, "shop", f"u{n % 3}", item, "purchase") for n, item in enumerate(items * 3)]
@@ -457,12 +454,6 @@ def test_ranking_features_are_the_scores_each_source_proposed() -> None:
         "consumed_covisit": p.consumed_covisitation.candidates(
             had, "shop", p.config.covisit_candidates
         ),
-        "ease": _as_dict(
-            p.ease,
-            p.ease.candidate_ids_many(
-                [p.ease.items_of("shop:u0", "shop")], "shop", p.config.ease_candidates
-            )[0],
-        ),
     }
     assert all(expected.values())
     for name, scores in expected.items():
@@ -471,10 +462,6 @@ def test_ranking_features_are_the_scores_each_source_proposed() -> None:
             assert column[i] == np.float32(scores.get(key, 0.0)), (name, key)
     assert len(set(ranking.keys)) == len(ranking.keys)
     assert consumed and not set(ranking.keys) & consumed
-
-
-def _as_dict(ease: Ease, found: Neighbours) -> dict[str, float]:
-    return {ease.keys[i]: float(s) for i, s in zip(found.ids, found.scores, strict=True)}
 
 
 HISTORY_OF_TWO_INTERESTS = ["jazz-0", "garden-1", "run-2", "jazz-3"]
