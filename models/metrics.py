@@ -124,15 +124,22 @@ def by_target_seen(hits: Sequence[Hit]) -> dict[str, dict[str, float]]:
     return out
 
 
-#: Where a target lands in its list (1-based ranks; the last band open): the top 10 counts in
-#: HR@10; the next 40 are what a second stage over the top 50 could still lift into it.
-RANK_BANDS = (("1-10", 1, K), ("11-50", K + 1, 50), ("51+", 51, None))
+def rank_bands(reordered: int = 50) -> tuple[tuple[str, int, int | None], ...]:
+    """Where a target lands in its list (1-based ranks; the last band open): the top 10 counts
+    in HR@10; the next ones up to ``reordered`` (the blend's ``rerank_top``) are what a
+    second stage over the top ``reordered`` could still lift into it.
+
+    >>> rank_bands(100)
+    (('1-10', 1, 10), ('11-100', 11, 100), ('101+', 101, None))
+    """
+    edge = max(reordered, K)
+    return ((f"1-{K}", 1, K), (f"{K + 1}-{edge}", K + 1, edge), (f"{edge + 1}+", edge + 1, None))
 
 
-def by_rank_band(hits: Sequence[Hit]) -> dict[str, float]:
-    """The share of targets in each :data:`RANK_BANDS` band and the share not returned at all,
-    which sum to 1: whether a model loses its targets in ranking them or in never proposing
-    them (for the blend: not among its candidates). No targets: empty.
+def by_rank_band(hits: Sequence[Hit], reordered: int = 50) -> dict[str, float]:
+    """The share of targets in each of :func:`rank_bands` (``reordered``) and the share not
+    returned at all, which sum to 1: whether a model loses its targets in ranking them or in
+    never proposing them (for the blend: not among its candidates). No targets: empty.
 
     >>> by_rank_band([Hit(0, "a", 3), Hit(1, "a", 12), Hit(2, "a", 0), Hit(3, "a", 99)])
     {'1-10': 0.25, '11-50': 0.25, '51+': 0.25, 'not returned': 0.25}
@@ -143,7 +150,7 @@ def by_rank_band(hits: Sequence[Hit]) -> dict[str, float]:
         return {}
     ranks = np.array([h.rank for h in hits])
     out: dict[str, float] = {}
-    for label, least, most in RANK_BANDS:
+    for label, least, most in rank_bands(reordered):
         inside = ranks >= least if most is None else (ranks >= least) & (ranks <= most)
         out[label] = float(inside.mean())
     out["not returned"] = float((ranks <= 0).mean())

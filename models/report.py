@@ -127,7 +127,7 @@ def _rank_bands(models: dict[str, Any]) -> list[str]:
                 "## Where the targets land",
                 "",
                 "Share of the targets at each place of the model's list. The top 10 is HR@10; "
-                "11-50 is what a second stage over the top 50 (the blend's reranker) could "
+                "the next band, down to the blend's `rerank_top`, is what its reranker could "
                 "still lift into it; not returned, for the blend: not among its candidates.",
             ]
         labels = list(next(iter(per_model.values())))

@@ -21,6 +21,7 @@ from models.evaluation import (
     evaluate,
     main,
     replay,
+    replay_model,
 )
 from models.events import CatalogItem, Event, EventType
 from models.metrics import hit_rate
@@ -92,6 +93,19 @@ def test_targets_are_grouped_by_how_often_their_item_was_seen_before(tmp_path: P
     assert "## Where the targets land" in text
     assert "| popularity | 80.0% | 0.0% | 0.0% | 20.0% |" in text
     assert "| popularity | 50.0% | 0.0% | 0.0% | 50.0% |" in text  # held out: B found, filler not
+
+
+def test_rank_bands_split_where_the_runs_reranker_stops() -> None:
+    """With ``rerank_top=20`` every model's middle band is 11-20, the baselines' too, so the
+    report's table compares like with like."""
+    ds = crafted()
+    cat = catalog_for(ds)
+    config = PipelineConfig(rerank_top=20)
+    for name in ("popularity", "blend"):
+        run = replay_model(name, ds, ENCODER, None, cat, config, progress=False)
+        bands = run.summary()["by_rank_band"]["prequential"]
+        assert list(bands) == ["1-10", "11-20", "21+", "not returned"]
+        assert sum(bands.values()) == pytest.approx(1.0)
 
 
 def test_learning_before_ranking_would_leak_and_shows() -> None:

@@ -42,6 +42,9 @@ def test_rank_bands_split_at_10_and_50_and_sum_to_one() -> None:
     bands = by_rank_band([Hit(i, "x", r) for i, r in enumerate(ranks)])
     assert bands == {"1-10": 0.25, "11-50": 0.25, "51+": 0.25, "not returned": 0.25}
     assert by_rank_band([Hit(0, "x", 3)])["1-10"] == 1.0
+    # a reranker over the top 100: its band reaches 100
+    wider = by_rank_band([Hit(i, "x", r) for i, r in enumerate(ranks)], reordered=100)
+    assert wider == {"1-10": 0.25, "11-100": 0.375, "101+": 0.125, "not returned": 0.25}
 
 
 def test_cold_start_by_place_pairs_the_same_targets_of_both_runs() -> None:
