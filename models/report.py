@@ -342,6 +342,8 @@ def plot(result: dict[str, Any], out: Path) -> list[str]:
         names.append("models_compared.png")
     if _plot_cold_start(result, out / "cold_start.png", plt):
         names.append("cold_start.png")
+    if _plot_rank_bands(result, out / "rank_bands.png", plt):
+        names.append("rank_bands.png")
     blend = result["models"].get("blend")
     pts = [p for p in (blend or {}).get("series", []) if "weights" in p]
     platforms = sorted({pl for p in pts for pl in p["weights"]})
@@ -416,6 +418,40 @@ def _plot_models_compared(result: dict[str, Any], path: Path, plt: Any) -> bool:
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _plot_rank_bands(result: dict[str, Any], path: Path, plt: Any) -> bool:
+    """The report's "Where the targets land" table as stacked bars: per model and section,
+    the share of its targets in each rank band and never returned. False (nothing written)
+    when no model ranked a target."""
+    sections = _per_section(result["models"], "by_rank_band")
+    if not sections:
+        return False
+    rows = max(len(per_model) for _, per_model in sections)
+    fig, axes = plt.subplots(
+        1, len(sections), figsize=(5.5 * len(sections), 0.42 * rows + 1.9), squeeze=False
+    )
+    colours = ("tab:green", "gold", "tab:orange", "lightgrey")
+    for ax, (title, per_model) in zip(axes[0], sections, strict=True):
+        names = list(per_model)[::-1]  # the table's first model on top
+        labels = list(per_model[names[0]])
+        left = np.zeros(len(names))
+        for label, colour in zip(labels, colours, strict=False):
+            shares = np.array([per_model[n].get(label, 0.0) for n in names])
+            ax.barh(range(len(names)), shares, left=left, color=colour, label=label)
+            for y, (x, w) in enumerate(zip(left, shares, strict=True)):
+                if w >= 0.06:  # room for the figure
+                    ax.text(x + w / 2, y, f"{w:.0%}", ha="center", va="center", fontsize=7)
+            left += shares
+        ax.set_yticks(range(len(names)), names, fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("share of the targets, by their place in the model's list")
+        ax.set_title(f"{result['dataset']}: {title}")
+    axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
 

@@ -311,7 +311,9 @@ def test_evaluate_runs_every_model_and_writes_the_report(tmp_path: Path) -> None
     assert (tmp_path / "toy" / "blend_weights.png").stat().st_size > 1000
     assert (tmp_path / "toy" / "models_compared.png").stat().st_size > 1000
     assert (tmp_path / "toy" / "cold_start.png").stat().st_size > 1000
+    assert (tmp_path / "toy" / "rank_bands.png").stat().st_size > 1000
     assert "![models_compared.png](models_compared.png)" in md.read_text()
+    assert "![rank_bands.png](rank_bands.png)" in md.read_text()
     assert "| 1 | 24 |" in md.read_text()  # the cold-start table's first place
 
 
