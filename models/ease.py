@@ -12,7 +12,8 @@ The inverse costs ``O(n³)`` in the items kept, so a fit keeps a platform's ``ma
 most popular items with at least ``min_count`` people each, and a platform is refitted only
 once its positives have grown by ``refit_growth`` since its last fit: the number of fits is
 logarithmic in the stream's length. A fit happens inside :meth:`Ease.learn_one`, on the
-caller's thread, so a replay is reproducible.
+caller's thread, so a replay is reproducible. It serves as the ``ease`` baseline
+(:class:`models.recommenders.EaseBaseline`); as a blend signal it changed nothing measurable.
 
 Examples
 --------

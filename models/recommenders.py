@@ -345,7 +345,8 @@ class PersonKNNBaseline(_Baseline):
 
 class EaseBaseline(_Baseline):
     """EASE's closed-form item-item weights over the person's items on the platform, refitted
-    as the stream grows (:class:`~models.ease.Ease`): the blend's ``ease`` signal on its own."""
+    as the stream grows (:class:`~models.ease.Ease`). Not in the blend: as a signal there it
+    changed nothing measurable and slowed the replay (docs/evaluation.md, stop 38)."""
 
     name = "ease"
 
