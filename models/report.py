@@ -439,7 +439,7 @@ def _plot_rank_bands(result: dict[str, Any], path: Path, plt: Any) -> bool:
         labels = list(per_model[names[0]])
         left = np.zeros(len(names))
         for label, colour in zip(labels, colours, strict=False):
-            shares = np.array([per_model[n].get(label, 0.0) for n in names])
+            shares = np.array([per_model[n][label] for n in names])
             ax.barh(range(len(names)), shares, left=left, color=colour, label=label)
             for y, (x, w) in enumerate(zip(left, shares, strict=True)):
                 if w >= 0.06:  # room for the figure

@@ -21,7 +21,7 @@ from models.evaluation import (
     evaluate,
     main,
     replay,
-    replay_model,
+    served_run,
 )
 from models.events import CatalogItem, Event, EventType
 from models.metrics import hit_rate
@@ -96,14 +96,16 @@ def test_targets_are_grouped_by_how_often_their_item_was_seen_before(tmp_path: P
 
 
 def test_rank_bands_split_where_the_runs_reranker_stops() -> None:
-    """With ``rerank_top=20`` every model's middle band is 11-20, the baselines' too, so the
-    report's table compares like with like."""
+    """With ``rerank_top=20`` every model's middle band is 11-20, the baselines' and a run
+    made elsewhere (the replay through Kafka) too, so the report's table compares like with
+    like."""
     ds = crafted()
-    cat = catalog_for(ds)
-    config = PipelineConfig(rerank_top=20)
-    for name in ("popularity", "blend"):
-        run = replay_model(name, ds, ENCODER, None, cat, config, progress=False)
-        bands = run.summary()["by_rank_band"]["prequential"]
+    served = served_run(ds, {e.event_id: ["shop:a", "shop:b"] for e in ds.events}, 1.0)
+    result = evaluate(ds, ENCODER, None, vectors=ENCODER.encode([it.text() for it in ds.items]),
+                      config=PipelineConfig(rerank_top=20), models=("popularity", "blend"),
+                      progress=False, extra_runs={"blend-kafka": served})
+    for name in ("popularity", "blend", "blend-kafka"):
+        bands = result["models"][name]["by_rank_band"]["prequential"]
         assert list(bands) == ["1-10", "11-20", "21+", "not returned"]
         assert sum(bands.values()) == pytest.approx(1.0)
 
