@@ -74,15 +74,23 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def export_encoder(
-    artifacts_root: Path, spec: EncoderExportSpec = DEFAULT_SPEC, progress: bool = True
+    artifacts_root: Path,
+    spec: EncoderExportSpec = DEFAULT_SPEC,
+    progress: bool = True,
+    adapted: tuple[Path, dict[str, Any]] | None = None,
 ) -> str:
     """Export, validate and publish the text encoder; returns the published version.
+
+    ``adapted``: export a fine-tuned copy instead of the stock weights (its
+    sentence-transformers folder and what :func:`export.adapt.adapt` recorded).
 
     Raises :class:`ExportValidationError` (and publishes nothing) when any validation case
     differs from sentence-transformers by more than ``spec.atol``.
     """
     started = time.perf_counter()
     torch, sentence_transformer_cls, source_dir = import_export_deps()
+    if adapted is not None:
+        source_dir = adapted[0]
     artifacts_root = Path(artifacts_root)
     artifacts_root.mkdir(parents=True, exist_ok=True)
 
@@ -131,6 +139,7 @@ def export_encoder(
                 "package": SOURCE_PACKAGE,
                 "version": importlib.metadata.version(SOURCE_PACKAGE),
                 "model": SOURCE_MODEL,
+                **({"adapted": adapted[1]} if adapted is not None else {}),
             },
             "export_shape": [spec.export_batch, spec.export_seq_len],
             "validation_shapes": [[r["batch"], r["words"]] for r in results],

@@ -18,6 +18,7 @@ import json
 import logging
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ log = logging.getLogger("streamrec")
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from export.adapt import adapt_to_dataset
     from export.encoder import export_encoder
     from export.ranker import export_ranker
     from export.sequence import export_sequence
@@ -41,7 +43,12 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             "give it its own folder with --artifacts (e.g. artifacts-"
             f"{args.dataset}), not the one the worker serves from ({root})"
         )
-    if args.what in ("all", "encoder"):
+    if args.what in ("all", "encoder") and args.dataset is not None:
+        # fine-tuned on the dataset's learn-only positives first (export.adapt)
+        with tempfile.TemporaryDirectory() as tuned:
+            record = adapt_to_dataset(args.dataset, args.data, args.split, Path(tuned))
+            print(f"encoder: {export_encoder(root, adapted=(Path(tuned), record))}")
+    elif args.what in ("all", "encoder"):
         print(f"encoder: {export_encoder(root)}")
     if args.what in ("all", "ranker"):
         version = export_ranker(root, dataset=args.dataset, data_dir=args.data, split=args.split)
@@ -235,8 +242,8 @@ def parser() -> argparse.ArgumentParser:
         "--dataset",
         choices=["amazon", "generic"],
         default=None,
-        help="train the ranker and the sequence model on a real dataset's train split "
-        "(for evaluation)",
+        help="train the ranker and the sequence model on a real dataset's train split, and "
+        "fine-tune the encoder on it (export.adapt; for evaluation)",
     )
     e.add_argument("--data", type=Path, default=None, help="that dataset's folder")
     e.add_argument("--split", default="valid_F2.txt", help="amazon: the users to leave out")
