@@ -6,8 +6,8 @@ a cutting mat, whose text says something else). So, for evaluating on a real dat
 encoder can be fine-tuned on that dataset's learn-only positives (Amazon: the train users',
 never the evaluated users' events): every two consecutive positives of a person on one platform
 are a pair, the earlier item's text the query and the next one's the target, with the batch's
-other targets as negatives (an in-batch softmax at ``temperature``; a batch never holds the same
-target twice, which would be a false negative).
+other targets as negatives (an in-batch softmax at ``temperature``; another pair of the batch
+with the same target is not counted as a negative, which would be a false one).
 
 It is checked on persons kept out of the pairs (``holdout_share`` of them, chosen by a hash of
 their id): each one's last positive per platform is ranked against that platform's whole
