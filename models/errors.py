@@ -51,7 +51,8 @@ class ExportValidationError(ExportError):
 
 
 class BrokerError(StreamrecError):
-    """The embedded broker could not be started or reached."""
+    """A broker could not be started, reached or read (the embedded one, or a cluster's
+    partitions at recovery)."""
 
 
 class ComparisonError(StreamrecError):
