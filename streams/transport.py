@@ -49,7 +49,7 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
     async def _read_ends(self, reported: Mapping[TP, int]) -> Mapping[TP, int]:
         """``reported`` (ListOffsets' ends) raised to what each partition's last batch shows:
         one more than its last record's offset, or the fetch's highwater if higher."""
-        nonempty = {tp: end for tp, end in reported.items() if end > 0}
+        nonempty = {tp: end for tp, end in reported.items() if end}  # (None: unknown)
         if not nonempty:
             return reported
         probe = self._probe_consumer()

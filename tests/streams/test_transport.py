@@ -56,3 +56,10 @@ def test_a_partition_that_cannot_be_read_is_a_clear_error(
     with pytest.raises(BrokerError, match="could not read the last records"):
         asyncio.run(transport._ends_seen(probe, {A: 4}, [A]))
     assert probe.fetched  # it tried
+
+
+def test_empty_or_unknown_partitions_are_not_read() -> None:
+    reported: dict[TP, Any] = {A: 0, B: None}
+    # nothing to read: no probe consumer is made (the thread itself is not needed)
+    ends = asyncio.run(transport.ConsumerThread._read_ends(object(), reported))  # type: ignore[arg-type]
+    assert ends == reported
