@@ -9,10 +9,11 @@ Table recovery reads each changelog partition up to its highwater, which Faust t
 ListOffsets. The embedded broker answers ListOffsets with the base offset of the partition's
 last record batch + 1, not its last record's + 1 (``../shared/notes/embedded-broker.md``), so
 a worker restarted on its RocksDB state saw a highwater below the offset it had persisted and
-never became ready (Faust's ConsistencyError, "79 > 77"), and a fresh one stopped reading its
-changelog early. So :meth:`ConsumerThread._highwaters` reads each partition's last batch once
-and takes the end from what it holds and from the fetch's own highwater, which the broker
-gets right; against Apache Kafka that only confirms ListOffsets' answer.
+never became ready (Faust's ConsistencyError, "79 > 77"), and a fresh one could stop reading a
+changelog early (once 282 of 288 catalog items). So :meth:`ConsumerThread._highwaters` reads
+each partition's last batch once and takes the end from what it holds and from the fetch's own
+highwater, which the broker gets right; against Apache Kafka that only confirms ListOffsets'
+answer.
 """
 
 from __future__ import annotations
