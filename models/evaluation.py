@@ -111,6 +111,7 @@ from models.events import CONSUMED_EVENTS, Event, item_key
 from models.metrics import (
     Hit,
     K,
+    against_blend,
     by_rank_band,
     by_target_seen,
     cold_by_position,
@@ -777,6 +778,24 @@ def _replay_job(
     return replay_model(name, *args, sequence=sequence)
 
 
+def _against_baselines(
+    blend: Run, runs: dict[str, Run], baselines: list[str]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per section, per baseline, where the blend's candidates or ranking fall short of what
+    that baseline ranks in its top 10 (:func:`models.metrics.against_blend`)."""
+    out = {}
+    for section in ("prequential", "leave_last_out"):
+        per_baseline = {}
+        for name in baselines:
+            theirs = runs[name].hits if section == "prequential" else runs[name].heldout
+            mine = blend.hits if section == "prequential" else blend.heldout
+            if (found := against_blend(mine, theirs)) is not None:
+                per_baseline[name] = found
+        if per_baseline:
+            out[section] = per_baseline
+    return out
+
+
 def summarise(
     dataset: Dataset,
     runs: dict[str, Run],
@@ -844,6 +863,8 @@ def summarise(
             "lift_95ci": [ci["low"], ci["high"]],
             "target": 0.20,
         }
+    if "blend" in runs and baselines:
+        checks["blend_against_baselines"] = _against_baselines(runs["blend"], runs, baselines)
     if "blend" in runs and "blend-no-cross" in runs:
         cold_on = [h for h in runs["blend"].hits if h.cold]
         cold_off = [h for h in runs["blend-no-cross"].hits if h.cold]

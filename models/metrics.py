@@ -157,6 +157,42 @@ def by_rank_band(hits: Sequence[Hit], reordered: int = 50) -> dict[str, float]:
     return out
 
 
+def against_blend(blend: Sequence[Hit], other: Sequence[Hit]) -> dict[str, float] | None:
+    """What another model's top 10 holds that the blend's does not, over the same targets in
+    the same order: how many targets it ranks in its top 10, how many of those the blend never
+    returns (not among its candidates) or ranks below its 10th, and NDCG@10 if each target took
+    the better of the two ranks: a bound no fusion of the two reaches. None if the targets are
+    not the same ones.
+
+    >>> blend = [Hit(0, "a", 1), Hit(1, "a", 0), Hit(2, "a", 15), Hit(3, "a", 0)]
+    >>> other = [Hit(0, "a", 4), Hit(1, "a", 2), Hit(2, "a", 1), Hit(3, "a", 30)]
+    >>> r = against_blend(blend, other)
+    >>> r["top10"], r["top10_not_returned_by_blend"], r["top10_blend_below_10"]
+    (3, 1, 1)
+    >>> round(r["blend_ndcg@10"], 3), round(r["best_of_two_ndcg@10"], 3)
+    (0.25, 0.658)
+    >>> against_blend(blend, other[:3]) is None
+    True
+    """
+    same = len(blend) == len(other) and all(
+        (b.index, b.platform, b.person) == (o.index, o.platform, o.person)
+        for b, o in zip(blend, other, strict=True)
+    )
+    if not same or not blend:
+        return None
+    pairs = list(zip(blend, other, strict=True))
+    theirs = [(b, o) for b, o in pairs if 0 < o.rank <= K]
+    best = sum(max(gain(b, "ndcg@10"), gain(o, "ndcg@10")) for b, o in pairs)
+    return {
+        "n": len(blend),
+        "top10": len(theirs),
+        "top10_not_returned_by_blend": sum(1 for b, _ in theirs if b.rank <= 0),
+        "top10_blend_below_10": sum(1 for b, _ in theirs if b.rank > K),
+        "blend_ndcg@10": ndcg(blend),
+        "best_of_two_ndcg@10": best / len(blend),
+    }
+
+
 def returned_share(hits: Sequence[Hit]) -> float:
     return sum(1 for h in hits if h.rank > 0) / len(hits) if hits else 0.0
 

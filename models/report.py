@@ -117,6 +117,37 @@ def _long_tail(models: dict[str, Any]) -> list[str]:
     return out
 
 
+def _against_baselines(sections: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """Per section, what each baseline ranks in its top 10 that the blend does not."""
+    out: list[str] = []
+    for section, per_baseline in sections.items():
+        if not out:
+            out += [
+                "",
+                "## What the baselines find that the blend does not",
+                "",
+                "Targets a baseline ranks in its top 10: how many, how many of them the blend "
+                "never returns (not among its candidates) and how many it ranks below its 10th. "
+                "Best of two: NDCG@10 if each target took the better of the blend's and the "
+                "baseline's ranks, a bound no fusion of the two reaches.",
+            ]
+        blend = next(iter(per_baseline.values()))["blend_ndcg@10"]
+        out += [
+            "",
+            f"{section.replace('_', '-')} (blend NDCG@10 {_f(blend)}):",
+            "",
+            "| baseline | its top 10 | not returned by the blend | below the blend's 10th "
+            "| best of two NDCG@10 |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        out += [
+            f"| {name} | {r['top10']:,} | {r['top10_not_returned_by_blend']:,} | "
+            f"{r['top10_blend_below_10']:,} | {_f(r['best_of_two_ndcg@10'])} |"
+            for name, r in per_baseline.items()
+        ]
+    return out
+
+
 def _rank_bands(models: dict[str, Any]) -> list[str]:
     """Per model, the share of its targets in each rank band and the share never returned."""
     out: list[str] = []
@@ -231,8 +262,9 @@ def markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
             )
     out += _long_tail(models)
     out += _rank_bands(models)
-    out += ["", "## Targets", ""]
     checks = result.get("checks", {})
+    out += _against_baselines(checks.get("blend_against_baselines", {}))
+    out += ["", "## Targets", ""]
     if "blend_vs_best_baseline" in checks:
         c = checks["blend_vs_best_baseline"]
         out.append(

@@ -317,6 +317,30 @@ def test_evaluate_runs_every_model_and_writes_the_report(tmp_path: Path) -> None
     assert "![models_compared.png](models_compared.png)" in md.read_text()
     assert "![rank_bands.png](rank_bands.png)" in md.read_text()
     assert "| 1 | 24 |" in md.read_text()  # the cold-start table's first place
+    # what each baseline ranks in its top 10 that the blend does not, from the stored ranks
+    against = checks["blend_against_baselines"]
+    assert set(against) == {"prequential", "leave_last_out"}
+    assert set(against["prequential"]) == set(models) - {"blend", "blend-no-cross"}
+    for section, per_baseline in against.items():
+        mine = result["targets"]["blend"][section].rank
+        for name, found in per_baseline.items():
+            theirs = result["targets"][name][section].rank
+            top = (theirs > 0) & (theirs <= 10)
+            assert found["top10"] == int(top.sum())
+            assert found["top10_not_returned_by_blend"] == int((top & (mine == 0)).sum())
+            assert found["top10_blend_below_10"] == int((top & (mine > 10)).sum())
+            gains = [
+                np.where((r > 0) & (r <= 10), 1 / np.log2(np.maximum(r, 1) + 1.0), 0.0)
+                for r in (mine, theirs)
+            ]
+            assert found["best_of_two_ndcg@10"] == pytest.approx(np.maximum(*gains).mean())
+            assert found["best_of_two_ndcg@10"] >= found["blend_ndcg@10"]
+    assert "## What the baselines find that the blend does not" in md.read_text()
+    content = against["leave_last_out"]["content"]
+    assert (
+        f"| content | {content['top10']:,} | {content['top10_not_returned_by_blend']:,} | "
+        in md.read_text()
+    )
 
 
 def test_the_report_says_when_the_reranker_was_fitted(tmp_path: Path) -> None:
