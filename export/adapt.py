@@ -37,7 +37,6 @@ ValueError: batch must be >= 2 (the batch's other targets are the negatives)
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 import time
 from collections import defaultdict
@@ -50,8 +49,7 @@ import numpy as np
 
 from models.errors import ExportError, ExportValidationError
 from models.events import CatalogItem, Event, item_key
-
-K = 10
+from models.metrics import Hit, ndcg
 
 
 @dataclass(frozen=True)
@@ -123,15 +121,16 @@ def next_item_ndcg(
     for k, i in row.items():
         by_platform[k.split(":", 1)[0]].append(i)
     platform_rows = {p: np.array(r) for p, r in by_platform.items()}  # ascending rows
-    gains = []
+    hits = []
     for earlier, target in histories:
-        rows = platform_rows[target.split(":", 1)[0]]
+        platform = target.split(":", 1)[0]
+        rows = platform_rows[platform]
         query = vectors[[row[k] for k in earlier[-recent:]]]
         score = (vectors[rows] @ query.T).max(axis=1)
         score[np.isin(rows, [row[k] for k in earlier])] = -np.inf
         place = int((score > score[np.searchsorted(rows, row[target])]).sum()) + 1
-        gains.append(1 / math.log2(place + 1) if place <= K else 0.0)
-    return float(np.mean(gains)) if gains else 0.0
+        hits.append(Hit(-1, platform, place))
+    return ndcg(hits)
 
 
 def check_histories(events: Iterable[Event], share: float) -> list[tuple[list[str], str]]:

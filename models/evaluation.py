@@ -785,10 +785,10 @@ def _against_baselines(
     that baseline ranks in its top 10 (:func:`models.metrics.against_blend`)."""
     out = {}
     for section in ("prequential", "leave_last_out"):
+        mine = blend.hits if section == "prequential" else blend.heldout
         per_baseline = {}
         for name in baselines:
             theirs = runs[name].hits if section == "prequential" else runs[name].heldout
-            mine = blend.hits if section == "prequential" else blend.heldout
             if (found := against_blend(mine, theirs)) is not None:
                 per_baseline[name] = found
         if per_baseline:
