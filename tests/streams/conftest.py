@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,16 @@ class Harness:
         self.received: dict[str, Recommendation] = {}
         self.dead_records: list[Any] = []
         self._n = 0
+
+    def load_catalog(self, items: Sequence[dict[str, Any]] | None = None) -> None:
+        """Send ``items`` (default: the whole world's) to the catalog topic and wait until
+        the worker has indexed them."""
+        items = WORLD.items if items is None else items
+        for item in items:
+            self.producer.send_item(item)
+        self.producer.flush()
+        assert self.stack.worker is not None
+        self.stack.worker.wait_for_catalog(len(items))
 
     def event(self, platform: str, user: str, type_: str = "view", **fields: Any) -> dict[str, Any]:
         self._n += 1
@@ -93,11 +103,7 @@ def harness(
     settings = unique_settings(serving_artifacts)
     with LocalStack(settings, workdir=tmp_path_factory.mktemp("stack"), broker=broker) as stack:
         h = Harness(stack)
-        for item in WORLD.items:
-            h.producer.send_item(item)
-        h.producer.flush()
-        assert stack.worker is not None
-        stack.worker.wait_for_catalog(len(WORLD.items))
+        h.load_catalog()
         yield h
         h.close()
     _delete_topics(broker.bootstrap, settings)

@@ -47,11 +47,8 @@ def shop_worker(
     with LocalStack(settings, workdir=tmp_path / "stack", broker=broker) as stack:
         h = Harness(stack)
         items = [i for i in WORLD.items if i["platform"] == "shop"]
-        for item in items:
-            h.producer.send_item(item)
-        h.producer.flush()
+        h.load_catalog(items)
         assert stack.worker is not None
-        stack.worker.wait_for_catalog(len(items))
 
         def served() -> dict[str, str]:
             e = h.event("shop", "hana", "view", item=items[0]["item"])

@@ -26,10 +26,7 @@ def test_the_worker_fits_its_reranker_in_another_process_and_reports_it(
     with LocalStack(settings, workdir=tmp_path / "stack", broker=broker) as stack:
         assert stack.worker is not None
         h = Harness(stack)
-        for item in items:
-            h.producer.send_item(item)
-        h.producer.flush()
-        stack.worker.wait_for_catalog(len(items))
+        h.load_catalog(items)
         before = stack.worker.status()
         assert (before["reranker_fits"], before["reranker_fit_s"]) == (0, 0.0)
         shown = items[0]["item"]

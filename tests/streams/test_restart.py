@@ -36,11 +36,8 @@ def stack(broker: EmbeddedBroker, serving_artifacts: Path, tmp_path: Path) -> It
 def test_restart_recovers_catalog_identities_and_sessions(stack: LocalStack, state: str) -> None:
     h = Harness(stack)
     try:
-        for item in WORLD.items:
-            h.producer.send_item(item)
-        h.producer.flush()
+        h.load_catalog()
         assert stack.worker is not None
-        stack.worker.wait_for_catalog(len(WORLD.items))
         for user in ("erin-shop", "erin-video"):
             h.event(user.split("-")[1], user, "identify", person="erin", consent=True)
         jazz = WORLD.by_theme[("shop", "jazz")][:4]
