@@ -64,17 +64,12 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
             await probe.stop()
 
     def _probe_consumer(self) -> aiokafka.AIOKafkaConsumer:
-        """A consumer outside the group, connected as the worker's consumer is."""
-        conf = self.app.conf
-        transport: Any = self.transport  # the aiokafka driver's, which has a default port
-        return aiokafka.AIOKafkaConsumer(
-            client_id=f"{conf.broker_client_id}-highwaters",
-            bootstrap_servers=driver.server_list(transport.url, transport.default_port),
-            request_timeout_ms=int(conf.broker_request_timeout * 1000.0),
-            enable_auto_commit=False,
-            fetch_max_wait_ms=Transport.fetch_max_wait_ms,
-            **driver.credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context),
-        )
+        """A consumer outside the group: Faust's client-only one, connected (servers,
+        credentials, timeouts) as the worker's consumer is."""
+        transport: Any = self.transport  # this driver's Transport (typed as Faust's base)
+        consumer: aiokafka.AIOKafkaConsumer = self._create_client_consumer(transport)
+        consumer._fetch_max_wait_ms = Transport.fetch_max_wait_ms
+        return consumer
 
 
 async def _ends_seen(
