@@ -36,10 +36,10 @@ PROBE_TIMEOUT_MS = 10_000
 
 class ConsumerThread(driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        # aiokafka reads this when the consumer starts its fetcher (after this returns).
-        consumer._fetch_max_wait_ms = Transport.fetch_max_wait_ms
-        return consumer
+        return _with_fetch_wait(super()._create_worker_consumer(transport))
+
+    def _create_client_consumer(self, transport: Any) -> Any:
+        return _with_fetch_wait(super()._create_client_consumer(transport))
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         reported = await super()._highwaters(partitions)
@@ -53,7 +53,9 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
         nonempty = {tp: end for tp, end in reported.items() if end}  # (None: unknown)
         if not nonempty:
             return reported
-        probe = self._probe_consumer()
+        # outside the group: Faust's client-only consumer, connected (servers, credentials,
+        # timeouts) as the worker's is
+        probe: aiokafka.AIOKafkaConsumer = self._create_client_consumer(self.transport)
         await probe.start()
         try:
             probe.assign(list(nonempty))
@@ -63,13 +65,11 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
         finally:
             await probe.stop()
 
-    def _probe_consumer(self) -> aiokafka.AIOKafkaConsumer:
-        """A consumer outside the group: Faust's client-only one, connected (servers,
-        credentials, timeouts) as the worker's consumer is."""
-        transport: Any = self.transport  # this driver's Transport (typed as Faust's base)
-        consumer: aiokafka.AIOKafkaConsumer = self._create_client_consumer(transport)
-        consumer._fetch_max_wait_ms = Transport.fetch_max_wait_ms
-        return consumer
+
+def _with_fetch_wait(consumer: aiokafka.AIOKafkaConsumer) -> aiokafka.AIOKafkaConsumer:
+    # aiokafka reads this when the consumer starts its fetcher (after it is created)
+    consumer._fetch_max_wait_ms = Transport.fetch_max_wait_ms
+    return consumer
 
 
 async def _ends_seen(
